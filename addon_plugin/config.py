@@ -1,0 +1,43 @@
+"""Configuration defaults. ``init_app`` applies each with ``app.config.setdefault``,
+so keys the host set in ``app.config`` always win."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Defaults for every ``ADDONS_*`` key. ``ADDONS_DATABASE_URL`` defaults to an
+#: SQLite file in the app's instance folder (worked out in ``init_app``).
+DEFAULTS: dict[str, Any] = {
+    #: False: hooks pass ``previous_value`` through and the API answers 503.
+    "ADDONS_ACTIVE": True,
+    #: ``sqlite:///path`` or ``postgresql://user@host/db``; None = instance/addons.sqlite3.
+    "ADDONS_DATABASE_URL": None,
+    #: Connections kept per process when the database is PostgreSQL.
+    "ADDONS_DATABASE_POOL_SIZE": 20,
+    #: Where the blueprint's routes are mounted.
+    "ADDONS_URL_PREFIX": "/api",
+    #: Currency of a product created without one (ISO 4217).
+    "ADDONS_DEFAULT_CURRENCY": "USD",
+    #: Largest request body the API reads, in bytes (larger: 413).
+    "ADDONS_MAX_CONTENT_LENGTH": 64 * 1024,
+    #: Seconds an idempotent result is kept for replays (Stripe keeps 24 h).
+    "ADDONS_IDEMPOTENCY_TTL": 24 * 3600,
+    #: A gateway object, a dotted path to one, or a short name ("test", "stripe").
+    "ADDONS_PAYMENT_GATEWAY": None,
+    #: "inline": run a decided top-up right after the commit; "worker": leave it to the worker.
+    "ADDONS_TOP_UP_MODE": "worker",
+    #: Most banks one top-up may buy.
+    "ADDONS_TOP_UP_MAX_BANKS": 10,
+    #: Consecutive failed top-ups after which auto top-up switches off.
+    "ADDONS_TOP_UP_MAX_FAILURES": 3,
+    #: Seconds after a failed top-up before another is tried for that account.
+    "ADDONS_TOP_UP_RETRY_AFTER": 3600,
+    #: Successful top-ups per account per UTC day; the next is recorded as failed.
+    "ADDONS_TOP_UP_DAILY_LIMIT": 10,
+    #: Delay in seconds before each delivery attempt (as many attempts as elements).
+    "ADDONS_WEBHOOK_RETRY_SCHEDULE": [0, 5, 300, 1800, 7200, 18000, 36000, 36000],
+    #: (connect, read) timeouts in seconds for a delivery attempt.
+    "ADDONS_WEBHOOK_TIMEOUT": (3, 15),
+    #: True lets webhook URLs point at private, loopback or link-local addresses.
+    "ADDONS_WEBHOOK_ALLOW_PRIVATE_URLS": False,
+}

@@ -1,0 +1,72 @@
+"""The Flask extension: the one place where the pieces are wired together."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Mapping
+
+from flask import Flask
+
+import storage
+
+from .config import DEFAULTS
+
+__all__ = ["AddonPlugin"]
+
+
+class AddonPlugin:
+    """Credit add-ons for a Flask storefront, in the Flask-extension shape::
+
+        plugin = AddonPlugin()      # or AddonPlugin(app)
+        plugin.init_app(app)
+
+    Configuration precedence: keys the host set in ``app.config`` win over a
+    ``configuration`` list given here (Saleor's ``[{"name", "value"}]``), which
+    wins over :data:`addon_plugin.config.DEFAULTS`.
+
+    The database is bound process-wide (Peewee models share one proxy): apps in
+    one process share ``ADDONS_DATABASE_URL``, while their signals stay apart
+    (each subscriber is connected with ``sender=app``).
+    """
+
+    PLUGIN_ID = "addons.credits"
+    PLUGIN_NAME = "Credit add-ons"
+    DEFAULT_ACTIVE = True
+
+    def __init__(self, app: Flask | None = None, *,
+                 configuration: Iterable[Mapping[str, Any]] | None = None) -> None:
+        self.configuration = {item["name"]: item["value"] for item in configuration or ()}
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Apply config defaults, bind the database, mount the blueprint, add the
+        ``flask addons`` commands and connect the plugin's own signal subscribers.
+
+        Reads every ``ADDONS_*`` key in :data:`addon_plugin.config.DEFAULTS`.
+        """
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, self.configuration.get(key, value))
+        if not app.config["ADDONS_DATABASE_URL"]:
+            path = os.path.join(app.instance_path, "addons.sqlite3")
+            app.config["ADDONS_DATABASE_URL"] = f"sqlite:///{path}"
+
+        storage.bind(app.config["ADDONS_DATABASE_URL"], pool_size=app.config["ADDONS_DATABASE_POOL_SIZE"])
+        app.teardown_appcontext(_close_connection)
+
+        from .api import create_blueprint
+        from .cli import addons_cli
+
+        app.register_blueprint(create_blueprint(), url_prefix=app.config["ADDONS_URL_PREFIX"])
+        app.cli.add_command(addons_cli)
+        app.extensions["addons"] = self
+
+
+def _close_connection(exc: BaseException | None) -> None:
+    """Give the request's connection back (to the pool, on PostgreSQL)."""
+    database = storage.db.obj
+    if database is None or database.is_closed():
+        return
+    if database.in_transaction():  # only after an error escaped a transaction block
+        database.rollback()
+    database.close()

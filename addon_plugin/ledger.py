@@ -1,0 +1,369 @@
+"""The credit ledger: the only code that changes a balance.
+
+Invariant: an account's ``balance`` is the sum of its ledger entries' ``delta``;
+it never goes below ``-overdraft_limit`` (nor above 2**53 - 1); its entries'
+``sequence`` run 1, 2, 3 … without gaps. Each change is one transaction: a
+conditional ``UPDATE … RETURNING`` of the balance (the guard is in its ``WHERE``,
+so there is no read-then-write race) and the insert of one ledger row, then the
+signals, whose receivers write in the same transaction.
+
+The hot path (:func:`record`) runs SQL prepared once per dialect at import, not
+built by the query builder per call: on PostgreSQL the update and the insert are
+one statement (a data-modifying CTE), one round trip.
+
+Room to grow: credit grants with expiry, or promotional vs paid credits, fit
+under :func:`_apply` as allocation rows (which grant an entry drew on) without
+changing a caller or the invariant: the balance stays the sum of the entries.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Mapping
+
+from flask import current_app
+from peewee import IntegrityError
+
+import storage
+from storage import db, dialect, new_id, transaction, utcnow
+
+from . import signals
+from .errors import (
+    AccountNotFound,
+    BalanceLimitExceeded,
+    IdempotencyKeyReused,
+    InsufficientCredits,
+    InvalidAmount,
+    ProductNotFound,
+    ValidationError,
+)
+
+__all__ = [
+    "MAX_CREDITS",
+    "KINDS",
+    "Account",
+    "Entry",
+    "Change",
+    "record",
+    "get_account",
+    "balance",
+    "find_account_id",
+    "open_account",
+    "check_credits",
+]
+
+#: The largest credit amount or balance: the JSON-safe integer range.
+MAX_CREDITS = 2**53 - 1
+
+#: Entry kinds and the sign their delta must have (0: either sign).
+KINDS: dict[str, int] = {
+    "purchase": 1,
+    "usage": -1,
+    "adjustment": 0,
+    "top_up": 1,
+    "refund": -1,
+    "expiry": -1,
+    "void": 0,
+}
+
+_LIMITS = {"description": 1000, "reference": 255, "idempotency_key": 255, "metadata_keys": 50,
+           "metadata_key": 40, "metadata_value": 500, "metadata_bytes": 8192}
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A credit account as it stood right after a change (or a read)."""
+
+    id: str
+    merchant_id: str
+    product_id: str
+    buyer_email: str
+    balance: int
+    threshold: int | None
+    auto_top_up_enabled: bool
+    payment_method: str | None
+    customer: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One ledger entry: a balance change and the balance it left."""
+
+    id: str
+    account_id: str
+    sequence: int
+    delta: int
+    balance_after: int
+    kind: str
+    description: str
+    reference: str | None
+    metadata: dict[str, str]
+    idempotency_key: str | None
+    actor: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What :func:`record` did: the account after it, its entry, and whether it
+    was a replay of an earlier change with the same idempotency key."""
+
+    account: Account
+    entry: Entry
+    previous_balance: int
+    replayed: bool = False
+
+
+# -- prepared SQL ------------------------------------------------------------
+
+_ACCOUNT_COLUMNS = ("id, merchant_id, product_id, buyer_email, balance, threshold, "
+                    "auto_top_up_enabled, payment_method, customer")
+_ENTRY_COLUMNS = ("id, account_id, sequence, delta, balance_after, kind, description, "
+                  "reference, metadata, idempotency_key, actor, created_at")
+
+_UPDATE = f"""UPDATE credit_account
+   SET balance = balance + ?, last_sequence = last_sequence + 1, updated_at = ?
+ WHERE id = ?
+   AND (? > 0 OR balance + ? >= -(SELECT overdraft_limit FROM addon_product
+                                  WHERE addon_product.id = credit_account.product_id))
+   AND balance + ? <= {MAX_CREDITS}
+RETURNING {_ACCOUNT_COLUMNS}, last_sequence"""
+
+_INSERT_ENTRY = f"INSERT INTO ledger_entry ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+# PostgreSQL: the update and the entry insert in one round trip.
+_UPDATE_AND_INSERT_PG = f"""WITH u AS ({_UPDATE}),
+e AS (INSERT INTO ledger_entry ({_ENTRY_COLUMNS})
+      SELECT ?, u.id, u.last_sequence, ?, u.balance, ?, ?, ?, ?, ?, ?, ? FROM u)
+SELECT {_ACCOUNT_COLUMNS}, last_sequence FROM u"""
+
+_SELECT_ACCOUNT = f"SELECT {_ACCOUNT_COLUMNS} FROM credit_account WHERE id = ?"
+_SELECT_ENTRY_BY_KEY = f"SELECT {_ENTRY_COLUMNS} FROM ledger_entry WHERE account_id = ? AND idempotency_key = ?"
+_SELECT_REFUSAL = """SELECT a.balance, p.overdraft_limit FROM credit_account a
+JOIN addon_product p ON p.id = a.product_id WHERE a.id = ?"""
+_SELECT_BALANCE = "SELECT balance FROM credit_account WHERE id = ?"
+_FIND_ACCOUNT = "SELECT id FROM credit_account WHERE product_id = ? AND buyer_email = ? AND merchant_id = ?"
+
+
+def _for_dialect(sql: str) -> dict[str, str]:
+    return {"sqlite": sql, "postgresql": sql.replace("?", "%s")}
+
+
+_SQL = {name: _for_dialect(sql) for name, sql in {
+    "update": _UPDATE,
+    "insert_entry": _INSERT_ENTRY,
+    "update_and_insert": _UPDATE_AND_INSERT_PG,
+    "select_account": _SELECT_ACCOUNT,
+    "entry_by_key": _SELECT_ENTRY_BY_KEY,
+    "refusal": _SELECT_REFUSAL,
+    "balance": _SELECT_BALANCE,
+    "find_account": _FIND_ACCOUNT,
+}.items()}
+
+
+def _sql(name: str) -> str:
+    return _SQL[name][dialect()]
+
+
+def _fetchone(name: str, params: tuple) -> tuple | None:
+    return db.execute_sql(_sql(name), params).fetchone()
+
+
+def _account_from_row(row: tuple) -> Account:
+    return Account(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7], row[8])
+
+
+def _entry_from_row(row: tuple) -> Entry:
+    created = row[11]
+    if isinstance(created, str):
+        created = datetime.fromisoformat(created)
+    return Entry(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
+                 json.loads(row[8]), row[9], row[10], created)
+
+
+# -- validation --------------------------------------------------------------
+
+def check_credits(value: Any, *, field: str = "value", allow_zero: bool = False) -> int:
+    """``value`` as a credit integer, or :class:`InvalidAmount` (bools, floats,
+    strings, zero unless allowed, and anything beyond ±(2**53 - 1) are refused)."""
+    if type(value) is not int or abs(value) > MAX_CREDITS or (value == 0 and not allow_zero):
+        raise InvalidAmount(fields={field: [InvalidAmount.default_message]})
+    return value
+
+
+def _check_details(kind: str, delta: int, description: str, reference: str | None,
+                   metadata: Mapping[str, str] | None, idempotency_key: str | None) -> dict[str, str]:
+    check_credits(delta, field="delta")
+    sign = KINDS.get(kind)
+    if sign is None:
+        raise ValidationError(fields={"kind": [f"Must be one of {sorted(KINDS)}."]})
+    if sign * delta < 0:
+        raise InvalidAmount(f"A {kind} entry must have a {'positive' if sign > 0 else 'negative'} delta.",
+                            fields={"delta": ["Wrong sign for this kind."]})
+    problems: dict[str, list[str]] = {}
+    if not isinstance(description, str) or len(description) > _LIMITS["description"]:
+        problems["description"] = [f"Must be a string of at most {_LIMITS['description']} characters."]
+    if reference is not None and (not isinstance(reference, str) or len(reference) > _LIMITS["reference"]):
+        problems["reference"] = [f"Must be a string of at most {_LIMITS['reference']} characters."]
+    if idempotency_key is not None and (
+        not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= _LIMITS["idempotency_key"]
+    ):
+        problems["idempotency_key"] = [f"Must be 1 to {_LIMITS['idempotency_key']} characters."]
+    meta = dict(metadata or {})
+    if (
+        len(meta) > _LIMITS["metadata_keys"]
+        or any(not isinstance(k, str) or not 0 < len(k) <= _LIMITS["metadata_key"] for k in meta)
+        or any(not isinstance(v, str) or len(v) > _LIMITS["metadata_value"] for v in meta.values())
+        or len(json.dumps(meta).encode()) > _LIMITS["metadata_bytes"]
+    ):
+        problems["metadata"] = ["At most 50 string keys (<= 40 chars) with string values (<= 500 chars), 8 KB."]
+    if problems:
+        raise ValidationError(fields=problems)
+    return meta
+
+
+# -- reads -------------------------------------------------------------------
+
+def get_account(account_id: str) -> Account:
+    """The account's current state; :class:`AccountNotFound` if there is none."""
+    row = _fetchone("select_account", (account_id,))
+    if row is None:
+        raise AccountNotFound(account_id=account_id)
+    return _account_from_row(row)
+
+
+def balance(account_id: str) -> int:
+    """The account's balance: one indexed read, never a sum over the ledger."""
+    row = _fetchone("balance", (account_id,))
+    if row is None:
+        raise AccountNotFound(account_id=account_id)
+    return row[0]
+
+
+def find_account_id(merchant_id: str, product_id: str, buyer_email: str) -> str | None:
+    """The id of the buyer's account for that product, if the merchant has one."""
+    row = _fetchone("find_account", (product_id, buyer_email.lower(), merchant_id))
+    return row[0] if row else None
+
+
+def open_account(merchant_id: str, product_id: str, buyer_email: str, *,
+                 host_customer_id: str | None = None) -> str:
+    """The buyer's account for that product, created (with the buyer) if new."""
+    email = buyer_email.strip().lower()
+    existing = find_account_id(merchant_id, product_id, email)
+    if existing:
+        return existing
+    with transaction():
+        if not storage.Product.select().where(
+            (storage.Product.id == product_id) & (storage.Product.merchant == merchant_id)
+        ).exists():
+            raise ProductNotFound(product_id=product_id)
+        now = utcnow()
+        storage.Buyer.insert(
+            id=new_id("buyer"), merchant=merchant_id, email=email,
+            host_customer_id=host_customer_id, created_at=now,
+        ).on_conflict_ignore().execute()
+        buyer = storage.Buyer.get((storage.Buyer.merchant == merchant_id) & (storage.Buyer.email == email))
+        storage.CreditAccount.insert(
+            id=new_id("acct"), merchant=merchant_id, product=product_id, buyer=buyer.id,
+            buyer_email=email, created_at=now, updated_at=now,
+        ).on_conflict_ignore().execute()
+    account_id = find_account_id(merchant_id, product_id, email)
+    assert account_id is not None
+    return account_id
+
+
+# -- the one write -----------------------------------------------------------
+
+def record(account_id: str, delta: int, kind: str, *, description: str = "",
+           reference: str | None = None, metadata: Mapping[str, str] | None = None,
+           idempotency_key: str | None = None, actor: str | None = None) -> Change:
+    """Apply ``delta`` credits to the account as one ledger entry of ``kind``.
+
+    Joins the caller's transaction or opens its own. Refusals
+    (:class:`InsufficientCredits`, :class:`BalanceLimitExceeded`,
+    :class:`AccountNotFound`, :class:`IdempotencyKeyReused`) are raised before
+    anything is written. With an ``idempotency_key`` already used on this account,
+    the same request returns the first result (``replayed=True``, no signal) and a
+    different one raises :class:`IdempotencyKeyReused`.
+    """
+    meta = _check_details(kind, delta, description, reference, metadata, idempotency_key)
+    for attempt in (1, 2):
+        try:
+            with transaction():
+                return _apply(account_id, delta, kind, description, reference, meta, idempotency_key, actor)
+        except IntegrityError:
+            # Two transactions raced on one new idempotency key (PostgreSQL): the
+            # loser retries once and finds the winner's entry.
+            if idempotency_key is None or attempt == 2 or db.in_transaction():
+                raise
+    raise AssertionError("unreachable")
+
+
+def _apply(account_id: str, delta: int, kind: str, description: str, reference: str | None,
+           metadata: dict[str, str], idempotency_key: str | None, actor: str | None) -> Change:
+    if idempotency_key is not None:
+        row = _fetchone("entry_by_key", (account_id, idempotency_key))
+        if row is not None:
+            return _replay(_entry_from_row(row), delta, kind, description, reference, metadata)
+
+    now = utcnow()
+    entry_id = new_id("entry")
+    metadata_json = json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))
+    update_params = (delta, now, account_id, delta, delta, delta)
+    if dialect() == "postgresql":
+        row = _fetchone("update_and_insert", update_params + (
+            entry_id, delta, kind, description, reference, metadata_json, idempotency_key, actor, now))
+    else:
+        row = _fetchone("update", update_params)
+        if row is not None:
+            db.execute_sql(_sql("insert_entry"), (
+                entry_id, account_id, row[9], delta, row[4], kind, description, reference,
+                metadata_json, idempotency_key, actor, now))
+    if row is None:
+        _raise_refusal(account_id, delta)
+
+    account = _account_from_row(row)
+    entry = Entry(entry_id, account_id, row[9], delta, account.balance, kind, description, reference,
+                  metadata, idempotency_key, actor, now)
+    change = Change(account, entry, account.balance - delta)
+    _announce(change)
+    return change
+
+
+def _replay(entry: Entry, delta: int, kind: str, description: str, reference: str | None,
+            metadata: dict[str, str]) -> Change:
+    if (entry.delta, entry.kind, entry.description, entry.reference, entry.metadata) != (
+        delta, kind, description, reference, metadata
+    ):
+        raise IdempotencyKeyReused(account_id=entry.account_id, entry_id=entry.id)
+    return Change(get_account(entry.account_id), entry, entry.balance_after - entry.delta, replayed=True)
+
+
+def _raise_refusal(account_id: str, delta: int) -> None:
+    row = _fetchone("refusal", (account_id,))
+    if row is None:
+        raise AccountNotFound(account_id=account_id)
+    current, overdraft_limit = row
+    if delta > 0:
+        raise BalanceLimitExceeded(account_id=account_id, balance=current)
+    raise InsufficientCredits(
+        f"The balance is {current} and this deduction needs {-delta}"
+        + (f" (overdraft limit {overdraft_limit})." if overdraft_limit else "."),
+        account_id=account_id, balance=current, overdraft_limit=overdraft_limit, requested=-delta,
+    )
+
+
+def _announce(change: Change) -> None:
+    """Send the balance signals, inside the transaction (receivers may abort it)."""
+    app = current_app._get_current_object()
+    before, after = change.previous_balance, change.account.balance
+    kwargs = {"account": change.account, "entry": change.entry, "previous_balance": before}
+    signals.balance_changed.send(app, **kwargs)
+    threshold = change.account.threshold
+    if threshold is not None and before > threshold >= after:
+        signals.balance_low.send(app, **kwargs)
+    if before > 0 >= after:
+        signals.balance_depleted.send(app, **kwargs)

@@ -1,0 +1,84 @@
+"""Merchants and their API keys.
+
+A key reads ``sk_<key id>_<secret>``; only SHA-256 of the secret is stored and
+it is compared in constant time. Keys are shown once, at creation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+import storage
+from storage import db, dialect, new_id, transaction, utcnow
+
+from .errors import AuthenticationFailed, MerchantNotFound, NotFound
+
+__all__ = ["NewKey", "create_merchant", "create_api_key", "revoke_api_key", "authenticate"]
+
+_LOOKUP = {
+    "sqlite": "SELECT merchant_id, secret_hash FROM api_key WHERE id = ? AND revoked_at IS NULL",
+    "postgresql": "SELECT merchant_id, secret_hash FROM api_key WHERE id = %s AND revoked_at IS NULL",
+}
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A key just created: the only time ``key`` (the secret) is known."""
+
+    id: str
+    merchant_id: str
+    key: str
+    created_at: object
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_merchant(name: str) -> tuple[storage.Merchant, NewKey]:
+    """A new merchant and its first API key."""
+    with transaction():
+        merchant = storage.Merchant.create(id=new_id("mer"), name=name)
+        return merchant, create_api_key(merchant.id)
+
+
+def create_api_key(merchant_id: str) -> NewKey:
+    """A new API key for the merchant; the returned ``key`` is never stored."""
+    with transaction():
+        if not storage.Merchant.select().where(storage.Merchant.id == merchant_id).exists():
+            raise MerchantNotFound(merchant_id=merchant_id)
+        key_id = new_id("key")
+        secret = secrets.token_urlsafe(32)
+        row = storage.ApiKey.create(id=key_id, merchant=merchant_id, secret_hash=_hash(secret))
+    return NewKey(key_id, merchant_id, f"sk_{key_id.removeprefix('key_')}_{secret}", row.created_at)
+
+
+def revoke_api_key(key_id: str, merchant_id: str | None = None) -> None:
+    """Revoke a key at once; with ``merchant_id``, only that merchant's key."""
+    query = storage.ApiKey.update(revoked_at=utcnow()).where(
+        (storage.ApiKey.id == key_id) & storage.ApiKey.revoked_at.is_null()
+    )
+    if merchant_id is not None:
+        query = query.where(storage.ApiKey.merchant == merchant_id)
+    if query.execute() == 0 and not storage.ApiKey.select().where(
+        (storage.ApiKey.id == key_id)
+        & ((storage.ApiKey.merchant == merchant_id) if merchant_id else True)
+    ).exists():
+        raise NotFound("No API key with that id.", key_id=key_id)
+
+
+def authenticate(key: str | None) -> tuple[str, str]:
+    """``(merchant_id, key_id)`` for a valid, unrevoked key, else :class:`AuthenticationFailed`."""
+    if not key or not key.startswith("sk_"):
+        raise AuthenticationFailed()
+    parts = key.split("_", 2)
+    if len(parts) != 3:
+        raise AuthenticationFailed()
+    key_id = "key_" + parts[1]
+    row = db.execute_sql(_LOOKUP[dialect()], (key_id,)).fetchone()
+    if row is None or not hmac.compare_digest(row[1], _hash(parts[2])):
+        raise AuthenticationFailed()
+    return row[0], key_id

@@ -1,0 +1,78 @@
+"""Blinker signals: how the webhook dispatcher, the top-up handler and any
+extending developer learn what the plugin did.
+
+The sender is always the Flask app (``current_app._get_current_object()``);
+connect with ``sender=app`` to hear one app only. Receivers run in no fixed order.
+
+Timing: signals about a balance change are sent **inside** the transaction that
+makes it, right after its ledger row is written. A receiver's database writes
+commit or roll back with the change; a receiver that raises aborts the whole
+change (nothing is applied, the caller gets the error). Side effects outside the
+database (HTTP, e-mail) belong in :func:`addon_plugin.on_commit`, which runs them
+only after the commit.
+
+``account`` and ``entry`` arguments are :class:`addon_plugin.ledger.Account` and
+:class:`addon_plugin.ledger.Entry` snapshots taken right after the change.
+"""
+
+from __future__ import annotations
+
+from blinker import Namespace
+
+_signals = Namespace()
+
+#: Sent when a ledger entry changes an account's balance, inside its transaction.
+#: Kwargs: ``account`` (the account after the change), ``entry`` (the new ledger
+#: entry) and ``previous_balance`` (int).
+balance_changed = _signals.signal("balance-changed")
+
+#: Sent after :data:`balance_changed` when the change took the balance from above
+#: the account's ``threshold`` to at or below it (never when ``threshold`` is
+#: None). Inside the transaction. Kwargs: ``account``, ``entry``, ``previous_balance``.
+balance_low = _signals.signal("balance-low")
+
+#: Sent after :data:`balance_changed` when the change took the balance from above
+#: 0 to at or below 0. Inside the transaction. Kwargs: ``account``, ``entry``,
+#: ``previous_balance``.
+balance_depleted = _signals.signal("balance-depleted")
+
+#: Sent when an order line granted add-on credits (after its ``purchase`` entry,
+#: inside the transaction). Kwargs: ``account``, ``entry``, ``order_id``,
+#: ``quantity``, ``credits``.
+addon_purchased = _signals.signal("addon-purchased")
+
+#: Sent when an automatic top-up was charged and credited, inside the transaction
+#: that writes its ``top_up`` entry. Kwargs: ``account``, ``entry``, ``top_up``
+#: (the top-up as the top-ups resource shows it).
+top_up_succeeded = _signals.signal("top-up-succeeded")
+
+#: Sent when an automatic top-up failed (a decline, the gateway unavailable after
+#: its retries, or the daily limit), inside the transaction that records the
+#: failure. Kwargs: ``account``, ``top_up``, ``failure`` (``{"code", "message"}``).
+top_up_failed = _signals.signal("top-up-failed")
+
+#: Sent when auto top-up was switched off for an account by the plugin, inside
+#: that transaction. Kwargs: ``account`` and ``reason`` (``"max_failures"``,
+#: ``"product_changed"``).
+auto_top_up_disabled = _signals.signal("auto-top-up-disabled")
+
+#: Sent when an add-on product was created or changed, inside the transaction.
+#: Kwargs: ``product`` (the ``storage.Product`` row) and ``created`` (bool).
+product_saved = _signals.signal("product-saved")
+
+#: Sent by the webhook worker when a delivery has used its last attempt and is
+#: marked failed, inside that transaction. Kwargs: ``delivery`` (the
+#: ``storage`` delivery row) and ``endpoint`` (its endpoint row).
+webhook_delivery_failed = _signals.signal("webhook-delivery-failed")
+
+__all__ = [
+    "balance_changed",
+    "balance_low",
+    "balance_depleted",
+    "addon_purchased",
+    "top_up_succeeded",
+    "top_up_failed",
+    "auto_top_up_disabled",
+    "product_saved",
+    "webhook_delivery_failed",
+]

@@ -1,0 +1,41 @@
+"""Storage: Peewee models, the database binding, transactions and migrations.
+
+Holds every table and no business logic; knows nothing of Flask or HTTP.
+"""
+
+from .database import bind, db, dialect, on_commit, transaction
+from .ids import new_id
+from .models import (
+    ALL_MODELS,
+    ApiKey,
+    Buyer,
+    CreditAccount,
+    IdempotencyRecord,
+    LedgerEntry,
+    Merchant,
+    Product,
+    SchemaVersion,
+    utcnow,
+)
+from .schema import current_version, migrate
+
+__all__ = [
+    "ALL_MODELS",
+    "ApiKey",
+    "Buyer",
+    "CreditAccount",
+    "IdempotencyRecord",
+    "LedgerEntry",
+    "Merchant",
+    "Product",
+    "SchemaVersion",
+    "bind",
+    "current_version",
+    "db",
+    "dialect",
+    "migrate",
+    "new_id",
+    "on_commit",
+    "transaction",
+    "utcnow",
+]

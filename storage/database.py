@@ -1,0 +1,119 @@
+"""The database binding: one proxy every model uses, bound late from a URL.
+
+SQLite is the embedded default (WAL, foreign keys on, a busy timeout, and
+``BEGIN IMMEDIATE`` so a writing transaction holds the write lock from its first
+statement: two writers queue instead of deadlocking on a lock upgrade).
+PostgreSQL is for production; ``postgresql://`` URLs get a connection pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Iterator
+from urllib.parse import urlparse
+
+from peewee import Database, DatabaseProxy, SqliteDatabase
+from playhouse.db_url import connect as connect_url
+
+__all__ = ["db", "bind", "dialect", "transaction", "on_commit", "SQLITE_BUSY_TIMEOUT"]
+
+log = logging.getLogger(__name__)
+
+#: The proxy every model is bound to; :func:`bind` points it at a real database.
+db = DatabaseProxy()
+
+#: Seconds a SQLite writer waits for the write lock before giving up.
+SQLITE_BUSY_TIMEOUT = 30
+
+_SQLITE_PRAGMAS = (
+    ("journal_mode", "wal"),
+    ("foreign_keys", 1),
+    ("synchronous", "normal"),
+    ("busy_timeout", SQLITE_BUSY_TIMEOUT * 1000),
+)
+
+
+def bind(url: str, *, pool_size: int = 20) -> Database:
+    """Open the database named by ``url`` and point :data:`db` at it.
+
+    ``sqlite:///path`` (relative paths are relative to the working directory),
+    ``postgresql://user@host:port/name`` (pooled). Returns the database.
+    """
+    if not url:
+        raise ValueError("Missing database URL: set ADDONS_DATABASE_URL.")
+    scheme = urlparse(url).scheme
+    if scheme == "sqlite":
+        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+        if not path:
+            raise ValueError(f"Bad SQLite URL {url!r}: use sqlite:///relative.db or sqlite:////abs/path.db")
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        database = SqliteDatabase(
+            path,
+            pragmas=_SQLITE_PRAGMAS,
+            timeout=SQLITE_BUSY_TIMEOUT,
+            lock_type="IMMEDIATE",
+            check_same_thread=False,
+        )
+    elif scheme in ("postgres", "postgresql"):
+        pooled = "postgresql+pool" + url[len(scheme):]
+        database = connect_url(
+            pooled, max_connections=pool_size, stale_timeout=300, timeout=10, connect_timeout=5
+        )
+    else:
+        database = connect_url(url)
+    _release(db.obj)
+    db.initialize(database)
+    return database
+
+
+def _release(database: Database | None) -> None:
+    """Close a database the proxy is about to stop pointing at."""
+    if database is None:
+        return
+    try:
+        if hasattr(database, "close_all"):
+            database.close_all()
+        elif not database.is_closed():
+            database.close()
+    except Exception:  # e.g. a transaction left open in this thread
+        log.debug("previous database did not close cleanly", exc_info=True)
+
+
+def dialect() -> str:
+    """``"sqlite"`` or ``"postgresql"``: which prepared SQL the hot path uses."""
+    return "sqlite" if isinstance(db.obj, SqliteDatabase) else "postgresql"
+
+
+@contextmanager
+def transaction() -> Iterator[None]:
+    """Join the current transaction, or begin one.
+
+    Nested blocks do not open savepoints: an exception that leaves any block
+    rolls the whole transaction back. Code that catches an error inside a
+    transaction and carries on must only catch errors raised before it wrote.
+    """
+    with db.transaction():
+        yield
+
+
+def on_commit(fn: Callable[[], object]) -> None:
+    """Run ``fn`` after the current transaction commits (now, if none is open).
+
+    Nothing runs if the transaction rolls back. Errors ``fn`` raises are logged,
+    never raised: the change they follow is already committed.
+    """
+
+    def guarded() -> None:
+        try:
+            fn()
+        except Exception:
+            log.exception("on_commit callback %r failed", fn)
+
+    if db.obj is not None and db.in_transaction():
+        db.after_commit(guarded)
+    else:
+        guarded()

@@ -1,0 +1,22 @@
+"""Opaque, time-ordered ids: ``<prefix>_<26 chars>``.
+
+Like a ULID: 48 bits of milliseconds then 80 random bits, in Crockford's base32
+(lower case), so ids sort by creation time and ``ORDER BY id DESC`` is newest first.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def new_id(prefix: str) -> str:
+    """A new id such as ``acct_01jd3k5...``; unique, opaque, sortable by time."""
+    value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
+    chars = []
+    for _ in range(26):
+        chars.append(_ALPHABET[value & 31])
+        value >>= 5
+    return f"{prefix}_{''.join(reversed(chars))}"

@@ -1,0 +1,194 @@
+"""Every table of the plugin. No business logic lives here.
+
+Design overview: a merchant owns API keys, add-on products and buyers; a credit
+account joins one buyer to one product and carries the current ``balance``;
+every change to that balance is one append-only ``LedgerEntry`` written in the
+same transaction as the balance update.
+
+Invariant (kept by ``addon_plugin.ledger``, the only writer of balances): an
+account's ``balance`` equals the sum of its entries' ``delta``, and its entries'
+``sequence`` run 1..``last_sequence`` without gaps.
+
+Money is stored as integer minor units (``price_minor``) with its currency;
+credits are integers. Times are naive UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from peewee import (
+    BigIntegerField,
+    BooleanField,
+    CharField,
+    DateTimeField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+from .database import db
+
+__all__ = [
+    "utcnow",
+    "BaseModel",
+    "Merchant",
+    "ApiKey",
+    "Product",
+    "Buyer",
+    "CreditAccount",
+    "LedgerEntry",
+    "IdempotencyRecord",
+    "SchemaVersion",
+    "ALL_MODELS",
+]
+
+
+def utcnow() -> datetime:
+    """The current time, naive UTC (how every timestamp is stored)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+
+class Merchant(BaseModel):
+    """A seller on the host platform; everything else is scoped to one."""
+
+    id = CharField(primary_key=True, max_length=40)
+    name = CharField(max_length=200)
+    created_at = DateTimeField(default=utcnow)
+
+
+class ApiKey(BaseModel):
+    """A merchant's API key. Only a SHA-256 of its secret part is stored."""
+
+    id = CharField(primary_key=True, max_length=40)
+    merchant = ForeignKeyField(Merchant, backref="api_keys", on_delete="CASCADE")
+    secret_hash = CharField(max_length=64)
+    created_at = DateTimeField(default=utcnow)
+    revoked_at = DateTimeField(null=True)
+
+
+class Product(BaseModel):
+    """An add-on: ``credit_amount`` credits (one bank) for ``price``."""
+
+    id = CharField(primary_key=True, max_length=40)
+    merchant = ForeignKeyField(Merchant, backref="products", on_delete="CASCADE")
+    name = CharField(max_length=200)
+    price_minor = BigIntegerField()
+    currency = CharField(max_length=3)
+    credit_amount = BigIntegerField()
+    top_up_allowed = BooleanField(default=False)
+    overdraft_limit = BigIntegerField(default=0)
+    host_product_id = CharField(max_length=255, null=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "addon_product"
+        indexes = ((("merchant", "host_product_id"), True),)
+
+
+class Buyer(BaseModel):
+    """A buyer of one merchant, known by lower-cased e-mail."""
+
+    id = CharField(primary_key=True, max_length=40)
+    merchant = ForeignKeyField(Merchant, backref="buyers", on_delete="CASCADE")
+    email = CharField(max_length=320)
+    host_customer_id = CharField(max_length=255, null=True)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("merchant", "email"), True),)
+
+
+class CreditAccount(BaseModel):
+    """One buyer's credits for one product, with the buyer's auto top-up settings.
+
+    ``merchant_id`` and ``buyer_email`` are copies (both immutable) so the usage
+    path finds and updates an account in one statement without joins.
+    """
+
+    id = CharField(primary_key=True, max_length=40)
+    merchant = ForeignKeyField(Merchant, backref="accounts", on_delete="CASCADE")
+    product = ForeignKeyField(Product, backref="accounts", on_delete="CASCADE")
+    buyer = ForeignKeyField(Buyer, backref="accounts", on_delete="CASCADE")
+    buyer_email = CharField(max_length=320)
+    balance = BigIntegerField(default=0)
+    last_sequence = BigIntegerField(default=0)
+    threshold = BigIntegerField(null=True)
+    auto_top_up_enabled = BooleanField(default=False)
+    payment_method = CharField(max_length=255, null=True)
+    customer = CharField(max_length=255, null=True)
+    top_up_failures = IntegerField(default=0)
+    top_up_blocked_until = DateTimeField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = (
+            (("product", "buyer_email"), True),
+            (("merchant", "buyer_email"), False),
+        )
+
+
+class LedgerEntry(BaseModel):
+    """One balance change; append-only. ``balance_after`` is the balance it left."""
+
+    id = CharField(primary_key=True, max_length=40)
+    account = ForeignKeyField(CreditAccount, backref="entries", on_delete="CASCADE")
+    sequence = BigIntegerField()
+    delta = BigIntegerField()
+    balance_after = BigIntegerField()
+    kind = CharField(max_length=20)
+    description = TextField(default="")
+    reference = TextField(null=True)
+    metadata = TextField(default="{}")
+    idempotency_key = CharField(max_length=300, null=True)
+    actor = CharField(max_length=100, null=True)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = (
+            (("account", "sequence"), True),
+            (("account", "idempotency_key"), True),
+            (("reference",), False),
+        )
+
+
+class IdempotencyRecord(BaseModel):
+    """The stored result of a write request, per (merchant, key), for replays."""
+
+    merchant = ForeignKeyField(Merchant, on_delete="CASCADE")
+    key = CharField(max_length=255)
+    request_hash = CharField(max_length=64)
+    response_status = IntegerField()
+    response_body = TextField()
+    created_at = DateTimeField(default=utcnow, index=True)
+
+    class Meta:
+        indexes = ((("merchant", "key"), True),)
+
+
+class SchemaVersion(BaseModel):
+    """Which schema migrations have been applied."""
+
+    version = IntegerField(primary_key=True)
+    applied_at = DateTimeField(default=utcnow)
+
+
+ALL_MODELS = [
+    Merchant,
+    ApiKey,
+    Product,
+    Buyer,
+    CreditAccount,
+    LedgerEntry,
+    IdempotencyRecord,
+    SchemaVersion,
+]

@@ -1,0 +1,64 @@
+"""Schema versions: each migration runs once, in order, in its own transaction.
+
+``migrate()`` is safe to run twice and from two processes at once (SQLite's
+write lock or a PostgreSQL advisory lock serialises it). To change the schema,
+append a migration; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .database import db, dialect, transaction
+from .models import (
+    ApiKey,
+    Buyer,
+    CreditAccount,
+    IdempotencyRecord,
+    LedgerEntry,
+    Merchant,
+    Product,
+    SchemaVersion,
+)
+
+__all__ = ["MIGRATIONS", "migrate", "current_version"]
+
+_LOCK_ID = 0x4144444F4E53  # "ADDONS": the advisory lock that serialises migrations
+
+
+def _create_base() -> None:
+    db.create_tables(
+        [Merchant, ApiKey, Product, Buyer, CreditAccount, LedgerEntry, IdempotencyRecord],
+        safe=True,
+    )
+
+
+#: (version, what it does, function): applied in order, each exactly once.
+MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
+    (1, "merchants, keys, products, buyers, accounts, ledger, idempotency", _create_base),
+]
+
+
+def current_version() -> int:
+    """The highest applied migration, or 0 for an empty database."""
+    if not SchemaVersion.table_exists():
+        return 0
+    row = SchemaVersion.select(SchemaVersion.version).order_by(SchemaVersion.version.desc()).first()
+    return row.version if row else 0
+
+
+def migrate() -> list[int]:
+    """Apply every pending migration; returns the versions applied now."""
+    applied = []
+    with transaction():
+        if dialect() == "postgresql":
+            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+        db.create_tables([SchemaVersion], safe=True)
+        done = {row.version for row in SchemaVersion.select(SchemaVersion.version)}
+        for version, _, apply in MIGRATIONS:
+            if version in done:
+                continue
+            apply()
+            SchemaVersion.create(version=version)
+            applied.append(version)
+    return applied

@@ -1,0 +1,1 @@
+"""Webhooks: signed, durable, retried delivery of balance events to merchants."""
