@@ -15,6 +15,10 @@ from .models import (
     Merchant,
     Product,
     SchemaVersion,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
     utcnow,
 )
 from .schema import current_version, migrate
@@ -29,6 +33,10 @@ __all__ = [
     "Merchant",
     "Product",
     "SchemaVersion",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
     "bind",
     "current_version",
     "db",

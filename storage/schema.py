@@ -19,6 +19,10 @@ from .models import (
     Merchant,
     Product,
     SchemaVersion,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
 )
 
 __all__ = ["MIGRATIONS", "migrate", "current_version"]
@@ -33,9 +37,14 @@ def _create_base() -> None:
     )
 
 
+def _create_webhooks() -> None:
+    db.create_tables([WebhookEndpoint, WebhookEvent, WebhookDelivery, WebhookAttempt], safe=True)
+
+
 #: (version, what it does, function): applied in order, each exactly once.
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "merchants, keys, products, buyers, accounts, ledger, idempotency", _create_base),
+    (2, "webhook endpoints, events, deliveries (the outbox) and attempts", _create_webhooks),
 ]
 
 
