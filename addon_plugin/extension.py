@@ -8,6 +8,7 @@ from typing import Any, Iterable, Mapping
 from flask import Flask
 
 import storage
+import webhooks
 
 from .config import DEFAULTS
 
@@ -59,6 +60,7 @@ class AddonPlugin:
 
         app.register_blueprint(create_blueprint(), url_prefix=app.config["ADDONS_URL_PREFIX"])
         app.cli.add_command(addons_cli)
+        webhooks.init_app(app)
         app.extensions["addons"] = self
 
 
