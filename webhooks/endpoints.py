@@ -30,6 +30,7 @@ from .signing import generate_secret
 from .urls import check_url
 
 __all__ = [
+    "MAX_DESCRIPTION",
     "Endpoint",
     "Attempt",
     "Delivery",
