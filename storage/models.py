@@ -217,7 +217,8 @@ class WebhookEvent(BaseModel):
     """
 
     id = CharField(primary_key=True, max_length=40)
-    merchant = ForeignKeyField(Merchant, backref="webhook_events", on_delete="CASCADE")
+    # Not indexed: nothing reads events by merchant (deleting a merchant scans).
+    merchant = ForeignKeyField(Merchant, backref="webhook_events", on_delete="CASCADE", index=False)
     type = CharField(max_length=40)
     payload = TextField()
     created_at = DateTimeField(default=utcnow, index=True)
@@ -232,8 +233,8 @@ class WebhookDelivery(BaseModel):
     """
 
     id = CharField(primary_key=True, max_length=40)
-    event = ForeignKeyField(WebhookEvent, backref="deliveries", on_delete="CASCADE")
-    endpoint = ForeignKeyField(WebhookEndpoint, backref="deliveries", on_delete="CASCADE")
+    event = ForeignKeyField(WebhookEvent, backref="deliveries", on_delete="CASCADE", index=False)
+    endpoint = ForeignKeyField(WebhookEndpoint, backref="deliveries", on_delete="CASCADE", index=False)
     status = CharField(max_length=12, default="pending")
     attempt_count = IntegerField(default=0)
     next_attempt_at = DateTimeField(null=True)
@@ -244,17 +245,24 @@ class WebhookDelivery(BaseModel):
     created_at = DateTimeField(default=utcnow)
 
     class Meta:
+        # (event, endpoint) also serves the event foreign key; (endpoint, id)
+        # the endpoint's and lists newest first.
         indexes = (
-            (("status", "next_attempt_at"), False),
             (("event", "endpoint"), True),
+            (("endpoint", "id"), False),
         )
+
+
+# What a worker claims from: only pending rows, by due time.
+WebhookDelivery.add_index(WebhookDelivery.index(WebhookDelivery.next_attempt_at)
+                          .where(WebhookDelivery.status == "pending"))
 
 
 class WebhookAttempt(BaseModel):
     """One HTTP attempt of a delivery: what came back, how long it took."""
 
     id = CharField(primary_key=True, max_length=40)
-    delivery = ForeignKeyField(WebhookDelivery, backref="attempts", on_delete="CASCADE")
+    delivery = ForeignKeyField(WebhookDelivery, backref="attempts", on_delete="CASCADE", index=False)
     number = IntegerField()
     status_code = IntegerField(null=True)
     duration_ms = IntegerField()
@@ -263,6 +271,7 @@ class WebhookAttempt(BaseModel):
     created_at = DateTimeField(default=utcnow)
 
     class Meta:
+        # Also serves the delivery foreign key. Unique: no attempt is recorded twice.
         indexes = ((("delivery", "number"), True),)
 
 
