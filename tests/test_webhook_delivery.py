@@ -194,7 +194,7 @@ def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_expires(app, de
 def test_a_worker_that_lost_its_lease_records_nothing(app, endpoint, delivery_id):
     claim = delivery._claim(60)
     WebhookDelivery.update(lease_token="another-worker").execute()
-    delivery._record(claim, endpoint[0].id, delivery.Outcome(200, 5), [0, 0, 0])
+    delivery._record(claim, delivery.Outcome(200, 5), [0, 0, 0])
     assert attempts(delivery_id) == []
     assert state(delivery_id).status == "pending"
 

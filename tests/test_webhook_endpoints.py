@@ -102,7 +102,9 @@ def test_rotation_answers_a_new_secret_and_keeps_the_old_one_for_the_grace_perio
     assert abs((row.previous_secret_expires_at - storage.utcnow()).total_seconds() - grace) < 60
     from webhooks.delivery import live_secrets
 
-    assert live_secrets(row, storage.utcnow()) == [second, first]
+    now = storage.utcnow()
+    assert live_secrets(row.secret, row.previous_secret, row.previous_secret_expires_at, now) == [second, first]
+    assert live_secrets(row.secret, row.previous_secret, now, now) == [second]  # the grace period is over
 
 
 def test_delete_removes_the_endpoint_and_its_deliveries(merchant_id, endpoint, funded_account_id):

@@ -59,6 +59,7 @@ USER_AGENT = "addon-credits-webhooks/1.0 (+https://www.standardwebhooks.com)"
 #: How much of a response body an attempt keeps for the merchant to read.
 EXCERPT_CHARS = 1000
 
+# Prepared once (a busy worker claims and records many deliveries a second).
 _CLAIM = """UPDATE webhook_delivery SET lease_token = ?, lease_expires_at = ?
  WHERE id = (SELECT d.id FROM webhook_delivery d JOIN webhook_endpoint e ON e.id = d.endpoint_id
               WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND e.enabled
@@ -67,10 +68,30 @@ _CLAIM = """UPDATE webhook_delivery SET lease_token = ?, lease_expires_at = ?
    AND (lease_expires_at IS NULL OR lease_expires_at <= ?)
 RETURNING id, attempt_count"""
 
-_CLAIM_SQL = {
-    "sqlite": _CLAIM.format(lock=""),
-    "postgresql": _CLAIM.format(lock=" FOR UPDATE OF d SKIP LOCKED").replace("?", "%s"),
+_TARGET = """SELECT ev.id, ev.payload, ep.id, ep.url, ep.secret, ep.previous_secret, ep.previous_secret_expires_at
+  FROM webhook_delivery d
+  JOIN webhook_event ev ON ev.id = d.event_id
+  JOIN webhook_endpoint ep ON ep.id = d.endpoint_id
+ WHERE d.id = ?"""
+
+_FINISH = """UPDATE webhook_delivery SET status = ?, attempt_count = ?, last_attempt_at = ?, next_attempt_at = ?,
+       completed_at = ?, lease_token = NULL, lease_expires_at = NULL
+ WHERE id = ? AND lease_token = ?"""
+
+_ATTEMPT = """INSERT INTO webhook_attempt
+       (id, delivery_id, number, status_code, duration_ms, error, response_excerpt, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+
+_SQL = {
+    "sqlite": {"claim": _CLAIM.format(lock=""), "target": _TARGET, "finish": _FINISH, "attempt": _ATTEMPT},
+    "postgresql": {"claim": _CLAIM.format(lock=" FOR UPDATE OF d SKIP LOCKED").replace("?", "%s"),
+                   "target": _TARGET.replace("?", "%s"), "finish": _FINISH.replace("?", "%s"),
+                   "attempt": _ATTEMPT.replace("?", "%s")},
 }
+
+
+def _execute(name: str, params: tuple):
+    return db.execute_sql(_SQL[dialect()][name], params)
 
 
 # -- one HTTP attempt --------------------------------------------------------
@@ -186,74 +207,76 @@ def _elapsed_ms(started: float) -> int:
 
 @dataclass(frozen=True)
 class _Claim:
+    """A leased delivery and everything its attempt needs."""
+
     delivery_id: str
     token: str
     number: int
+    event_id: str
+    payload: str
+    endpoint_id: str
+    url: str
+    secrets: list[str]
 
 
-def live_secrets(endpoint: WebhookEndpoint, now: datetime) -> list[str]:
+def live_secrets(secret: str, previous: str | None, previous_expires_at: datetime | str | None,
+                 now: datetime) -> list[str]:
     """The secrets that sign now: the current one, and the previous one during its grace period."""
-    live = [endpoint.secret]
-    if endpoint.previous_secret and endpoint.previous_secret_expires_at and endpoint.previous_secret_expires_at > now:
-        live.append(endpoint.previous_secret)
-    return live
+    if isinstance(previous_expires_at, str):  # SQLite hands back text
+        previous_expires_at = datetime.fromisoformat(previous_expires_at)
+    if previous and previous_expires_at and previous_expires_at > now:
+        return [secret, previous]
+    return [secret]
 
 
 def _claim(lease_seconds: float) -> _Claim | None:
+    """Lease the most overdue delivery no one holds, with what its attempt needs."""
     now = utcnow()
     token = secrets.token_hex(12)
     with transaction():
-        row = db.execute_sql(_CLAIM_SQL[dialect()],
-                             (token, now + timedelta(seconds=lease_seconds), now, now, now)).fetchone()
-    return _Claim(row[0], token, row[1] + 1) if row else None
+        row = _execute("claim", (token, now + timedelta(seconds=lease_seconds), now, now, now)).fetchone()
+        if row is None:
+            return None
+        delivery_id, attempts_made = row
+        event_id, payload, endpoint_id, url, secret, previous, expires = _execute("target", (delivery_id,)).fetchone()
+    return _Claim(delivery_id, token, attempts_made + 1, event_id, payload, endpoint_id, url,
+                  live_secrets(secret, previous, expires, now))
 
 
 def _attempt(claim: _Claim, session: requests.Session) -> None:
     config = current_app.config
-    delivery = (WebhookDelivery.select(WebhookDelivery, WebhookEvent, WebhookEndpoint)
-                .join_from(WebhookDelivery, WebhookEvent).join_from(WebhookDelivery, WebhookEndpoint)
-                .where(WebhookDelivery.id == claim.delivery_id).get_or_none())
-    if delivery is None:  # deleted with its endpoint since the claim
-        return
-    body = delivery.event.payload.encode()
-    headers = signature_headers(delivery.event.id, int(time.time()), body,
-                                live_secrets(delivery.endpoint, utcnow()))
-    outcome = send(session, delivery.endpoint.url, body, headers, config["ADDONS_WEBHOOK_TIMEOUT"])
-    log.info("webhook delivery %s attempt %d to endpoint %s: %s in %d ms", delivery.id, claim.number,
-             delivery.endpoint.id, outcome.status_code or outcome.error, outcome.duration_ms)
-    _record(claim, delivery.endpoint.id, outcome, config["ADDONS_WEBHOOK_RETRY_SCHEDULE"])
+    body = claim.payload.encode()
+    headers = signature_headers(claim.event_id, int(time.time()), body, claim.secrets)
+    outcome = send(session, claim.url, body, headers, config["ADDONS_WEBHOOK_TIMEOUT"])
+    log.info("webhook delivery %s attempt %d to endpoint %s: %s in %d ms", claim.delivery_id, claim.number,
+             claim.endpoint_id, outcome.status_code or outcome.error, outcome.duration_ms)
+    _record(claim, outcome, config["ADDONS_WEBHOOK_RETRY_SCHEDULE"])
 
 
-def _record(claim: _Claim, endpoint_id: str, outcome: Outcome, retry_schedule: list[float]) -> None:
+def _record(claim: _Claim, outcome: Outcome, retry_schedule: list[float]) -> None:
+    """Write the attempt and the delivery's next state, if the lease is still ours."""
     now = utcnow()
     gone = outcome.status_code == 410
     delay = None if outcome.ok or gone else schedule.next_delay(retry_schedule, claim.number, outcome.retry_after)
     status = "succeeded" if outcome.ok else "pending" if delay is not None else "failed"
+    next_at = now + timedelta(seconds=delay) if delay is not None else None
     with transaction():
-        updated = (WebhookDelivery.update(
-            status=status, attempt_count=claim.number, last_attempt_at=now,
-            next_attempt_at=now + timedelta(seconds=delay) if delay is not None else None,
-            completed_at=None if status == "pending" else now,
-            lease_token=None, lease_expires_at=None,
-        ).where((WebhookDelivery.id == claim.delivery_id) & (WebhookDelivery.lease_token == claim.token))
-         .execute())
-        if not updated:
-            log.warning("webhook delivery %s: lease lost before attempt %d was recorded",
+        finished = _execute("finish", (status, claim.number, now, next_at, None if status == "pending" else now,
+                                       claim.delivery_id, claim.token))
+        if finished.rowcount != 1:
+            log.warning("webhook delivery %s: lease lost (or delivery deleted) before attempt %d was recorded",
                         claim.delivery_id, claim.number)
             return
-        WebhookAttempt.create(
-            id=storage.new_id("att"), delivery=claim.delivery_id, number=claim.number,
-            status_code=outcome.status_code, duration_ms=outcome.duration_ms, error=outcome.error,
-            response_excerpt=outcome.excerpt, created_at=now,
-        )
+        _execute("attempt", (storage.new_id("att"), claim.delivery_id, claim.number, outcome.status_code,
+                             outcome.duration_ms, outcome.error, outcome.excerpt, now))
         if gone:
             WebhookEndpoint.update(enabled=False, disabled_reason="gone", updated_at=now).where(
-                WebhookEndpoint.id == endpoint_id).execute()
+                WebhookEndpoint.id == claim.endpoint_id).execute()
         if status == "failed":
             signals.webhook_delivery_failed.send(
                 current_app._get_current_object(),
                 delivery=WebhookDelivery.get_by_id(claim.delivery_id),
-                endpoint=WebhookEndpoint.get_by_id(endpoint_id),
+                endpoint=WebhookEndpoint.get_by_id(claim.endpoint_id),
             )
 
 
