@@ -6,7 +6,7 @@ import pytest
 import responses
 
 import storage
-from addon_plugin import ledger, merchants, worker
+from addon_plugin import merchants, worker
 from addon_plugin.api.webhook_endpoints import DeliverySchema, EndpointSchema, EndpointWithSecretSchema
 
 URL = "https://merchant.example/hook"

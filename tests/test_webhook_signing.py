@@ -115,3 +115,14 @@ def test_changing_the_id_breaks_the_signature():
 def test_a_secret_that_is_not_base64_is_refused():
     with pytest.raises(ValueError):
         sign("whsec_not*base64", "msg", 1, b"{}")
+
+
+def test_verify_takes_a_request_s_headers_and_several_secrets():
+    from werkzeug.datastructures import Headers
+
+    old, new = generate_secret(), generate_secret()
+    body = b'{"type":"balance.low"}'
+    headers = Headers(signature_headers("msg_5", int(time.time()), body, [old]))
+    assert verify(body, headers, [new, old]) == {"type": "balance.low"}
+    with pytest.raises(WebhookVerificationError):
+        verify(body, headers, [new])
