@@ -19,6 +19,7 @@ from .models import (
     Merchant,
     Product,
     SchemaVersion,
+    TopUp,
 )
 
 __all__ = ["MIGRATIONS", "migrate", "current_version"]
@@ -33,9 +34,14 @@ def _create_base() -> None:
     )
 
 
+def _create_top_ups() -> None:
+    db.create_tables([TopUp], safe=True)
+
+
 #: (version, what it does, function): applied in order, each exactly once.
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "merchants, keys, products, buyers, accounts, ledger, idempotency", _create_base),
+    (3, "automatic top-ups (at most one in flight per account)", _create_top_ups),
 ]
 
 
