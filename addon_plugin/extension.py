@@ -9,6 +9,7 @@ from flask import Flask
 
 import storage
 
+from . import topup
 from .config import DEFAULTS
 
 __all__ = ["AddonPlugin"]
@@ -59,6 +60,7 @@ class AddonPlugin:
 
         app.register_blueprint(create_blueprint(), url_prefix=app.config["ADDONS_URL_PREFIX"])
         app.cli.add_command(addons_cli)
+        topup.init_app(app)
         app.extensions["addons"] = self
 
 
