@@ -53,7 +53,8 @@ def received(app) -> Iterator[dict[str, list[dict]]]:
 
 def top_ups(account_id: str) -> list[storage.TopUp]:
     """The account's top-ups, oldest first."""
-    return list(storage.TopUp.select().where(storage.TopUp.account == account_id).order_by(storage.TopUp.id))
+    return list(storage.TopUp.select().where(storage.TopUp.account == account_id).order_by(
+        storage.TopUp.created_at, storage.TopUp.id))
 
 
 def top_up_entries(account_id: str) -> list[storage.LedgerEntry]:
