@@ -55,11 +55,13 @@ class AddonPlugin:
         storage.bind(app.config["ADDONS_DATABASE_URL"], pool_size=app.config["ADDONS_DATABASE_POOL_SIZE"])
         app.teardown_appcontext(_close_connection)
 
-        from .api import create_blueprint
+        from .api import create_blueprint, install_error_pages
         from .cli import addons_cli
 
         app.register_blueprint(create_blueprint(), url_prefix=app.config["ADDONS_URL_PREFIX"])
+        install_error_pages(app)
         app.cli.add_command(addons_cli)
+        # Features that subscribe to signals or add worker tasks wire themselves here.
         topup.init_app(app)
         app.extensions["addons"] = self
 

@@ -1,38 +1,56 @@
-"""The blueprint: the plugin's HTTP API, JSON only, under ``ADDONS_URL_PREFIX``."""
+"""The blueprint: the plugin's HTTP API, JSON only, under ``ADDONS_URL_PREFIX``.
+
+Every failure under the prefix answers ``{"error": {"code", "message",
+"fields"}}``, including routing 404/405 and 413; outside the prefix the host's
+own error pages are left alone.
+"""
 
 from __future__ import annotations
 
 import logging
+from importlib import import_module
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Flask, current_app, request
 from peewee import InterfaceError, OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from ..errors import AddonError, DatabaseUnavailable, PluginInactive
 
-__all__ = ["blueprint", "create_blueprint"]
+__all__ = ["blueprint", "create_blueprint", "install_error_pages"]
 
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("addons", __name__)
 
+#: Route modules, imported once by :func:`create_blueprint`.
+ROUTE_MODULES = ["usage", "docs"]
+
+
+def _error_response(code: str, message: str, status: int, fields: dict | None = None):
+    from .http import respond
+
+    return respond({"error": {"code": code, "message": message, "fields": fields or {}}}, status)
+
 
 @blueprint.before_request
-def _refuse_when_inactive() -> None:
+def _before_request() -> None:
     if not current_app.config["ADDONS_ACTIVE"]:
         raise PluginInactive()
+    request.max_content_length = current_app.config["ADDONS_MAX_CONTENT_LENGTH"]
 
 
 @blueprint.errorhandler(AddonError)
 def _addon_error(error: AddonError):
-    return jsonify(error.to_dict()), error.status
+    return _error_response(error.code, error.message, error.status, error.fields)
+
+
+_HTTP_CODES = {413: "payload_too_large"}
 
 
 @blueprint.errorhandler(HTTPException)
 def _http_error(error: HTTPException):
-    code = (error.name or "error").lower().replace(" ", "_")
-    body = {"error": {"code": code, "message": error.description, "fields": {}}}
-    return jsonify(body), error.code
+    code = _HTTP_CODES.get(error.code or 500) or (error.name or "error").lower().replace(" ", "_")
+    return _error_response(code, error.description or error.name, error.code or 500)
 
 
 @blueprint.errorhandler(OperationalError)
@@ -45,10 +63,27 @@ def _database_error(error: Exception):
 @blueprint.errorhandler(Exception)
 def _internal_error(error: Exception):
     log.exception("unhandled error in the add-ons API")
-    body = {"error": {"code": "internal_error", "message": "Internal error; nothing was applied.", "fields": {}}}
-    return jsonify(body), 500
+    return _error_response("internal_error", "Internal error; nothing was applied.", 500)
+
+
+def install_error_pages(app: Flask) -> None:
+    """Answer routing errors under the prefix in JSON; defer to the host elsewhere."""
+    prefix = app.config["ADDONS_URL_PREFIX"].rstrip("/")
+    for exc in (NotFound, MethodNotAllowed, RequestEntityTooLarge):
+        previous = app.error_handler_spec.get(None, {}).get(exc.code, {}).get(exc)
+
+        def handler(error, previous=previous):
+            if request.path == prefix or request.path.startswith(prefix + "/"):
+                if not app.config["ADDONS_ACTIVE"]:
+                    return _addon_error(PluginInactive())
+                return _http_error(error)
+            return previous(error) if previous else error
+
+        app.register_error_handler(exc, handler)
 
 
 def create_blueprint() -> Blueprint:
     """The blueprint with every route module attached."""
+    for name in ROUTE_MODULES:
+        import_module(f"{__name__}.{name}")
     return blueprint

@@ -1,0 +1,129 @@
+"""The OpenAPI 3 document, generated with apispec from the same marshmallow
+schemas the views validate with. Each view states its contract with
+:func:`operation`; :func:`document` walks the app's URL map, so a route without
+one is still listed."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Flask, current_app
+from marshmallow import Schema
+
+from ..schemas import ErrorSchema
+
+__all__ = ["operation", "document"]
+
+_ERRORS = {
+    400: "Malformed body", 401: "No, bad or revoked API key", 402: "Insufficient credits",
+    404: "Not found (or another merchant's)", 405: "Method not allowed", 409: "Conflict",
+    413: "Body too large", 415: "Unsupported media type", 422: "Validation failed",
+    500: "A subscriber failed; nothing was applied", 503: "Database or plugin unavailable",
+}
+
+
+def operation(*, summary: str, tag: str, body: type[Schema] | Schema | None = None,
+              query: type[Schema] | Schema | None = None, response: type[Schema] | Schema | None = None,
+              status: int = 200, errors: tuple[int, ...] = (), public: bool = False,
+              many: bool = False, form: bool = False) -> Callable:
+    """Attach the route's OpenAPI description to its view function."""
+
+    def decorate(view: Callable) -> Callable:
+        view.openapi = dict(summary=summary, tag=tag, body=body, query=query, response=response,
+                            status=status, errors=errors, public=public, many=many, form=form,
+                            description=(view.__doc__ or "").strip())
+        return view
+
+    return decorate
+
+
+def _schema_name(schema: Any) -> str:
+    cls = schema if isinstance(schema, type) else type(schema)
+    return cls.__name__.removesuffix("Schema") or cls.__name__
+
+
+def _resolver(schema: Any) -> str:
+    return _schema_name(schema)
+
+
+def document(app: Flask | None = None) -> dict[str, Any]:
+    """The OpenAPI document for the API mounted on ``app`` (cached per app)."""
+    app = app or current_app._get_current_object()
+    cached = app.extensions.get("addons.openapi")
+    if cached is None:
+        cached = app.extensions["addons.openapi"] = _build(app)
+    return cached
+
+
+def _build(app: Flask) -> dict[str, Any]:
+    spec = APISpec(
+        title="Credit add-ons API", version="1", openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin(schema_name_resolver=_resolver)],
+        info={"description": "Usage, balances, products, accounts, top-ups and webhooks of credit add-ons."},
+    )
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer",
+                                               "description": "A merchant API key (sk_...)."})
+    spec.components.schema("Error", schema=ErrorSchema)
+    prefix = app.config["ADDONS_URL_PREFIX"].rstrip("/")
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if not rule.endpoint.startswith("addons."):
+            continue
+        view = app.view_functions[rule.endpoint]
+        meta = getattr(view, "openapi", None)
+        if meta is None:
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        operations = {}
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            operations[method.lower()] = _operation(meta, rule)
+        spec.path(path=path, operations=operations)
+    spec_dict = spec.to_dict()
+    spec_dict["servers"] = [{"url": "/"}]
+    spec_dict["x-prefix"] = prefix
+    return spec_dict
+
+
+def _operation(meta: dict[str, Any], rule) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": meta["summary"], "tags": [meta["tag"]],
+                          "operationId": rule.endpoint.split(".", 1)[1]}
+    if meta["description"]:
+        op["description"] = meta["description"]
+    if not meta["public"]:
+        op["security"] = [{"bearer": []}]
+    params = [{"in": "path", "name": name, "required": True, "schema": {"type": "string"}}
+              for name in rule.arguments]
+    if meta["query"] is not None:
+        params.append({"in": "query", "schema": meta["query"]})
+    if params:
+        op["parameters"] = params
+    if meta["body"] is not None:
+        content = {"application/json": {"schema": meta["body"]}}
+        if meta["form"]:
+            content["application/x-www-form-urlencoded"] = {"schema": meta["body"]}
+        op["requestBody"] = {"required": True, "content": content}
+    if meta["response"] is not None:
+        schema: Any = meta["response"]
+        if meta["many"]:
+            schema = {"type": "object", "properties": {
+                "data": {"type": "array", "items": schema},
+                "next_cursor": {"type": "string", "nullable": True}}}
+        ok = {"description": "OK", "content": {"application/json": {"schema": schema}}}
+    else:
+        ok = {"description": "OK"}
+    responses: dict[str, Any] = {str(meta["status"]): ok}
+    codes = set(meta["errors"]) | {500, 503}
+    if not meta["public"]:
+        codes.add(401)
+    if meta["body"] is not None:
+        codes |= {400, 413, 415, 422}
+    if meta["query"] is not None:
+        codes.add(422)
+    for code in sorted(codes):
+        responses[str(code)] = {"description": _ERRORS.get(code, "Error"),
+                                "content": {"application/json": {"schema": "Error"}}}
+    op["responses"] = responses
+    return op

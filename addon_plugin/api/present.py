@@ -1,0 +1,84 @@
+"""Objects → the API's JSON shapes (documented by the schemas in
+``addon_plugin.schemas``; tests check each against its schema)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import storage
+
+from ..ledger import Account, Entry
+from ..money import from_minor
+
+__all__ = ["timestamp", "account_body", "entry_body", "usage_body", "product_body"]
+
+
+def timestamp(moment: datetime | str | None) -> str | None:
+    """Naive UTC → ISO 8601 with ``Z``."""
+    if moment is None:
+        return None
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.isoformat(timespec="microseconds") + "Z"
+
+
+def account_body(account: Account | storage.CreditAccount) -> dict[str, Any]:
+    """An account resource."""
+    if isinstance(account, storage.CreditAccount):
+        account = Account(account.id, account.merchant_id, account.product_id, account.buyer_email,
+                          account.balance, account.threshold, account.auto_top_up_enabled,
+                          account.payment_method, account.customer)
+    return {
+        "id": account.id,
+        "product_id": account.product_id,
+        "buyer_email": account.buyer_email,
+        "balance": account.balance,
+        "threshold": account.threshold,
+        "auto_top_up": {"enabled": account.auto_top_up_enabled, "payment_method": account.payment_method,
+                        "customer": account.customer},
+    }
+
+
+def entry_body(entry: Entry | storage.LedgerEntry) -> dict[str, Any]:
+    """A ledger entry resource."""
+    metadata = entry.metadata
+    if isinstance(metadata, str):
+        import json
+        metadata = json.loads(metadata)
+    return {
+        "id": entry.id,
+        "sequence": entry.sequence,
+        "delta": entry.delta,
+        "balance_after": entry.balance_after,
+        "kind": entry.kind,
+        "description": entry.description,
+        "reference": entry.reference,
+        "metadata": metadata,
+        "idempotency_key": entry.idempotency_key,
+        "actor": entry.actor,
+        "created_at": timestamp(entry.created_at),
+    }
+
+
+def usage_body(account: Account, entry: Entry | None = None) -> dict[str, Any]:
+    """The PayKickstart-style answer: ``{"success": true, "data": {...}}``."""
+    body = account_body(account)
+    data = {"account_id": body.pop("id"), **body}
+    if entry is not None:
+        data["entry"] = entry_body(entry)
+    return {"success": True, "data": data}
+
+
+def product_body(product: storage.Product) -> dict[str, Any]:
+    """A product resource (price as a decimal string)."""
+    return {
+        "id": product.id,
+        "name": product.name,
+        "price": str(from_minor(product.price_minor, product.currency)),
+        "currency": product.currency,
+        "credit_amount": product.credit_amount,
+        "top_up_allowed": product.top_up_allowed,
+        "overdraft_limit": product.overdraft_limit,
+        "host_product_id": product.host_product_id,
+    }

@@ -1,0 +1,217 @@
+"""Marshmallow schemas: what the API (and the host's pricing form) accept and
+return. One definition per shape, so the form, the API and the OpenAPI document
+can never disagree.
+
+Unknown fields are refused; credits are strict integers within ±(2**53 - 1)
+(no bools, floats or numeric strings in JSON); money is a decimal string.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from flask import current_app
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from .ledger import MAX_CREDITS
+from .money import CURRENCIES, from_minor, parse_price
+
+__all__ = [
+    "Credits",
+    "Metadata",
+    "ProductSchema",
+    "ProductCreateSchema",
+    "ProductUpdateSchema",
+    "AutoTopUpSchema",
+    "AccountSchema",
+    "EntrySchema",
+    "UsageBalanceSchema",
+    "UsageAddSchema",
+    "UsageResponseSchema",
+    "ListQuerySchema",
+    "ErrorSchema",
+]
+
+_CREDIT_RANGE = validate.Range(-MAX_CREDITS, MAX_CREDITS)
+
+
+def Credits(*, minimum: int = -MAX_CREDITS, nonzero: bool = False, **kwargs: Any) -> fields.Integer:
+    """A credit count: a strict JSON integer within ±(2**53 - 1)."""
+    validators = [validate.Range(minimum, MAX_CREDITS)]
+    if nonzero:
+        validators.append(validate.NoneOf([0], error="Must not be zero."))
+    return fields.Integer(strict=True, validate=validators, **kwargs)
+
+
+def Metadata(**kwargs: Any) -> fields.Dict:
+    """Up to 50 string keys (<= 40 chars) with string values (<= 500 chars)."""
+    return fields.Dict(
+        keys=fields.String(validate=validate.Length(1, 40)),
+        values=fields.String(validate=validate.Length(max=500)),
+        validate=validate.Length(max=50),
+        **kwargs,
+    )
+
+
+class _Strict(Schema):
+    class Meta:
+        ordered = True
+
+
+# -- products -----------------------------------------------------------------
+
+class ProductSchema(_Strict):
+    """An add-on product as the API shows it."""
+
+    id = fields.String(dump_only=True, metadata={"example": "prod_01jd3k5q8w2n7x4m6r9t0v1b2c"})
+    name = fields.String()
+    price = fields.Method("_price", metadata={"type": "string", "example": "19.00"})
+    currency = fields.String(metadata={"example": "USD"})
+    credit_amount = fields.Integer()
+    top_up_allowed = fields.Boolean()
+    overdraft_limit = fields.Integer()
+    host_product_id = fields.String(allow_none=True)
+
+    def _price(self, product) -> str:
+        return str(from_minor(product.price_minor, product.currency))
+
+
+class ProductUpdateSchema(_Strict):
+    """Fields a merchant may change; every one optional."""
+
+    name = fields.String(validate=validate.Length(1, 200))
+    price = fields.String(metadata={"description": "Decimal string > 0, e.g. \"19.00\"."})
+    currency = fields.String(validate=validate.OneOf(sorted(CURRENCIES), error="Not an ISO 4217 currency code."))
+    credit_amount = Credits(minimum=1)
+    top_up_allowed = fields.Boolean(truthy={True, "true", "1", "on"}, falsy={False, "false", "0", "off"})
+    overdraft_limit = Credits(minimum=0)
+    host_product_id = fields.String(allow_none=True, validate=validate.Length(1, 255))
+    idempotency_key = fields.String(load_only=True, validate=validate.Length(1, 255))
+
+    @validates_schema
+    def _price_fits_currency(self, data: dict, **kwargs: Any) -> None:
+        if "price" in data:
+            currency = data.get("currency") or self.context_currency()
+            try:
+                parse_price(data["price"], currency)
+            except ValueError as error:
+                raise ValidationError(str(error), "price") from None
+
+    def context_currency(self) -> str:
+        return current_app.config["ADDONS_DEFAULT_CURRENCY"]
+
+    @post_load
+    def _typed_price(self, data: dict, **kwargs: Any) -> dict:
+        if "price" in data:
+            data["price"] = Decimal(data["price"])
+        return data
+
+
+class ProductCreateSchema(ProductUpdateSchema):
+    """A new add-on: price and credit_amount are required."""
+
+    price = fields.String(required=True, metadata={"description": "Decimal string > 0, e.g. \"19.00\"."})
+    credit_amount = Credits(minimum=1, required=True)
+
+
+# -- accounts and the ledger ------------------------------------------------------
+
+class AutoTopUpSchema(_Strict):
+    enabled = fields.Boolean()
+    payment_method = fields.String(allow_none=True)
+    customer = fields.String(allow_none=True)
+
+
+class AccountSchema(_Strict):
+    """A buyer's credit account for one product."""
+
+    id = fields.String()
+    product_id = fields.String()
+    buyer_email = fields.String()
+    balance = fields.Integer()
+    threshold = fields.Integer(allow_none=True)
+    auto_top_up = fields.Nested(AutoTopUpSchema)
+
+
+class EntrySchema(_Strict):
+    """One ledger entry."""
+
+    id = fields.String()
+    sequence = fields.Integer()
+    delta = fields.Integer()
+    balance_after = fields.Integer()
+    kind = fields.String()
+    description = fields.String()
+    reference = fields.String(allow_none=True)
+    metadata = fields.Dict(keys=fields.String(), values=fields.String())
+    idempotency_key = fields.String(allow_none=True)
+    actor = fields.String(allow_none=True)
+    created_at = fields.String(metadata={"format": "date-time"})
+
+
+# -- the PayKickstart-style usage endpoints ----------------------------------------
+
+class UsageBalanceSchema(_Strict):
+    """Names the add-on account: ``product_id`` + ``buyer_email``, or ``invoice_id``."""
+
+    product_id = fields.String(validate=validate.Length(1, 40))
+    buyer_email = fields.Email(validate=validate.Length(max=320))
+    invoice_id = fields.String(validate=validate.Length(1, 255))
+    auth_token = fields.String(load_only=True, metadata={"description": "The API key, if not sent as a Bearer token."})
+
+    @validates_schema
+    def _names_an_account(self, data: dict, **kwargs: Any) -> None:
+        if "invoice_id" not in data and not ("product_id" in data and "buyer_email" in data):
+            raise ValidationError("Give product_id and buyer_email, or invoice_id.", "buyer_email")
+
+    @post_load
+    def _normalise(self, data: dict, **kwargs: Any) -> dict:
+        data.pop("auth_token", None)
+        if "buyer_email" in data:
+            data["buyer_email"] = data["buyer_email"].strip().lower()
+        return data
+
+
+class UsageAddSchema(UsageBalanceSchema):
+    """``value`` < 0 deducts (kind usage), > 0 adds (kind adjustment)."""
+
+    value = Credits(nonzero=True, required=True)
+    description = fields.String(validate=validate.Length(max=1000), load_default="")
+    reference = fields.String(validate=validate.Length(max=255), allow_none=True, load_default=None)
+    metadata = Metadata(load_default=dict)
+    idempotency_key = fields.String(validate=validate.Length(1, 255))
+
+
+class _UsageData(_Strict):
+    account_id = fields.String()
+    product_id = fields.String()
+    buyer_email = fields.String()
+    balance = fields.Integer()
+    threshold = fields.Integer(allow_none=True)
+    auto_top_up = fields.Nested(AutoTopUpSchema)
+    entry = fields.Nested(EntrySchema)
+
+
+class UsageResponseSchema(_Strict):
+    success = fields.Boolean()
+    data = fields.Nested(_UsageData)
+
+
+# -- common ------------------------------------------------------------------------
+
+class ListQuerySchema(_Strict):
+    """``limit`` 1–500 (default 50) and an opaque ``cursor`` from ``next_cursor``."""
+
+    limit = fields.Integer(validate=validate.Range(1, 500), load_default=50)
+    cursor = fields.String(validate=validate.Length(1, 100))
+
+
+class _ErrorBody(_Strict):
+    code = fields.String()
+    message = fields.String()
+    fields = fields.Dict()
+
+
+class ErrorSchema(_Strict):
+    error = fields.Nested(_ErrorBody)
