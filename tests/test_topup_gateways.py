@@ -13,7 +13,6 @@ import responses
 import storage
 from addon_plugin.topup import Declined, GatewayUnavailable, StripeGateway, TestGateway, execute, resolve_gateway
 from addon_plugin.topup.gateways import stripe_amount
-from addon_plugin.topup.records import to_decimal
 from topup_fixtures import THRESHOLD, auto_account_id, gateway, top_up_entries, top_ups  # noqa: F401
 
 API = "https://stripe.test"
@@ -63,12 +62,6 @@ def test_stripe_amounts_are_in_the_currencys_smallest_unit(amount, currency, min
 def test_an_amount_finer_than_the_currency_allows_is_refused():
     with pytest.raises(ValueError):
         stripe_amount(Decimal("500.5"), "JPY")
-
-
-def test_stored_minor_units_read_back_as_decimals_of_the_currency():
-    assert to_decimal(3800, "USD") == Decimal("38.00") and str(to_decimal(3800, "USD")) == "38.00"
-    assert str(to_decimal(500, "JPY")) == "500"
-    assert str(to_decimal(1250, "KWD")) == "1.250"
 
 
 # -- Stripe ---------------------------------------------------------------------------

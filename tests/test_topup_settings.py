@@ -141,3 +141,14 @@ def test_a_product_that_stops_allowing_top_ups_switches_them_off(app, auto_accou
 
     signals.product_saved.send(app, product=storage.Product.get_by_id(product.id), created=False)
     assert len(received["auto_top_up_disabled"]) == 1  # already off: said once
+
+
+def test_switching_top_ups_off_through_the_products_service_switches_auto_top_up_off(
+        auto_account_id, product, merchant_id, received):
+    from addon_plugin import products
+
+    products.update_product(merchant_id, product.id, {"name": "Renamed"})
+    assert ledger.get_account(auto_account_id).auto_top_up_enabled
+    products.update_product(merchant_id, product.id, {"top_up_allowed": False})
+    assert not ledger.get_account(auto_account_id).auto_top_up_enabled
+    assert [d["reason"] for d in received["auto_top_up_disabled"]] == ["product_changed"]

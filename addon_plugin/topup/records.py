@@ -6,7 +6,7 @@ the API, and the ``top_up`` argument of the top-up signals (so webhooks too).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -14,36 +14,19 @@ import storage
 from storage import TopUp
 
 from ..errors import AccountNotFound
+from ..money import from_minor
 
-__all__ = ["minor_digits", "to_decimal", "amount", "as_resource", "account_row", "list_top_ups"]
-
-#: ISO 4217 minor-unit digits where they are not 2.
-_MINOR_DIGITS = {
-    **dict.fromkeys("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF".split(), 0),
-    **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
-    **dict.fromkeys("CLF UYW".split(), 4),
-}
-
-
-def minor_digits(currency: str) -> int:
-    """How many decimals ``currency`` has (ISO 4217): JPY 0, USD 2, KWD 3."""
-    return _MINOR_DIGITS.get(currency.upper(), 2)
-
-
-def to_decimal(minor: int, currency: str) -> Decimal:
-    """An integer amount of minor units as a Decimal: (1900, "USD") → Decimal("19.00")."""
-    return Decimal(minor).scaleb(-minor_digits(currency))
+__all__ = ["amount", "as_resource", "account_row", "list_top_ups"]
 
 
 def amount(top_up: TopUp) -> Decimal:
-    """What the top-up charges (or charged), in its currency."""
-    return to_decimal(top_up.amount_minor, top_up.currency)
+    """What the top-up charges (or charged), in its currency: ``Decimal("19.00")``."""
+    return from_minor(top_up.amount_minor, top_up.currency)
 
 
 def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=timezone.utc).isoformat().replace("+00:00", "Z")
+    """Naive UTC → ISO 8601 with ``Z``, as every time in the API reads."""
+    return None if moment is None else moment.isoformat(timespec="microseconds") + "Z"
 
 
 def as_resource(top_up: TopUp) -> dict[str, Any]:
