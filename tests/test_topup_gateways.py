@@ -209,3 +209,17 @@ def test_a_bad_gateway_setting_fails_loudly(value):
 def test_the_stripe_gateway_needs_an_api_key():
     with pytest.raises(ValueError, match="ADDONS_STRIPE_API_KEY"):
         resolve_gateway("stripe", {})
+
+
+def test_a_bad_gateway_or_mode_fails_when_the_app_starts(tmp_path):
+    from conftest import make_app
+
+    url = f"sqlite:///{tmp_path}/addons.sqlite3"
+    with pytest.raises(ValueError, match="ADDONS_PAYMENT_GATEWAY"):
+        make_app(url, str(tmp_path), ADDONS_PAYMENT_GATEWAY="no_such_module.Gateway")
+    with pytest.raises(ValueError, match="ADDONS_TOP_UP_MODE"):
+        make_app(url, str(tmp_path), ADDONS_TOP_UP_MODE="sometimes")
+    app = make_app(url, str(tmp_path), ADDONS_PAYMENT_GATEWAY="test")
+    from addon_plugin.topup import current_gateway
+
+    assert current_gateway(app) is current_gateway(app)  # one gateway per app and setting
