@@ -69,12 +69,17 @@ def postgres_url() -> Iterator[str | None]:
         admin.close()
 
 
+DATABASES = ["sqlite", "postgresql"]
+
+
 def databases() -> Iterator[tuple[str, str]]:
-    with sqlite_url() as url:
-        yield "SQLite", url
-    with postgres_url() as url:
-        if url:
-            yield "PostgreSQL", url
+    if "sqlite" in DATABASES:
+        with sqlite_url() as url:
+            yield "SQLite", url
+    if "postgresql" in DATABASES:
+        with postgres_url() as url:
+            if url:
+                yield "PostgreSQL", url
 
 
 def make_app(url: str) -> Flask:
@@ -409,7 +414,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs (a smoke test of the harness)")
     parser.add_argument("--only", default="ledger,http,read")
     parser.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--gunicorn", default="2x1,2x4", help="workers x threads configurations to load")
     options = parser.parse_args()
+    DATABASES[:] = options.databases.split(",")
     sections = options.only.split(",")
     seconds = 1 if options.quick else 5
     wrk_seconds = 2 if options.quick else 10
@@ -422,7 +430,7 @@ def main() -> None:
         print(table(results["ledger"]))
     if "http" in sections:
         print("2. HTTP usage endpoint …", flush=True)
-        configs = [(2, 1)] if options.quick else [(2, 1), (2, 4)]
+        configs = [tuple(int(n) for n in c.split("x")) for c in options.gunicorn.split(",")]
         results["http"] = bench_http(wrk_seconds, configs)
         print(table(results["http"]))
     if "read" in sections:
