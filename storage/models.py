@@ -21,6 +21,7 @@ from peewee import (
     BigIntegerField,
     BooleanField,
     CharField,
+    CompositeKey,
     DateTimeField,
     ForeignKeyField,
     IntegerField,
@@ -169,7 +170,7 @@ LedgerEntry.add_index(LedgerEntry.index(LedgerEntry.reference).where(LedgerEntry
 class IdempotencyRecord(BaseModel):
     """The stored result of a write request, per (merchant, key), for replays."""
 
-    merchant = ForeignKeyField(Merchant, on_delete="CASCADE")
+    merchant = ForeignKeyField(Merchant, on_delete="CASCADE", index=False)
     key = CharField(max_length=255)
     request_hash = CharField(max_length=64)
     response_status = IntegerField()
@@ -177,7 +178,7 @@ class IdempotencyRecord(BaseModel):
     created_at = DateTimeField(default=utcnow, index=True)
 
     class Meta:
-        indexes = ((("merchant", "key"), True),)
+        primary_key = CompositeKey("merchant", "key")
 
 
 class SchemaVersion(BaseModel):

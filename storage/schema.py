@@ -28,10 +28,11 @@ _LOCK_ID = 0x4144444F4E53  # "ADDONS": the advisory lock that serialises migrati
 
 
 def _create_base() -> None:
-    # On SQLite the ledger is clustered by its time-ordered id (WITHOUT ROWID):
-    # inserts append, and no second index on the id is kept. PostgreSQL has no such
-    # clause.
+    # On SQLite the ledger (by its time-ordered id) and the idempotency records
+    # (by merchant and key) are clustered tables (WITHOUT ROWID): no second index
+    # on the key is kept. PostgreSQL has no such clause.
     LedgerEntry._meta.without_rowid = dialect() == "sqlite"
+    IdempotencyRecord._meta.without_rowid = dialect() == "sqlite"
     db.create_tables(
         [Merchant, ApiKey, Product, Buyer, CreditAccount, LedgerEntry, IdempotencyRecord],
         safe=True,
