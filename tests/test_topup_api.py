@@ -8,7 +8,7 @@ import storage
 from addon_plugin.schemas import TopUpSchema
 from conftest import create_product
 from addon_plugin import ledger
-from topup_fixtures import auto_account_id, gateway, top_ups  # noqa: F401
+from topup_fixtures import auto_account_id, gateway  # noqa: F401
 
 
 def put(client, api_key, account_id, body, **headers):

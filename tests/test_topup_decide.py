@@ -14,7 +14,7 @@ from addon_plugin import ledger
 from addon_plugin.topup import decide, execute
 from addon_plugin.topup.records import amount
 from storage import utcnow
-from topup_fixtures import THRESHOLD, account_row, auto_account_id, gateway, received, top_up_entries, top_ups  # noqa: F401
+from topup_fixtures import THRESHOLD, auto_account_id, gateway, top_up_entries, top_ups  # noqa: F401
 
 
 @pytest.mark.parametrize(("balance", "threshold", "expected"), [

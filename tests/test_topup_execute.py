@@ -9,7 +9,7 @@ import pytest
 
 import storage
 from addon_plugin import ledger, worker
-from addon_plugin.topup import Declined, GatewayUnavailable, TestGateway, execute, set_auto_top_up
+from addon_plugin.topup import GatewayUnavailable, TestGateway, execute, set_auto_top_up
 from addon_plugin.ledger import Account, Entry
 from storage import utcnow
 from topup_fixtures import THRESHOLD, account_row, auto_account_id, gateway, received, top_up_entries, top_ups  # noqa: F401

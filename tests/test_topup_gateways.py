@@ -13,7 +13,7 @@ import responses
 import storage
 from addon_plugin.topup import Declined, GatewayUnavailable, StripeGateway, TestGateway, execute, resolve_gateway
 from addon_plugin.topup.gateways import stripe_amount
-from topup_fixtures import THRESHOLD, auto_account_id, gateway, top_up_entries, top_ups  # noqa: F401
+from topup_fixtures import auto_account_id, gateway, top_up_entries, top_ups  # noqa: F401
 
 API = "https://stripe.test"
 INTENTS = f"{API}/v1/payment_intents"
