@@ -11,6 +11,7 @@ import responses
 import storage
 from addon_plugin import ledger, signals
 from conftest import create_product, make_app
+from topup_fixtures import THRESHOLD, auto_account_id, gateway  # noqa: F401
 from webhooks import endpoints
 
 URL = "https://merchant.example/hook"
@@ -216,3 +217,40 @@ def test_every_endpoint_of_the_merchant_gets_one_delivery_per_event(hooks, merch
     ledger.record(account, 5, "adjustment")
     [(_, _, targets)] = outbox()
     assert set(targets) == ids
+
+
+# -- the top-up code's real signals ------------------------------------------------
+
+def _deduct_below_threshold(account_id: str) -> None:
+    ledger.record(account_id, -(ledger.balance(account_id) - THRESHOLD + 10), "usage")
+
+
+def test_a_real_top_up_becomes_a_top_up_succeeded_event(app, endpoint_id, auto_account_id):
+    from addon_plugin.topup import execute
+
+    _deduct_below_threshold(auto_account_id)
+    storage.WebhookEvent.delete().execute()
+    assert execute.run_due() == 1
+    bodies = {kind: body["data"] for kind, body, _ in outbox()}
+    assert set(bodies) == {"balance.updated", "top_up.succeeded"}
+    succeeded = bodies["top_up.succeeded"]
+    assert succeeded["entry"]["kind"] == "top_up" and succeeded["entry"] == bodies["balance.updated"]["entry"]
+    assert (succeeded["balance"], succeeded["top_up"]["status"], succeeded["top_up"]["credits"]) == (
+        THRESHOLD - 10 + 100, "succeeded", 100)
+
+
+def test_a_declined_top_up_becomes_failed_and_disabled_events(app, endpoint_id, merchant_id, auto_account_id):
+    from addon_plugin.topup import execute, set_auto_top_up
+
+    app.config["ADDONS_TOP_UP_MAX_FAILURES"] = 1
+    set_auto_top_up(auto_account_id, merchant_id=merchant_id, enabled=True, threshold=THRESHOLD,
+                    payment_method="pm_card_chargeDeclined")
+    _deduct_below_threshold(auto_account_id)
+    storage.WebhookEvent.delete().execute()
+    execute.run_due()
+    bodies = {kind: body["data"] for kind, body, _ in outbox()}
+    assert set(bodies) == {"top_up.failed", "auto_top_up.disabled"}
+    failed = bodies["top_up.failed"]
+    assert failed["failure"]["code"] == "card_declined" and failed["top_up"]["failure_code"] == "card_declined"
+    assert "entry" not in failed and failed["balance"] == THRESHOLD - 10
+    assert bodies["auto_top_up.disabled"]["reason"] == "max_failures"
