@@ -9,9 +9,11 @@ of an enabled endpoint (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so workers
 never wait on each other; SQLite: ``BEGIN IMMEDIATE`` serialises claims). The
 attempt is made outside any transaction; its result is written only if the
 lease is still ours. A worker that dies mid-attempt leaves a lease that expires
-after ``ADDONS_WEBHOOK_LEASE`` seconds (default 120, far above the longest
-attempt the timeouts allow), and another worker then makes that attempt again
-with the same ``webhook-id``: delivery is at least once.
+after ``ADDONS_WEBHOOK_LEASE`` seconds (default 120; ``init_app`` refuses one
+not longer than the connect and read timeouts together), and another worker
+then makes that attempt again with the same ``webhook-id``: delivery is at
+least once, and an attempt is made once unless its worker dies or outlives its
+lease.
 
 An attempt. POST the stored body, signed at this moment with the endpoint's
 live secrets, with (connect, read) timeouts, no redirects, no proxies from the
