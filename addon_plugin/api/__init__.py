@@ -15,6 +15,7 @@ from peewee import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from ..errors import AddonError, DatabaseUnavailable, PluginInactive
+from ..errors import NotFound as ObjectNotFound
 
 __all__ = ["blueprint", "create_blueprint", "install_error_pages"]
 
@@ -37,6 +38,8 @@ def _before_request() -> None:
     if not current_app.config["ADDONS_ACTIVE"]:
         raise PluginInactive()
     request.max_content_length = current_app.config["ADDONS_MAX_CONTENT_LENGTH"]
+    if any("\x00" in value for value in (request.view_args or {}).values() if isinstance(value, str)):
+        raise ObjectNotFound()  # no id holds a NUL, and PostgreSQL could not even compare one
 
 
 @blueprint.errorhandler(AddonError)
