@@ -8,6 +8,7 @@ Unknown fields are refused; credits are strict integers within ±(2**53 - 1)
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -67,6 +68,21 @@ def Metadata(**kwargs: Any) -> fields.Dict:
     )
 
 
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
+def _decimal_string(value: str) -> None:
+    if not _DECIMAL.fullmatch(value):
+        raise ValidationError("Not a decimal number.")
+
+
+def Price(**kwargs: Any) -> fields.String:
+    """Money: a plain decimal string such as "19.00" (no sign, exponent or spaces)."""
+    return fields.String(validate=_decimal_string, metadata={
+        "pattern": "^[0-9]+(\\.[0-9]+)?$", "example": "19.00",
+        "description": "Decimal string > 0 with at most the currency's minor-unit digits."}, **kwargs)
+
+
 def _not_blank(value: str) -> None:
     if not value.strip():
         raise ValidationError("Must not be blank.")
@@ -99,7 +115,7 @@ class ProductUpdateSchema(_Strict):
     """Fields a merchant may change; every one optional."""
 
     name = fields.String(validate=validate.Length(1, 200))
-    price = fields.String(metadata={"description": "Decimal string > 0, e.g. \"19.00\"."})
+    price = Price()
     currency = fields.String(validate=validate.OneOf(sorted(CURRENCIES), error="Not an ISO 4217 currency code."))
     credit_amount = Credits(minimum=1)
     top_up_allowed = fields.Boolean(truthy={True, "true", "1", "on"}, falsy={False, "false", "0", "off"})
@@ -129,7 +145,7 @@ class ProductUpdateSchema(_Strict):
 class ProductCreateSchema(ProductUpdateSchema):
     """A new add-on: price and credit_amount are required."""
 
-    price = fields.String(required=True, metadata={"description": "Decimal string > 0, e.g. \"19.00\"."})
+    price = Price(required=True)
     credit_amount = Credits(minimum=1, required=True)
 
 
