@@ -109,7 +109,8 @@ def _operation(meta: dict[str, Any], rule, method: str) -> dict[str, Any]:
               for name in rule.arguments]
     if meta["query"] is not None:
         params.append({"in": "query", "schema": meta["query"]})
-    if meta["idempotent"] if meta["idempotent"] is not None else method != "GET":
+    idempotent = meta["idempotent"] if meta["idempotent"] is not None else method != "GET"
+    if idempotent:
         params.append(_IDEMPOTENCY_KEY)
     if params:
         op["parameters"] = params
@@ -136,6 +137,8 @@ def _operation(meta: dict[str, Any], rule, method: str) -> dict[str, Any]:
         codes |= {400, 413, 415, 422}
     if meta["query"] is not None:
         codes.add(422)
+    if idempotent:
+        codes |= {409, 422}  # idempotency_key_in_use, idempotency_key_reused
     for code in sorted(codes):
         responses[str(code)] = {"description": _ERRORS.get(code, "Error"),
                                 "content": {"application/json": {"schema": "Error"}}}
