@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Iterable, Mapping
 
@@ -9,9 +10,12 @@ from flask import Flask
 
 import storage
 
+from . import topup
 from .config import DEFAULTS
 
 __all__ = ["AddonPlugin"]
+
+log = logging.getLogger(__name__)
 
 
 class AddonPlugin:
@@ -61,14 +65,18 @@ class AddonPlugin:
         install_error_pages(app)
         app.cli.add_command(addons_cli)
         # Features that subscribe to signals or add worker tasks wire themselves here.
+        topup.init_app(app)
         app.extensions["addons"] = self
 
 
 def _close_connection(exc: BaseException | None) -> None:
-    """Give the request's connection back (to the pool, on PostgreSQL)."""
+    """Give the request's connection back to the pool. A connection the database
+    dropped is discarded by the pool, so the next request gets a fresh one."""
     database = storage.db.obj
     if database is None or database.is_closed():
         return
-    if database.in_transaction():  # only after an error escaped a transaction block
-        database.rollback()
-    database.close()
+    try:
+        database.close()
+    except Exception:  # e.g. the server went away mid-request
+        log.warning("could not return the database connection cleanly", exc_info=True)
+        database.dispose()
