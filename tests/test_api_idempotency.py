@@ -80,6 +80,14 @@ def test_a_refusal_found_deep_in_a_write_stores_nothing(deduct, funded_account_i
     assert deduct(-10).status_code == 200
 
 
+def test_a_malformed_body_stores_nothing(client, auth, deduct, funded_account_id):
+    response = client.post(ADD, data=b'{"value": -10,', content_type="application/json",
+                           headers={**auth, "Idempotency-Key": "job-1"})
+    assert response.status_code == 400
+    assert storage.IdempotencyRecord.select().count() == 0
+    assert deduct(-10).status_code == 200
+
+
 def test_an_unauthenticated_request_stores_nothing(deduct, funded_account_id):
     assert deduct(-10, headers=bearer("sk_nope")).status_code == 401
     assert storage.IdempotencyRecord.select().count() == 0
