@@ -10,7 +10,7 @@ from flask.cli import AppGroup
 
 import storage
 
-from . import ledger, merchants, worker
+from . import idempotency, ledger, merchants, worker
 from .errors import AddonError
 
 addons_cli = AppGroup("addons", help="Credit add-ons: database, merchants, keys, worker.")
@@ -93,3 +93,9 @@ def run_worker(once: bool, poll_interval: float) -> None:
         click.echo(f"handled {worker.run_once()} item(s)")
     else:
         worker.run_forever(poll_interval)
+
+
+@addons_cli.command("prune")
+def prune() -> None:
+    """Delete stored idempotent results older than ADDONS_IDEMPOTENCY_TTL."""
+    click.echo(f"pruned {idempotency.prune()} idempotency record(s)")
