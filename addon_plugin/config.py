@@ -3,7 +3,9 @@ so keys the host set in ``app.config`` always win."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import os
+from typing import Any, Mapping
 
 #: Defaults for every ``ADDONS_*`` key. ``ADDONS_DATABASE_URL`` defaults to an
 #: SQLite file in the app's instance folder (worked out in ``init_app``).
@@ -48,3 +50,14 @@ DEFAULTS: dict[str, Any] = {
     #: True lets webhook URLs point at private, loopback or link-local addresses.
     "ADDONS_WEBHOOK_ALLOW_PRIVATE_URLS": False,
 }
+
+
+def from_environ(config: dict[str, Any], environ: Mapping[str, str] | None = None) -> None:
+    """Copy every ``ADDONS_*`` environment variable into ``config``, parsing
+    JSON values (``true``, ``5``, ``[0, 5]``) and keeping other text as is."""
+    for name, value in (os.environ if environ is None else environ).items():
+        if name.startswith("ADDONS_"):
+            try:
+                config[name] = json.loads(value)
+            except ValueError:
+                config[name] = value
