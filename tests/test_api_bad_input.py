@@ -3,7 +3,9 @@ stable code, and the balance and the ledger stay as they were."""
 
 from __future__ import annotations
 
+import io
 import json
+from urllib.parse import urlencode
 
 import pytest
 
@@ -182,3 +184,39 @@ def test_unknown_routes_and_methods_answer_json(client, auth, funded_account_id)
     _refused(client.put(f"/api/addons/accounts/{funded_account_id}/adjustments", headers=auth), 405,
              "method_not_allowed")
     _refused(client.delete("/api/addons/products", headers=auth), 405, "method_not_allowed")
+
+
+def test_a_form_that_is_not_utf8_is_400_not_stored_mangled(client, auth, api_key, product, funded_account_id):
+    """Werkzeug's own form parser would keep ``%FF`` as text, replace raw bytes
+    with U+FFFD, or drop the whole form: each is refused instead."""
+    fields = f"product_id={product.id}&buyer_email=bob%40example.com&value=-5".encode()
+    for body in (fields + b"&description=%FF%FE", fields + b"&description=\xff", fields + b"&metadata%5B%C0%AF%5D=v",
+                 fields + b"&desc\xe9ription=x"):
+        response = client.post(ADD, data=body, content_type="application/x-www-form-urlencoded", headers=auth)
+        _refused(response, 400, "bad_request")
+    multipart = (b'--b\r\nContent-Disposition: form-data; name="description"\r\n\r\n\xff\xfe\r\n--b--\r\n')
+    _refused(client.post(ADD, data=multipart, content_type="multipart/form-data; boundary=b", headers=auth),
+             400, "bad_request")
+    _unchanged(funded_account_id)
+
+
+def test_a_multipart_file_is_refused(client, auth, product, funded_account_id):
+    data = {"product_id": product.id, "buyer_email": "bob@example.com", "value": "-5",
+            "description": (io.BytesIO(b"from a file"), "notes.txt")}
+    _refused(client.post(ADD, data=data, content_type="multipart/form-data", headers=auth), 400, "bad_request")
+    _unchanged(funded_account_id)
+
+
+def test_form_strings_come_back_exactly(client, api_key, product, funded_account_id):
+    """Line breaks in values and in ``metadata[...]`` keys (urlencoded; a multipart
+    part's name is a header, so there the key stays on one line)."""
+    fields = {"auth_token": api_key, "product_id": product.id, "buyer_email": "bob@example.com", "value": "-1",
+              "description": "a\r\nX-Injected: yes"}
+    for content_type, key in (("application/x-www-form-urlencoded", "line\r\nbreak"), ("multipart/form-data", "k")):
+        data = {**fields, f"metadata[{key}]": "v\n\u00e9"}
+        if content_type != "multipart/form-data":
+            data = urlencode(data)
+        response = client.post(ADD, content_type=content_type, data=data)
+        assert response.status_code == 200, response.get_json()
+        entry = response.get_json()["data"]["entry"]
+        assert (entry["description"], entry["metadata"]) == ("a\r\nX-Injected: yes", {key: "v\n\u00e9"})

@@ -14,12 +14,15 @@ import json
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from flask import Response, current_app, request
 from marshmallow import Schema
 from marshmallow import ValidationError as SchemaError
 from marshmallow import fields as mfields
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from .. import idempotency, merchants
 from ..errors import AuthenticationFailed, BadRequest, ValidationError
@@ -28,7 +31,7 @@ __all__ = ["payload", "authenticate", "merchant_id", "actor", "load", "load_quer
            "respond"]
 
 _INTEGER = re.compile(r"[+-]?\d{1,20}")
-_BRACKETED = re.compile(r"^([A-Za-z_]+)\[(.*)\]$")
+_BRACKETED = re.compile(r"^([A-Za-z_]+)\[(.*)\]$", re.DOTALL)  # a key may hold a line break, as in JSON
 #: What no database stores byte-for-byte: NUL (PostgreSQL refuses it) and
 #: unpaired surrogates (not encodable as UTF-8).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -73,7 +76,7 @@ def payload() -> dict[str, Any]:
         state["form"] = False
     elif mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         data = {}
-        for name, value in request.form.items(multi=False):
+        for name, value in _form_fields(raw, mimetype):
             bracketed = _BRACKETED.match(name)
             if bracketed:
                 data.setdefault(bracketed.group(1), {})
@@ -86,6 +89,56 @@ def payload() -> dict[str, Any]:
         raise UnsupportedMediaType()
     state["payload"] = data
     return data
+
+
+def _form_fields(raw: bytes, mimetype: str) -> list[tuple[str, str]]:
+    """The form's fields, the first value of each name only, decoded strictly:
+    a name or value that is not UTF-8 (raw or percent-encoded) is a 400, so what
+    is stored is what was sent. (Werkzeug's ``request.form`` would keep such a
+    value percent-encoded, replace its bytes with U+FFFD, or drop the whole form.)"""
+    try:
+        if mimetype == "multipart/form-data":
+            fields = _multipart_fields(raw, request.mimetype_params.get("boundary", ""))
+        else:
+            fields = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, LookupError):  # LookupError: a part declared an unknown charset
+        raise BadRequest("The form is not valid UTF-8.") from None
+    first: dict[str, str] = {}
+    for name, value in fields:
+        first.setdefault(name, value)
+    return list(first.items())
+
+
+def _multipart_fields(raw: bytes, boundary: str) -> list[tuple[str, str]]:
+    """Every text field of a ``multipart/form-data`` body; files are refused."""
+    if not boundary or not boundary.isascii():
+        raise BadRequest("The multipart body has no ASCII boundary.")
+    decoder = MultipartDecoder(boundary.encode("ascii"))
+    decoder.receive_data(raw)
+    decoder.receive_data(None)
+    fields: list[tuple[str, str]] = []
+    chunks: list[bytes] = []
+    part: Field | None = None
+    try:
+        event = decoder.next_event()
+        while not isinstance(event, (Epilogue, NeedData)):
+            if isinstance(event, File):
+                raise BadRequest("Files are not accepted: send every field as text.")
+            if isinstance(event, Field):
+                if event.name is None:
+                    raise BadRequest("A multipart field has no name.")
+                part, chunks = event, []
+            elif isinstance(event, Data) and part is not None:
+                chunks.append(event.data)
+                if not event.more_data:
+                    charset = parse_options_header(part.headers.get("content-type", ""))[1].get("charset", "utf-8")
+                    fields.append((part.name, b"".join(chunks).decode(charset)))
+            event = decoder.next_event()
+    except UnicodeDecodeError:
+        raise
+    except ValueError:
+        raise BadRequest("The multipart body cannot be parsed.") from None
+    return fields
 
 
 def _presented_key() -> str | None:
