@@ -99,3 +99,12 @@ def test_allowing_private_urls_lifts_the_address_rules_only():
 def test_overlong_urls_are_refused():
     with pytest.raises(InvalidUrl):
         check_url("https://93.184.216.34/" + "a" * 2048)
+
+
+@pytest.mark.parametrize("url", ["http://exa\r\nmple.com/hook", "http://example.com/a\r\nX-Injected: yes",
+                                 "http://example.com/a b", "http://example.com/\tx", "http://example.com/\x00",
+                                 "http://example.com/\x1b[0m", "http://example.com/\u2028", " http://example.com/"])
+def test_whitespace_and_control_characters_are_refused_even_for_private_urls(url):
+    """``urlsplit`` drops tabs and line breaks: the host checked would not be the host called."""
+    with pytest.raises(InvalidUrl):
+        check_url(url, allow_private=True)

@@ -1,6 +1,9 @@
 """The SSRF guard: which webhook URLs the plugin may call.
 
-Only ``http`` and ``https``, and only hosts whose every address is public:
+Only ``http`` and ``https``, no whitespace or control characters anywhere (a
+URL has none, RFC 3986; ``urlsplit`` silently drops tabs and line breaks, so
+the host checked would not be the host called), and only hosts whose every
+address is public:
 private (10/8, 172.16/12, 192.168/16, fc00::/7), loopback, link-local
 (169.254/16, where cloud metadata lives), unspecified (0.0.0.0, ::), multicast,
 shared (100.64/10) and reserved addresses are refused, and so are hosts that do
@@ -74,6 +77,8 @@ def check_url(url: str, *, allow_private: bool = False) -> str:
     """``url`` if the plugin may deliver to it, else :class:`InvalidUrl` saying why."""
     if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
         raise InvalidUrl(f"The URL must be a string of 1 to {MAX_URL_LENGTH} characters.")
+    if not url.isprintable() or any(c.isspace() for c in url):
+        raise InvalidUrl("The URL must not contain spaces, line breaks or other control characters.")
     try:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
