@@ -220,3 +220,22 @@ def test_form_strings_come_back_exactly(client, api_key, product, funded_account
         assert response.status_code == 200, response.get_json()
         entry = response.get_json()["data"]["entry"]
         assert (entry["description"], entry["metadata"]) == ("a\r\nX-Injected: yes", {key: "v\n\u00e9"})
+
+
+@pytest.mark.parametrize("over", [0, 1, 100])
+def test_a_streamed_body_over_the_limit_is_413_not_cut_off(client, auth, product, funded_account_id, over):
+    """Chunked (no Content-Length): the limit holds as for a declared length. Cut at
+    the limit, this form would still be valid, with ``reference`` cut short."""
+    limit = 64 * 1024
+    head = f"product_id={product.id}&buyer_email=bob%40example.com&value=-5".encode()
+    head += b"&value=-5" * ((limit - 150 - len(head)) // 9) + b"&reference="  # repeats: the first value wins
+    body = head + b"r" * (limit - len(head) + over)
+    response = client.post(ADD, input_stream=io.BytesIO(body), headers={**auth, "Transfer-Encoding": "chunked"},
+                           content_type="application/x-www-form-urlencoded",
+                           environ_overrides={"wsgi.input_terminated": True})
+    if over == 0:
+        assert response.status_code == 200, response.get_json()
+        assert response.get_json()["data"]["entry"]["reference"] == "r" * (limit - len(head))
+        return
+    _refused(response, 413, "payload_too_large")
+    _unchanged(funded_account_id)

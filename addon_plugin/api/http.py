@@ -20,7 +20,7 @@ from flask import Response, current_app, request
 from marshmallow import Schema
 from marshmallow import ValidationError as SchemaError
 from marshmallow import fields as mfields
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
@@ -63,6 +63,7 @@ def payload() -> dict[str, Any]:
     if "payload" in state:
         return state["payload"]
     raw = request.get_data(cache=True)
+    _refuse_cut_off(raw)
     mimetype = request.mimetype
     if not raw:
         data: dict[str, Any] = {}
@@ -89,6 +90,17 @@ def payload() -> dict[str, Any]:
         raise UnsupportedMediaType()
     state["payload"] = data
     return data
+
+
+def _refuse_cut_off(raw: bytes) -> None:
+    """413 for a streamed (chunked) body longer than the limit. Werkzeug refuses
+    a ``Content-Length`` over it, but hands back the first ``max_content_length``
+    bytes of a longer stream without complaint: a form cut there could even be
+    valid, its last value cut short."""
+    limit = request.max_content_length
+    if limit is not None and request.content_length is None and len(raw) >= limit:
+        if request.environ["wsgi.input"].read(1):
+            raise RequestEntityTooLarge()
 
 
 def _form_fields(raw: bytes, mimetype: str) -> list[tuple[str, str]]:
