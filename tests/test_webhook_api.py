@@ -115,6 +115,20 @@ def test_idempotent_create_replays_without_a_second_endpoint(hooks, client, auth
     assert storage.WebhookEndpoint.select().count() == 1
 
 
+def test_replays_of_creation_and_rotation_hold_no_secret(hooks, client, auth):
+    """The secret is shown once: not in a replay, not in the stored idempotency record."""
+    created = client.post(BASE, json={"url": URL}, headers={**auth, "Idempotency-Key": "create-2"})
+    rotate = f"{BASE}/{created.get_json()['id']}/rotate-secret"
+    rotated = client.post(rotate, headers={**auth, "Idempotency-Key": "rotate-2"})
+    secrets = [created.get_json()["secret"], rotated.get_json()["secret"]]
+    for again in (client.post(BASE, json={"url": URL}, headers={**auth, "Idempotency-Key": "create-2"}),
+                  client.post(rotate, headers={**auth, "Idempotency-Key": "rotate-2"})):
+        assert again.headers.get("Idempotent-Replayed") == "true"
+        assert "secret" not in again.get_json() and again.get_json()["id"] == created.get_json()["id"]
+    stored = " ".join(row.response_body for row in storage.IdempotencyRecord.select())
+    assert not any(secret in stored for secret in secrets)
+
+
 def test_deliveries_with_attempts_and_redelivery(hooks, client, auth, created, funded_account_id):
     with responses.RequestsMock() as mock:
         mock.add(responses.POST, URL, status=500, body="down")

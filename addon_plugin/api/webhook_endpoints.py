@@ -82,7 +82,8 @@ class EndpointSchema(_Strict):
 
 
 class EndpointWithSecretSchema(EndpointSchema):
-    """The endpoint with its signing secret: only from creation and rotation."""
+    """The endpoint with its signing secret: only from creation and rotation
+    (their idempotent replays leave it out)."""
 
     secret = fields.String(metadata={"example": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
 
@@ -179,6 +180,12 @@ def _delivery_body(delivery: service.Delivery) -> dict[str, Any]:
     }
 
 
+def _without_secret(body: dict[str, Any]) -> dict[str, Any]:
+    """What an idempotent replay may show: the endpoint, never its secret (which
+    would otherwise be kept in the idempotency record too)."""
+    return {name: value for name, value in body.items() if name != "secret"}
+
+
 def _vet_url(data: dict[str, Any]) -> None:
     """The SSRF guard, at validation time: refused URLs are 422 ``invalid_url``."""
     if "url" in data:
@@ -189,7 +196,8 @@ def _vet_url(data: dict[str, Any]) -> None:
 @operation(summary="Register a webhook endpoint", tag="webhooks", body=EndpointCreateSchema,
            response=EndpointWithSecretSchema, status=201)
 def create_webhook_endpoint() -> Response:
-    """Answers the endpoint with its ``secret`` (``whsec_…``): the only time it is shown, with rotation."""
+    """Answers the endpoint with its ``secret`` (``whsec_…``): the only time it is
+    shown, with rotation. An idempotent replay answers the same endpoint without it."""
     merchant_id = authenticate()
     data = load(_create_schema)
     _vet_url(data)
@@ -199,7 +207,7 @@ def create_webhook_endpoint() -> Response:
                                                    data["description"])
         return _endpoint_body(endpoint, secret), 201
 
-    return write(merchant_id, data, apply)
+    return write(merchant_id, data, apply, redact=_without_secret)
 
 
 @blueprint.get("/addons/webhook-endpoints")
@@ -254,15 +262,16 @@ def delete_webhook_endpoint(endpoint_id: str) -> Response:
 @operation(summary="Rotate a webhook endpoint's secret", tag="webhooks", response=EndpointWithSecretSchema,
            errors=(404,))
 def rotate_webhook_secret(endpoint_id: str) -> Response:
-    """Answers the new ``secret``. The old one keeps signing too (both
-    signatures are sent) for ``ADDONS_WEBHOOK_SECRET_GRACE`` seconds (24 h)."""
+    """Answers the new ``secret`` (an idempotent replay: the endpoint without it).
+    The old one keeps signing too (both signatures are sent) for
+    ``ADDONS_WEBHOOK_SECRET_GRACE`` seconds (24 h)."""
     merchant_id = authenticate()
 
     def apply() -> tuple[dict[str, Any], int]:
         endpoint, secret = service.rotate_secret(merchant_id, endpoint_id)
         return _endpoint_body(endpoint, secret), 200
 
-    return write(merchant_id, load(_key_only), apply)
+    return write(merchant_id, load(_key_only), apply, redact=_without_secret)
 
 
 @blueprint.get("/addons/webhook-endpoints/<endpoint_id>/deliveries")
