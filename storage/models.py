@@ -34,6 +34,7 @@ from .database import db
 
 __all__ = [
     "utcnow",
+    "SecretField",
     "BaseModel",
     "Merchant",
     "ApiKey",
@@ -58,6 +59,26 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+class _Unlogged(str):
+    """A parameter that Peewee's query log (logger ``peewee``, DEBUG) shows as
+    ``'<secret>'``: the log prints each statement's parameters with ``repr``.
+    The database drivers bind it as the string it is."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'<secret>'"
+
+
+class SecretField(CharField):
+    """A column holding a secret: written and compared as usual, but its values
+    never appear in the query log, whatever level a host logs at."""
+
+    def db_value(self, value):
+        value = super().db_value(value)
+        return None if value is None else _Unlogged(value)
+
+
 class BaseModel(Model):
     class Meta:
         database = db
@@ -77,7 +98,7 @@ class ApiKey(BaseModel):
 
     id = CharField(primary_key=True, max_length=40)
     merchant = ForeignKeyField(Merchant, backref="api_keys", on_delete="CASCADE")
-    secret_hash = CharField(max_length=64)
+    secret_hash = SecretField(max_length=64)
     created_at = DateTimeField(default=utcnow)
     revoked_at = DateTimeField(null=True)
 
@@ -197,7 +218,7 @@ class WebhookEndpoint(BaseModel):
 
     ``secret`` signs every delivery; after a rotation ``previous_secret`` signs
     too, until ``previous_secret_expires_at``. Secrets are stored as given: the
-    HMAC needs them (Standard Webhooks is symmetric).
+    HMAC needs them (Standard Webhooks is symmetric); they never reach the query log.
     """
 
     id = CharField(primary_key=True, max_length=40)
@@ -205,8 +226,8 @@ class WebhookEndpoint(BaseModel):
     url = TextField()
     description = TextField(default="")
     event_types = TextField(default="[]")
-    secret = CharField(max_length=100)
-    previous_secret = CharField(max_length=100, null=True)
+    secret = SecretField(max_length=100)
+    previous_secret = SecretField(max_length=100, null=True)
     previous_secret_expires_at = DateTimeField(null=True)
     enabled = BooleanField(default=True)
     disabled_reason = CharField(max_length=40, null=True)

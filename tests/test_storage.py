@@ -52,3 +52,18 @@ def test_a_transaction_rolls_back_as_a_whole(app, funded_account_id):
             ledger.record(funded_account_id, -10, "usage")
             ledger.record(funded_account_id, -5000, "usage")
     assert ledger.balance(funded_account_id) == 1000
+
+
+def test_secret_columns_never_reach_the_query_log(app, merchant_id, caplog):
+    """Peewee logs every statement with its parameters at DEBUG: a secret column's
+    values show as '<secret>', and are stored, read and compared as usual."""
+    secret = "whsec_c2VjcmV0LW5vdC10by1iZS1sb2dnZWQtYW55d2hlcmU="
+    with caplog.at_level("DEBUG", logger="peewee"):
+        endpoint = storage.WebhookEndpoint.create(id=storage.new_id("ep"), merchant=merchant_id,
+                                                  url="https://example.com/hook", secret=secret)
+        storage.WebhookEndpoint.update(previous_secret=secret).where(
+            storage.WebhookEndpoint.id == endpoint.id).execute()
+        found = storage.WebhookEndpoint.get(storage.WebhookEndpoint.secret == secret)
+    assert (found.secret, found.previous_secret) == (secret, secret)
+    assert type(found.secret) is str
+    assert "'<secret>'" in caplog.text and "whsec_" not in caplog.text
