@@ -39,10 +39,17 @@ def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout: f
 class Server:
     """gunicorn serving ``app_spec`` with the given ``ADDONS_*`` environment."""
 
-    def __init__(self, env: dict[str, str], app_spec: str = "tests.faults.host_app:app", workers: int = 2):
+    def __init__(self, env: dict[str, str], app_spec: str = "tests.faults.host_app:app", workers: int = 2, *,
+                 log_level: str = "warning", log_path: Path | None = None, args: tuple[str, ...] = ()):
+        """``log_level`` is gunicorn's; with ``log_path`` the server's stdout and
+        stderr (gunicorn's log, the app's logging) are appended to that file;
+        ``args`` are more gunicorn options."""
         self.env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
         self.app_spec = app_spec
         self.workers = workers
+        self.log_level = log_level
+        self.log_path = log_path
+        self.args = args
         self.port = free_port()
         self.process: subprocess.Popen | None = None
 
@@ -51,10 +58,14 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "Server":
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-w", str(self.workers), "-b", f"127.0.0.1:{self.port}",
-             "--log-level", "warning", "--graceful-timeout", "1", self.app_spec],
-            cwd=ROOT, env=self.env, start_new_session=True)
+        command = [sys.executable, "-m", "gunicorn", "-w", str(self.workers), "-b", f"127.0.0.1:{self.port}",
+                   "--log-level", self.log_level, "--graceful-timeout", "1", *self.args, self.app_spec]
+        if self.log_path is None:
+            self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, start_new_session=True)
+        else:
+            with open(self.log_path, "ab") as log:
+                self.process = subprocess.Popen(command + ["--access-logfile", "-"], cwd=ROOT, env=self.env,
+                                                start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
         wait_for_port(self.port, self.process)
         return self
 
@@ -71,6 +82,23 @@ class Server:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def run_worker_once(env: dict[str, str], app_spec: str = "tests.faults.host_app:app",
+                    log_path: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``flask addons worker --once`` as its own process (output appended to
+    ``log_path`` if given); fails the test if it does not exit cleanly."""
+    command = [sys.executable, "-m", "flask", "--app", app_spec, "addons", "worker", "--once"]
+    full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+    if log_path is None:
+        done = subprocess.run(command, cwd=ROOT, env=full_env, timeout=timeout, capture_output=True, text=True)
+    else:
+        with open(log_path, "ab") as log:
+            done = subprocess.run(command, cwd=ROOT, env=full_env, timeout=timeout, stdout=log,
+                                  stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise RuntimeError(f"worker exited with {done.returncode}: {done.stderr or ''}")
+    return done
 
 
 def post_until_answered(session: requests.Session, url: str, body: dict, headers: dict,
