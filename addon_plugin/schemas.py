@@ -8,6 +8,7 @@ Unknown fields are refused; credits are strict integers within ±(2**53 - 1)
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +19,7 @@ from .ledger import MAX_CREDITS
 from .money import CURRENCIES, from_minor, parse_price
 
 __all__ = [
+    "coerce_form",
     "Credits",
     "Metadata",
     "ProductSchema",
@@ -34,6 +36,18 @@ __all__ = [
 ]
 
 _CREDIT_RANGE = validate.Range(-MAX_CREDITS, MAX_CREDITS)
+_INTEGER = re.compile(r"[+-]?\d{1,20}")
+
+
+def coerce_form(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
+    """Form fields are strings: make strict integer fields' digit strings ints
+    (shared by the API's form bodies and the host's pricing form)."""
+    coerced = dict(data)
+    for name, field in schema.load_fields.items():
+        value = coerced.get(name)
+        if isinstance(field, fields.Integer) and isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+            coerced[name] = int(value)
+    return coerced
 
 
 def Credits(*, minimum: int = -MAX_CREDITS, nonzero: bool = False, **kwargs: Any) -> fields.Integer:

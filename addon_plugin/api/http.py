@@ -18,16 +18,15 @@ from typing import Any
 from flask import Response, current_app, request
 from marshmallow import Schema
 from marshmallow import ValidationError as SchemaError
-from marshmallow import fields as mfields
 from werkzeug.exceptions import HTTPException
 
 from .. import idempotency, merchants
 from ..errors import AuthenticationFailed, BadRequest, ValidationError
+from ..schemas import coerce_form
 
 __all__ = ["payload", "authenticate", "merchant_id", "actor", "load", "load_query", "idempotency_key", "write",
            "respond"]
 
-_INTEGER = re.compile(r"[+-]?\d{1,20}")
 _BRACKETED = re.compile(r"^([A-Za-z_]+)\[(.*)\]$")
 
 
@@ -119,21 +118,11 @@ def actor() -> str | None:
     return _state().get("actor")
 
 
-def _coerce_form(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
-    """Form fields are strings: make strict integer fields' digit strings ints."""
-    coerced = dict(data)
-    for name, field in schema.load_fields.items():
-        value = coerced.get(name)
-        if isinstance(field, mfields.Integer) and isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
-            coerced[name] = int(value)
-    return coerced
-
-
 def load(schema: Schema, data: dict[str, Any] | None = None) -> dict[str, Any]:
     """Validate ``data`` (default: the body) with ``schema``; 422 with per-field messages."""
     data = payload() if data is None else data
     if _state().get("form"):
-        data = _coerce_form(schema, data)
+        data = coerce_form(schema, data)
     try:
         return schema.load(data)
     except SchemaError as error:
@@ -142,7 +131,7 @@ def load(schema: Schema, data: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def load_query(schema: Schema) -> dict[str, Any]:
     """Validate the query string with ``schema`` (integers given as digits)."""
-    data = _coerce_form(schema, request.args.to_dict())
+    data = coerce_form(schema, request.args.to_dict())
     try:
         return schema.load(data)
     except SchemaError as error:
