@@ -103,7 +103,7 @@ class ProductUpdateSchema(_Strict):
     host_product_id = fields.String(allow_none=True, validate=validate.Length(1, 255))
     idempotency_key = fields.String(load_only=True, validate=validate.Length(1, 255))
 
-    @validates_schema
+    @validates_schema(skip_on_field_errors=False)  # a form shows every bad field at once
     def _price_fits_currency(self, data: dict, **kwargs: Any) -> None:
         if "price" in data:
             currency = data.get("currency") or self.context_currency()
