@@ -225,6 +225,10 @@ def _check_details(kind: str, delta: int, description: str, reference: str | Non
         or len(json.dumps(meta).encode()) > _LIMITS["metadata_bytes"]
     ):
         problems["metadata"] = ["At most 50 string keys (<= 40 chars) with string values (<= 500 chars), 8 KB."]
+    for name, text in (("description", description), ("reference", reference),
+                       ("metadata", json.dumps(meta))):
+        if isinstance(text, str) and ("\x00" in text or "\\u0000" in text) and name not in problems:
+            problems[name] = ["Must not contain NUL characters."]
     if problems:
         raise ValidationError(fields=problems)
     return meta

@@ -141,7 +141,7 @@ class LedgerEntry(BaseModel):
     """One balance change; append-only. ``balance_after`` is the balance it left."""
 
     id = CharField(primary_key=True, max_length=40)
-    account = ForeignKeyField(CreditAccount, backref="entries", on_delete="CASCADE")
+    account = ForeignKeyField(CreditAccount, backref="entries", on_delete="CASCADE", index=False)
     sequence = BigIntegerField()
     delta = BigIntegerField()
     balance_after = BigIntegerField()
@@ -154,11 +154,13 @@ class LedgerEntry(BaseModel):
     created_at = DateTimeField(default=utcnow)
 
     class Meta:
-        indexes = (
-            (("account", "sequence"), True),
-            (("account", "idempotency_key"), True),
-            (("reference",), False),
-        )
+        # The (account, sequence) index also serves the account foreign key.
+        indexes = ((("account", "sequence"), True),)
+
+
+LedgerEntry.add_index(LedgerEntry.index(LedgerEntry.account, LedgerEntry.idempotency_key, unique=True)
+                      .where(LedgerEntry.idempotency_key.is_null(False)))
+LedgerEntry.add_index(LedgerEntry.index(LedgerEntry.reference).where(LedgerEntry.reference.is_null(False)))
 
 
 class IdempotencyRecord(BaseModel):

@@ -27,6 +27,10 @@ _LOCK_ID = 0x4144444F4E53  # "ADDONS": the advisory lock that serialises migrati
 
 
 def _create_base() -> None:
+    # On SQLite the ledger is clustered by its time-ordered id (WITHOUT ROWID):
+    # inserts append, and no second index on the id is kept. PostgreSQL has no such
+    # clause.
+    LedgerEntry._meta.without_rowid = dialect() == "sqlite"
     db.create_tables(
         [Merchant, ApiKey, Product, Buyer, CreditAccount, LedgerEntry, IdempotencyRecord],
         safe=True,
