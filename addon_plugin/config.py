@@ -34,6 +34,13 @@ DEFAULTS: dict[str, Any] = {
     "ADDONS_TOP_UP_RETRY_AFTER": 3600,
     #: Successful top-ups per account per UTC day; the next is recorded as failed.
     "ADDONS_TOP_UP_DAILY_LIMIT": 10,
+    #: Seconds before each retry of a top-up the gateway could not take (network,
+    #: 5xx); when they are used up the top-up fails with ``gateway_unavailable``.
+    "ADDONS_TOP_UP_RETRY_SCHEDULE": [30, 120, 600],
+    #: Secret API key of the "stripe" gateway (``sk_live_…`` / ``sk_test_…``).
+    "ADDONS_STRIPE_API_KEY": None,
+    #: Base URL of Stripe's API (a mock's URL in tests).
+    "ADDONS_STRIPE_API_BASE": "https://api.stripe.com",
     #: Delay in seconds before each delivery attempt (as many attempts as elements).
     "ADDONS_WEBHOOK_RETRY_SCHEDULE": [0, 5, 300, 1800, 7200, 18000, 36000, 36000],
     #: (connect, read) timeouts in seconds for a delivery attempt.

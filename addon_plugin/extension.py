@@ -9,6 +9,7 @@ from flask import Flask
 
 import storage
 
+from . import topup
 from .config import DEFAULTS
 from .hooks import HostHooks
 
@@ -93,6 +94,7 @@ class AddonPlugin(HostHooks):
         install_error_pages(app)
         app.cli.add_command(addons_cli)
         # Features that subscribe to signals or add worker tasks wire themselves here.
+        topup.init_app(app)
         app.extensions["addons"] = self
 
 

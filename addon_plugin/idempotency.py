@@ -19,7 +19,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
@@ -33,7 +33,10 @@ __all__ = ["Outcome", "fingerprint", "run", "prune"]
 Action = Callable[[], tuple[dict[str, Any], int]]
 
 _SQL = {
-    "lock": "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))",
+    # PostgreSQL: take the key's lock and read its record in one round trip.
+    "lock_and_select": ("SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0)), r.request_hash, "
+                        "r.response_status, r.response_body, r.created_at FROM (SELECT 1) AS one "
+                        "LEFT JOIN idempotency_record r ON r.merchant_id = %s AND r.key = %s"),
     "select": ("SELECT request_hash, response_status, response_body, created_at FROM idempotency_record "
                "WHERE merchant_id = ? AND key = ?"),
     "delete": "DELETE FROM idempotency_record WHERE merchant_id = ? AND key = ?",
@@ -100,15 +103,17 @@ def prune(older_than: timedelta | None = None) -> int:
 def _claim(merchant_id: str, key: str, request_hash: str) -> Outcome | None:
     """Hold the key for this transaction; the stored outcome if there is one."""
     if dialect() == "postgresql":
-        (held,) = db.execute_sql(_SQL["lock"], (f"{merchant_id}:{key}",)).fetchone()
+        held, *row = db.execute_sql(_SQL["lock_and_select"], (f"{merchant_id}:{key}", merchant_id, key)).fetchone()
         if not held:
             raise IdempotencyKeyInUse(key=key)
-    row = db.execute_sql(_sql("select"), (merchant_id, key)).fetchone()
-    if row is None:
-        return None
+        if row[0] is None:
+            return None
+    else:
+        row = db.execute_sql(_sql("select"), (merchant_id, key)).fetchone()
+        if row is None:
+            return None
     stored_hash, status, body, created_at = row
     if isinstance(created_at, str):
-        from datetime import datetime
         created_at = datetime.fromisoformat(created_at)
     if created_at < utcnow() - timedelta(seconds=current_app.config["ADDONS_IDEMPOTENCY_TTL"]):
         db.execute_sql(_sql("delete"), (merchant_id, key))

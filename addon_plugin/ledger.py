@@ -127,18 +127,21 @@ _ACCOUNT_COLUMNS = ("id, merchant_id, product_id, buyer_email, balance, threshol
 _ENTRY_COLUMNS = ("id, account_id, sequence, delta, balance_after, kind, description, "
                   "reference, metadata, idempotency_key, actor, created_at")
 
-_UPDATE = f"""UPDATE credit_account
+_UPDATE = """UPDATE credit_account
    SET balance = balance + ?, last_sequence = last_sequence + 1, updated_at = ?
  WHERE id = ?
    AND (? > 0 OR balance + ? >= -(SELECT overdraft_limit FROM addon_product
                                   WHERE addon_product.id = credit_account.product_id))
-   AND balance + ? <= {MAX_CREDITS}
-RETURNING {_ACCOUNT_COLUMNS}, last_sequence"""
+   AND balance + ? <= {max_credits}{guard}
+RETURNING {columns}, last_sequence"""
 
 _INSERT_ENTRY = f"INSERT INTO ledger_entry ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
-# PostgreSQL: the update and the entry insert in one round trip.
-_UPDATE_AND_INSERT_PG = f"""WITH u AS ({_UPDATE}),
+# PostgreSQL: the update and the entry insert in one round trip; the update also
+# refuses a key this account already used, which the slow path then replays.
+_UPDATE_AND_INSERT_PG = f"""WITH u AS ({_UPDATE.format(
+    max_credits=MAX_CREDITS, columns=_ACCOUNT_COLUMNS,
+    guard=" AND NOT EXISTS (SELECT 1 FROM ledger_entry WHERE account_id = ? AND idempotency_key = ?)")}),
 e AS (INSERT INTO ledger_entry ({_ENTRY_COLUMNS})
       SELECT ?, u.id, u.last_sequence, ?, u.balance, ?, ?, ?, ?, ?, ?, ? FROM u)
 SELECT {_ACCOUNT_COLUMNS}, last_sequence FROM u"""
@@ -158,7 +161,7 @@ def _for_dialect(sql: str) -> dict[str, str]:
 
 
 _SQL = {name: _for_dialect(sql) for name, sql in {
-    "update": _UPDATE,
+    "update": _UPDATE.format(max_credits=MAX_CREDITS, columns=_ACCOUNT_COLUMNS, guard=""),
     "insert_entry": _INSERT_ENTRY,
     "update_and_insert": _UPDATE_AND_INSERT_PG,
     "select_account": _SELECT_ACCOUNT,
@@ -304,6 +307,8 @@ def record(account_id: str, delta: int, kind: str, *, description: str = "",
         try:
             with transaction():
                 return _apply(account_id, delta, kind, description, reference, meta, idempotency_key, actor)
+        except _Replayed as replayed:  # nothing was written
+            return replayed.change
         except IntegrityError:
             # Two transactions raced on one new idempotency key (PostgreSQL): the
             # loser retries once and finds the winner's entry.
@@ -314,18 +319,19 @@ def record(account_id: str, delta: int, kind: str, *, description: str = "",
 
 def _apply(account_id: str, delta: int, kind: str, description: str, reference: str | None,
            metadata: dict[str, str], idempotency_key: str | None, actor: str | None) -> Change:
-    if idempotency_key is not None:
-        row = _fetchone("entry_by_key", (account_id, idempotency_key))
-        if row is not None:
-            return _replay(_entry_from_row(row), delta, kind, description, reference, metadata)
+    postgresql = dialect() == "postgresql"
+    if idempotency_key is not None and not postgresql:
+        _replay_if_used(account_id, idempotency_key, delta, kind, description, reference, metadata)
 
     now = utcnow()
     entry_id = new_id("entry")
     metadata_json = json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))
     update_params = (delta, now, account_id, delta, delta, delta)
-    if dialect() == "postgresql":
-        row = _fetchone("update_and_insert", update_params + (
+    if postgresql:
+        row = _fetchone("update_and_insert", update_params + (account_id, idempotency_key) + (
             entry_id, delta, kind, description, reference, metadata_json, idempotency_key, actor, now))
+        if row is None and idempotency_key is not None:
+            _replay_if_used(account_id, idempotency_key, delta, kind, description, reference, metadata)
     else:
         row = _fetchone("update", update_params)
         if row is not None:
@@ -341,6 +347,20 @@ def _apply(account_id: str, delta: int, kind: str, description: str, reference: 
     change = Change(account, entry, account.balance - delta)
     _announce(change)
     return change
+
+
+class _Replayed(Exception):
+    """Carries the first result of a reused idempotency key out of :func:`_apply`."""
+
+    def __init__(self, change: Change):
+        self.change = change
+
+
+def _replay_if_used(account_id: str, key: str, delta: int, kind: str, description: str,
+                    reference: str | None, metadata: dict[str, str]) -> None:
+    row = _fetchone("entry_by_key", (account_id, key))
+    if row is not None:
+        raise _Replayed(_replay(_entry_from_row(row), delta, kind, description, reference, metadata))
 
 
 def _replay(entry: Entry, delta: int, kind: str, description: str, reference: str | None,

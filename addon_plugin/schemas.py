@@ -33,6 +33,8 @@ __all__ = [
     "UsageResponseSchema",
     "ListQuerySchema",
     "ErrorSchema",
+    "AutoTopUpSettingsSchema",
+    "TopUpSchema",
 ]
 
 _CREDIT_RANGE = validate.Range(-MAX_CREDITS, MAX_CREDITS)
@@ -229,3 +231,48 @@ class _ErrorBody(_Strict):
 
 class ErrorSchema(_Strict):
     error = fields.Nested(_ErrorBody)
+
+
+# -- auto top-up ---------------------------------------------------------------------
+
+class AutoTopUpSettingsSchema(_Strict):
+    """``PUT …/auto-top-up``: replaces the settings; an omitted optional field is cleared."""
+
+    enabled = fields.Boolean(required=True, truthy={True}, falsy={False})
+    threshold = Credits(minimum=0, allow_none=True, load_default=None,
+                        metadata={"description": "Top up when the balance is at or below this."})
+    payment_method = fields.String(validate=validate.Length(1, 255), allow_none=True, load_default=None,
+                                   metadata={"example": "pm_card_visa"})
+    customer = fields.String(validate=validate.Length(1, 255), allow_none=True, load_default=None,
+                             metadata={"description": "The gateway's customer (required by Stripe)."})
+    idempotency_key = fields.String(load_only=True, validate=validate.Length(1, 255))
+
+    @validates_schema
+    def _complete_when_enabled(self, data: dict, **kwargs: Any) -> None:
+        if data.get("enabled"):
+            missing = {name: ["Required when enabled is true."]
+                       for name in ("threshold", "payment_method") if data.get(name) is None}
+            if missing:
+                raise ValidationError(missing)
+
+
+class TopUpSchema(_Strict):
+    """An automatic top-up, as a merchant reconciles it against the gateway."""
+
+    id = fields.String(metadata={"example": "topup_01jd3k5q8w2n7x4m6r9t0v1b2c"})
+    account_id = fields.String()
+    status = fields.String(validate=validate.OneOf(["pending", "charging", "succeeded", "failed", "canceled"]))
+    banks = fields.Integer()
+    credits = fields.Integer()
+    amount = fields.String(metadata={"example": "19.00"})
+    currency = fields.String(metadata={"example": "USD"})
+    payment_method = fields.String()
+    customer = fields.String(allow_none=True)
+    charge_id = fields.String(allow_none=True, metadata={"description": "The gateway's charge (PaymentIntent) id."})
+    failure_code = fields.String(allow_none=True, metadata={"example": "card_declined"})
+    failure_message = fields.String(allow_none=True)
+    attempts = fields.Integer(metadata={"description": "Calls made to the gateway."})
+    next_attempt_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+    created_at = fields.String(metadata={"format": "date-time"})
+    updated_at = fields.String(metadata={"format": "date-time"})
+    completed_at = fields.String(allow_none=True, metadata={"format": "date-time"})

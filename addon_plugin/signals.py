@@ -42,13 +42,16 @@ balance_depleted = _signals.signal("balance-depleted")
 addon_purchased = _signals.signal("addon-purchased")
 
 #: Sent when an automatic top-up was charged and credited, inside the transaction
-#: that writes its ``top_up`` entry. Kwargs: ``account``, ``entry``, ``top_up``
-#: (the top-up as the top-ups resource shows it).
+#: that writes its ``top_up`` entry. Kwargs: ``account`` (its balance is the new
+#: balance), ``entry``, ``top_up`` (a JSON-ready dict, as the top-ups resource
+#: shows it: ``banks``, ``credits``, ``amount``, ``currency``, ``charge_id``, …).
 top_up_succeeded = _signals.signal("top-up-succeeded")
 
-#: Sent when an automatic top-up failed (a decline, the gateway unavailable after
-#: its retries, or the daily limit), inside the transaction that records the
-#: failure. Kwargs: ``account``, ``top_up``, ``failure`` (``{"code", "message"}``).
+#: Sent when an automatic top-up failed, inside the transaction that records
+#: the failure: a decline (``card_declined``, ``authentication_required``, …),
+#: ``gateway_unavailable`` after its retries, or ``daily_limit_reached`` (decided
+#: but not charged). Kwargs: ``account``, ``top_up`` (a dict, as for
+#: :data:`top_up_succeeded`), ``failure`` (``{"code", "message"}``).
 top_up_failed = _signals.signal("top-up-failed")
 
 #: Sent when auto top-up was switched off for an account by the plugin, inside

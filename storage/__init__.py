@@ -15,6 +15,8 @@ from .models import (
     Merchant,
     Product,
     SchemaVersion,
+    TOP_UP_IN_FLIGHT,
+    TopUp,
     utcnow,
 )
 from .schema import current_version, migrate
@@ -29,6 +31,8 @@ __all__ = [
     "Merchant",
     "Product",
     "SchemaVersion",
+    "TOP_UP_IN_FLIGHT",
+    "TopUp",
     "bind",
     "current_version",
     "db",

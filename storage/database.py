@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 from peewee import Database, DatabaseProxy, SqliteDatabase
 from playhouse.db_url import connect as connect_url
+from playhouse.pool import PooledSqliteDatabase
 
 __all__ = ["db", "bind", "dialect", "transaction", "on_commit", "SQLITE_BUSY_TIMEOUT"]
 
@@ -40,7 +41,8 @@ def bind(url: str, *, pool_size: int = 20) -> Database:
     """Open the database named by ``url`` and point :data:`db` at it.
 
     ``sqlite:///path`` (relative paths are relative to the working directory),
-    ``postgresql://user@host:port/name`` (pooled). Returns the database.
+    ``postgresql://user@host:port/name``; both pooled (``pool_size`` connections
+    per process). Returns the database.
     """
     if not url:
         raise ValueError("Missing database URL: set ADDONS_DATABASE_URL.")
@@ -51,12 +53,16 @@ def bind(url: str, *, pool_size: int = 20) -> Database:
             raise ValueError(f"Bad SQLite URL {url!r}: use sqlite:///relative.db or sqlite:////abs/path.db")
         if path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        database = SqliteDatabase(
+        # Pooled: closing a request's connection keeps it for the next request,
+        # instead of reopening (pragmas) and, for the last one, checkpointing the WAL.
+        database = PooledSqliteDatabase(
             path,
             pragmas=_SQLITE_PRAGMAS,
             timeout=SQLITE_BUSY_TIMEOUT,
             lock_type="IMMEDIATE",
             check_same_thread=False,
+            max_connections=pool_size,
+            stale_timeout=300,
         )
     elif scheme in ("postgres", "postgresql"):
         pooled = "postgresql+pool" + url[len(scheme):]

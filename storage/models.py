@@ -21,10 +21,12 @@ from peewee import (
     BigIntegerField,
     BooleanField,
     CharField,
+    CompositeKey,
     DateTimeField,
     ForeignKeyField,
     IntegerField,
     Model,
+    SQL,
     TextField,
 )
 
@@ -41,6 +43,8 @@ __all__ = [
     "LedgerEntry",
     "IdempotencyRecord",
     "SchemaVersion",
+    "TOP_UP_IN_FLIGHT",
+    "TopUp",
     "ALL_MODELS",
 ]
 
@@ -166,7 +170,7 @@ LedgerEntry.add_index(LedgerEntry.index(LedgerEntry.reference).where(LedgerEntry
 class IdempotencyRecord(BaseModel):
     """The stored result of a write request, per (merchant, key), for replays."""
 
-    merchant = ForeignKeyField(Merchant, on_delete="CASCADE")
+    merchant = ForeignKeyField(Merchant, on_delete="CASCADE", index=False)
     key = CharField(max_length=255)
     request_hash = CharField(max_length=64)
     response_status = IntegerField()
@@ -174,7 +178,7 @@ class IdempotencyRecord(BaseModel):
     created_at = DateTimeField(default=utcnow, index=True)
 
     class Meta:
-        indexes = ((("merchant", "key"), True),)
+        primary_key = CompositeKey("merchant", "key")
 
 
 class SchemaVersion(BaseModel):
@@ -182,6 +186,55 @@ class SchemaVersion(BaseModel):
 
     version = IntegerField(primary_key=True)
     applied_at = DateTimeField(default=utcnow)
+
+
+#: Top-up statuses that count as "in flight": at most one row per account (a
+#: unique partial index) may have one of them.
+TOP_UP_IN_FLIGHT = ("pending", "charging")
+
+
+class TopUp(BaseModel):
+    """An automatic top-up: ``banks`` banks bought for ``amount_minor`` (in
+    ``currency``'s minor units), crediting ``credits``.
+
+    ``status`` is ``pending`` (decided, due at ``next_attempt_at``), ``charging``
+    (leased by a worker holding ``lease`` until ``next_attempt_at``), then
+    ``succeeded``, ``failed`` or ``canceled``. ``payment_method`` and ``customer``
+    are copied at decision time so every attempt sends the gateway the same charge.
+    """
+
+    id = CharField(primary_key=True, max_length=40)
+    account = ForeignKeyField(CreditAccount, backref="top_ups", on_delete="CASCADE", index=False)
+    merchant = ForeignKeyField(Merchant, on_delete="CASCADE")
+    status = CharField(max_length=16)
+    banks = IntegerField()
+    credits = BigIntegerField()
+    amount_minor = BigIntegerField()
+    currency = CharField(max_length=3)
+    payment_method = CharField(max_length=255)
+    customer = CharField(max_length=255, null=True)
+    charge_id = CharField(max_length=255, null=True)
+    failure_code = CharField(max_length=64, null=True)
+    failure_message = TextField(null=True)
+    attempts = IntegerField(default=0)
+    next_attempt_at = DateTimeField(null=True)
+    lease = CharField(max_length=40, null=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+    completed_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "top_up"
+        indexes = (
+            (("account", "id"), False),
+            (("status", "next_attempt_at"), False),
+        )
+
+
+TopUp.add_index(TopUp.index(
+    TopUp.account, unique=True, name="top_up_one_in_flight",
+    where=SQL("status IN (%s)" % ", ".join(f"'{s}'" for s in TOP_UP_IN_FLIGHT)),
+))
 
 
 ALL_MODELS = [
@@ -193,4 +246,5 @@ ALL_MODELS = [
     LedgerEntry,
     IdempotencyRecord,
     SchemaVersion,
+    TopUp,
 ]

@@ -19,6 +19,7 @@ from .models import (
     Merchant,
     Product,
     SchemaVersion,
+    TopUp,
 )
 
 __all__ = ["MIGRATIONS", "migrate", "current_version"]
@@ -27,19 +28,25 @@ _LOCK_ID = 0x4144444F4E53  # "ADDONS": the advisory lock that serialises migrati
 
 
 def _create_base() -> None:
-    # On SQLite the ledger is clustered by its time-ordered id (WITHOUT ROWID):
-    # inserts append, and no second index on the id is kept. PostgreSQL has no such
-    # clause.
+    # On SQLite the ledger (by its time-ordered id) and the idempotency records
+    # (by merchant and key) are clustered tables (WITHOUT ROWID): no second index
+    # on the key is kept. PostgreSQL has no such clause.
     LedgerEntry._meta.without_rowid = dialect() == "sqlite"
+    IdempotencyRecord._meta.without_rowid = dialect() == "sqlite"
     db.create_tables(
         [Merchant, ApiKey, Product, Buyer, CreditAccount, LedgerEntry, IdempotencyRecord],
         safe=True,
     )
 
 
+def _create_top_ups() -> None:
+    db.create_tables([TopUp], safe=True)
+
+
 #: (version, what it does, function): applied in order, each exactly once.
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "merchants, keys, products, buyers, accounts, ledger, idempotency", _create_base),
+    (3, "automatic top-ups (at most one in flight per account)", _create_top_ups),
 ]
 
 

@@ -1,0 +1,54 @@
+"""Auto top-up for merchants: an account's settings, and its top-ups to
+reconcile against the payment gateway. Thin: parse, call :mod:`addon_plugin.topup`, present."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response
+
+from .. import topup
+from ..schemas import AccountSchema, AutoTopUpSettingsSchema, ListQuerySchema, TopUpSchema
+from . import blueprint
+from .http import authenticate, load, load_query, respond, write
+from .openapi import operation
+from .present import account_body
+
+_settings_schema = AutoTopUpSettingsSchema()
+_list_schema = ListQuerySchema()
+
+
+@blueprint.put("/addons/accounts/<account_id>/auto-top-up")
+@operation(summary="Set an account's auto top-up", tag="top-ups", body=AutoTopUpSettingsSchema,
+           response=AccountSchema, errors=(404, 409))
+def put_auto_top_up(account_id: str) -> Response:
+    """Replaces the settings: ``enabled`` is required, ``threshold`` and
+    ``payment_method`` too when enabling; omitted optional fields are cleared.
+    409 ``top_up_not_allowed`` for a one-time product, 409 ``no_payment_gateway``
+    when none is configured. Switching on at or below the threshold decides a
+    top-up at once."""
+    merchant_id = authenticate()
+    data = load(_settings_schema)
+
+    def apply() -> tuple[dict[str, Any], int]:
+        account = topup.set_auto_top_up(
+            account_id, merchant_id=merchant_id, enabled=data["enabled"], threshold=data["threshold"],
+            payment_method=data["payment_method"], customer=data["customer"])
+        return account_body(account), 200
+
+    return write(merchant_id, data, apply)
+
+
+@blueprint.get("/addons/accounts/<account_id>/top-ups")
+@operation(summary="List an account's top-ups", tag="top-ups", query=ListQuerySchema, response=TopUpSchema,
+           many=True, errors=(404,))
+def list_top_ups(account_id: str) -> Response:
+    """The account's automatic top-ups, newest first: status, banks, credits,
+    amount, currency, the gateway's charge id, failure code and times."""
+    merchant_id = authenticate()
+    query = load_query(_list_schema)
+    rows = topup.list_top_ups(account_id, merchant_id=merchant_id, limit=query["limit"] + 1,
+                              before=query.get("cursor"))
+    page = rows[:query["limit"]]
+    next_cursor = page[-1].id if len(rows) > query["limit"] else None
+    return respond({"data": [topup.as_resource(row) for row in page], "next_cursor": next_cursor})

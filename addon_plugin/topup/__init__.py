@@ -1,0 +1,61 @@
+"""Auto top-up: when a buyer's balance drops to the threshold they chose, their
+payment method on file is charged for new banks of credits.
+
+Decide, then act: :mod:`.decide` subscribes to ``balance_changed`` and records
+a pending top-up in the change's own transaction; :mod:`.execute` charges it
+after the commit (``ADDONS_TOP_UP_MODE="inline"``) or from the worker
+(``"worker"``; the worker also resumes retries and crashed attempts in both
+modes). :mod:`.settings` is the service behind the auto top-up routes and
+hooks; :mod:`.gateways` the payment interface. The ledger knows none of this.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from .. import signals, worker
+from . import decide, execute, settings
+from .gateways import (
+    Declined,
+    Gateway,
+    GatewayError,
+    GatewayUnavailable,
+    StripeGateway,
+    TestGateway,
+    current_gateway,
+    resolve_gateway,
+)
+from .records import as_resource, list_top_ups
+from .settings import disable_for_product, set_auto_top_up
+
+__all__ = [
+    "Declined",
+    "Gateway",
+    "GatewayError",
+    "GatewayUnavailable",
+    "StripeGateway",
+    "TestGateway",
+    "as_resource",
+    "current_gateway",
+    "disable_for_product",
+    "init_app",
+    "list_top_ups",
+    "resolve_gateway",
+    "set_auto_top_up",
+]
+
+_MODES = ("inline", "worker")
+
+
+def init_app(app: Flask) -> None:
+    """Connect the top-up subscribers (``sender=app``) and register the worker task.
+
+    Reads ``ADDONS_TOP_UP_MODE`` and ``ADDONS_PAYMENT_GATEWAY`` (resolved now, so
+    a bad value fails at start-up rather than at the first top-up).
+    """
+    if app.config["ADDONS_TOP_UP_MODE"] not in _MODES:
+        raise ValueError(f"ADDONS_TOP_UP_MODE must be one of {_MODES}, not {app.config['ADDONS_TOP_UP_MODE']!r}.")
+    current_gateway(app)
+    signals.balance_changed.connect(decide.on_balance_changed, sender=app)
+    signals.product_saved.connect(settings.on_product_saved, sender=app)
+    worker.register_task(app, "top_ups", execute.run_due)

@@ -1,0 +1,104 @@
+"""An account's auto top-up settings: set by the merchant or the buyer, switched
+off by the plugin when the product stops allowing top-ups.
+
+The settings are replaced as a whole (PUT semantics): ``enabled`` is required,
+``threshold`` and ``payment_method`` too when enabling, and an omitted optional
+field is cleared. A change resets the consecutive-failure count and the retry
+block: the buyer fixing a card is what may charge it again. Setting the same
+values twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import Flask, current_app
+
+import storage
+from storage import CreditAccount, transaction, utcnow
+
+from .. import ledger, signals
+from ..errors import NoPaymentGateway, TopUpNotAllowed, ValidationError
+from ..ledger import MAX_CREDITS, Account
+from . import decide
+from .gateways import current_gateway
+from .records import account_row
+
+__all__ = ["set_auto_top_up", "disable_for_product", "on_product_saved"]
+
+_REQUIRED_WHEN_ENABLED = "Required when enabled is true."
+
+
+def _check(enabled: Any, threshold: Any, payment_method: Any, customer: Any) -> None:
+    problems: dict[str, list[str]] = {}
+    if type(enabled) is not bool:
+        problems["enabled"] = ["Must be true or false."]
+    if threshold is not None and (type(threshold) is not int or not 0 <= threshold <= MAX_CREDITS):
+        problems["threshold"] = [f"Must be an integer from 0 to {MAX_CREDITS}."]
+    for name, value in (("payment_method", payment_method), ("customer", customer)):
+        if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 255):
+            problems[name] = ["Must be a string of 1 to 255 characters."]
+    if enabled is True:
+        if threshold is None:
+            problems.setdefault("threshold", [_REQUIRED_WHEN_ENABLED])
+        if payment_method is None:
+            problems.setdefault("payment_method", [_REQUIRED_WHEN_ENABLED])
+    if problems:
+        raise ValidationError(fields=problems)
+
+
+def set_auto_top_up(account_id: str, *, merchant_id: str, enabled: bool, threshold: int | None = None,
+                    payment_method: str | None = None, customer: str | None = None,
+                    buyer_email: str | None = None, now: datetime | None = None) -> Account:
+    """Replace the account's auto top-up settings and return the account.
+
+    ``buyer_email`` limits it to that buyer's account (the buyer-facing route).
+    Refuses with :class:`ValidationError` (422), :class:`AccountNotFound` (404),
+    :class:`TopUpNotAllowed` or :class:`NoPaymentGateway` (409). Switching on
+    with the balance already at or below the threshold decides a top-up at once.
+    """
+    _check(enabled, threshold, payment_method, customer)
+    now = now or utcnow()
+    with transaction():
+        # Lock the row first (as a ledger change does) so the comparison below is stable.
+        CreditAccount.update(updated_at=now).where(CreditAccount.id == account_id).execute()
+        row = account_row(account_id, merchant_id=merchant_id, buyer_email=buyer_email)
+        if enabled:
+            if not row.product.top_up_allowed:
+                raise TopUpNotAllowed(account_id=account_id, product_id=row.product_id)
+            gateway = current_gateway()
+            if gateway is None:
+                raise NoPaymentGateway()
+            if customer is None and getattr(gateway, "requires_customer", False):
+                raise ValidationError(fields={"customer": ["Required by the payment gateway."]})
+        new = dict(auto_top_up_enabled=enabled, threshold=threshold, payment_method=payment_method,
+                   customer=customer)
+        if any(getattr(row, name) != value for name, value in new.items()):
+            new.update(top_up_failures=0, top_up_blocked_until=None)
+        CreditAccount.update(**new).where(CreditAccount.id == account_id).execute()
+        account = ledger.get_account(account_id)
+        decide.decide(account, now=now)
+        return account
+
+
+def disable_for_product(product_id: str, *, reason: str = "product_changed") -> int:
+    """Switch auto top-up off on every account of the product, each with an
+    ``auto_top_up_disabled`` signal; returns how many were switched off."""
+    app = current_app._get_current_object()
+    with transaction():
+        ids = [row.id for row in CreditAccount.select(CreditAccount.id).where(
+            (CreditAccount.product == product_id) & CreditAccount.auto_top_up_enabled)]
+        if not ids:
+            return 0
+        CreditAccount.update(auto_top_up_enabled=False, updated_at=utcnow()).where(
+            CreditAccount.id.in_(ids)).execute()
+        for account_id in ids:
+            signals.auto_top_up_disabled.send(app, account=ledger.get_account(account_id), reason=reason)
+    return len(ids)
+
+
+def on_product_saved(sender: Flask, *, product: storage.Product, **kwargs: Any) -> None:
+    """``product_saved`` receiver: a product that no longer allows top-ups switches them off."""
+    if not product.top_up_allowed:
+        disable_for_product(product.id)

@@ -1,0 +1,40 @@
+-- wrk script: POST usage/add, one deduction per request, each with its own
+-- idempotency key; the account is one hot buyer or one of ACCOUNTS buyers.
+local counter = 0
+local thread_id = 0
+local threads = {}
+
+function setup(thread)
+  thread:set("tid", thread_id)
+  thread_id = thread_id + 1
+  table.insert(threads, thread)
+end
+
+function init(args)
+  key = args[1]; product = args[2]; accounts = tonumber(args[3]); run = args[4]
+  ok, refused, other = 0, 0, 0
+end
+
+function request()
+  counter = counter + 1
+  local buyer = accounts == 1 and 0 or (counter * 7919 + tid * 104729) % accounts
+  local body = string.format(
+    '{"product_id":"%s","buyer_email":"b%d@bench.example","value":-1,"idempotency_key":"%s-%d-%d"}',
+    product, buyer, run, tid, counter)
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json",
+                                  ["Authorization"] = "Bearer " .. key}, body)
+end
+
+function response(status, headers, body)
+  if status == 200 then ok = ok + 1 elseif status == 402 then refused = refused + 1 else other = other + 1 end
+end
+
+function done(summary, latency, requests)
+  local ok_total, other_total = 0, 0
+  for _, t in ipairs(threads) do
+    ok_total = ok_total + t:get("ok"); other_total = other_total + t:get("other")
+  end
+  io.write(string.format("RESULT requests=%d errors=%d ok=%d bad_status=%d p50_us=%d p99_us=%d duration_us=%d\n",
+    summary.requests, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    ok_total, other_total, latency:percentile(50), latency:percentile(99), summary.duration))
+end

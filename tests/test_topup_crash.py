@@ -1,0 +1,64 @@
+"""A worker SIGKILLed after the gateway took the charge, before the credit: the
+next worker completes the top-up with one charge and one ledger entry."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import storage
+from addon_plugin import ledger
+from addon_plugin.topup import execute
+from storage import utcnow
+from topup_fixtures import auto_account_id, gateway, top_up_entries, top_ups  # noqa: F401
+
+CRASH_APP = Path(__file__).with_name("topup_crash_app.py")
+
+
+def run_worker(database_url: str, directory: Path, *, crash: bool) -> subprocess.CompletedProcess:
+    """``flask addons worker --once`` in a new process, on the test's database."""
+    env = {**os.environ, "TOPUP_TEST_DATABASE_URL": database_url, "TOPUP_TEST_DIR": str(directory),
+           "TOPUP_CRASH_AFTER_CHARGE": "1" if crash else "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", f"{CRASH_APP}:create_app", "addons", "worker", "--once"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_worker_killed_after_the_charge_is_completed_by_the_next_worker(database_url, tmp_path, auto_account_id):
+    ledger.record(auto_account_id, -510, "usage")
+    [top_up] = top_ups(auto_account_id)
+    key = execute.charge_key(top_up.id)
+
+    killed = run_worker(database_url, tmp_path, crash=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = storage.TopUp.get_by_id(top_up.id)
+    assert (left.status, left.attempts) == ("charging", 1)
+    [charge] = read_lines(tmp_path / "charges.jsonl")
+    assert (charge["idempotency_key"], charge["amount"], charge["currency"]) == (key, "19.00", "USD")
+    assert top_up_entries(auto_account_id) == [] and ledger.balance(auto_account_id) == 490
+
+    # Its lease would run out in execute.LEASE; move it back rather than wait.
+    storage.TopUp.update(next_attempt_at=utcnow() - timedelta(seconds=1)).where(
+        storage.TopUp.id == top_up.id).execute()
+    resumed = run_worker(database_url, tmp_path, crash=False)
+    assert resumed.returncode == 0, resumed.stderr
+
+    assert read_lines(tmp_path / "charges.jsonl") == [charge]  # one charge at the gateway
+    calls = read_lines(tmp_path / "calls.jsonl")
+    assert [call["idempotency_key"] for call in calls] == [key, key]
+    assert calls[0]["pid"] != calls[1]["pid"]
+    done = storage.TopUp.get_by_id(top_up.id)
+    assert (done.status, done.charge_id, done.attempts) == ("succeeded", charge["id"], 2)
+    [entry] = top_up_entries(auto_account_id)
+    assert (entry.delta, entry.reference) == (100, top_up.id)
+    assert ledger.balance(auto_account_id) == 590
