@@ -37,6 +37,7 @@ from . import ledger, products
 from .api.present import product_body
 from .errors import AddonError, ValidationError
 from .schemas import ProductCreateSchema, coerce_form
+from .topup import set_auto_top_up
 
 __all__ = ["HostHooks", "ADDON", "PRICING_FIELDS"]
 
@@ -243,7 +244,7 @@ class HostHooks:
                                 description=f"{line.quantity} × {line.product.name}", actor="hook:order_paid")
                 granted.append((account_id, line.product))
         if threshold is not None:
-            _opt_in(granted, threshold, _get(order, "payment_method"), _get(order, "customer"))
+            _opt_in(merchant_id, granted, threshold, _get(order, "payment_method"), _get(order, "customer"))
         return previous_value
 
     def order_refunded(self, order: Any, previous_value: Any) -> Any:
@@ -329,17 +330,15 @@ def _addon_lines(order: Any, merchant_id: str) -> list[_Line]:
     return lines
 
 
-def _opt_in(granted: list[tuple[str, storage.Product]], threshold: int, payment_method: str,
+def _opt_in(merchant_id: str, granted: list[tuple[str, storage.Product]], threshold: int, payment_method: str,
             customer: str | None) -> None:
     """Switch auto top-up on for the bought add-ons that allow it. The credits
     are already granted: a refusal (no gateway, say) is logged, never raised."""
-    from .topup import settings
-
     for account_id, product in granted:
         if not product.top_up_allowed:
             continue
         try:
-            settings.update_auto_top_up(account_id, enabled=True, threshold=threshold,
-                                        payment_method=payment_method, customer=customer)
+            set_auto_top_up(account_id, merchant_id=merchant_id, enabled=True, threshold=threshold,
+                            payment_method=payment_method, customer=customer)
         except AddonError as error:
             log.warning("auto top-up opt-in for %s refused: %s", account_id, error.code)

@@ -417,6 +417,32 @@ def test_a_second_call_waiting_on_the_first_grants_nothing(app, plugin, merchant
     assert bob_account(merchant_id, addon).balance == 200 and len(entries("purchase")) == 1
 
 
+def test_the_checkout_opt_in_switches_auto_top_up_on(app, plugin, merchant_id, addon):
+    app.config["ADDONS_PAYMENT_GATEWAY"] = "test"
+    once = create_product(merchant_id, host_product_id="once", top_up_allowed=False)
+    lines = [{"id": "l1", "host_product_id": "host-7", "quantity": 1},
+             {"id": "l2", "host_product_id": "once", "quantity": 1}]
+    plugin.order_paid(order(merchant_id, lines=lines, payment_method="pm_card_visa", customer="cus_1",
+                            auto_top_up_threshold=20), None)
+    account = bob_account(merchant_id, addon)
+    assert (account.auto_top_up_enabled, account.threshold, account.payment_method, account.customer) == (
+        True, 20, "pm_card_visa", "cus_1")
+    assert bob_account(merchant_id, once).auto_top_up_enabled is False  # a one-time purchase: not switched on
+
+
+def test_a_refused_opt_in_still_grants_the_credits(plugin, merchant_id, addon, caplog):
+    plugin.order_paid(order(merchant_id, payment_method="pm_card_visa", auto_top_up_threshold=20), None)  # no gateway
+    account = bob_account(merchant_id, addon)
+    assert account.balance == 200 and account.auto_top_up_enabled is False
+    assert "no_payment_gateway" in caplog.text
+
+
+def test_without_a_payment_method_there_is_no_opt_in(app, plugin, merchant_id, addon):
+    app.config["ADDONS_PAYMENT_GATEWAY"] = "test"
+    plugin.order_paid(order(merchant_id, auto_top_up_threshold=20), None)
+    assert bob_account(merchant_id, addon).auto_top_up_enabled is False
+
+
 # -- order_refunded ------------------------------------------------------------------------
 
 def test_a_refund_takes_back_the_unspent_credits_exactly_once(plugin, merchant_id, addon):
