@@ -55,7 +55,7 @@ PRICING_FIELDS: dict[str, tuple[str, str]] = {
     "top_up_allowed": ("Auto Top-Up", "One-time purchase: no automatic top-ups (buyers may buy again). "
                                       "Top-ups allowed: buyers may switch on auto top-up at their own threshold."),
     "overdraft_limit": ("Overdraft limit", "How far below zero usage may take a balance (0: none)."),
-    "name": ("Name", "Optional; defaults to \"<credit amount> credits\"."),
+    "name": ("Name", "Defaults to \"<credit amount> credits\"."),
 }
 
 _TOP_UP_CHOICES = [("false", "One-time purchase"), ("true", "Top-ups allowed")]
