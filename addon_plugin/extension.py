@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Iterable, Mapping
 
@@ -14,6 +15,8 @@ from .config import DEFAULTS
 from .hooks import HostHooks
 
 __all__ = ["AddonPlugin"]
+
+log = logging.getLogger(__name__)
 
 
 def _setting(type_: str, label: str, help_text: str) -> dict[str, str]:
@@ -103,10 +106,13 @@ class AddonPlugin(HostHooks):
 
 
 def _close_connection(exc: BaseException | None) -> None:
-    """Give the request's connection back (to the pool, on PostgreSQL)."""
+    """Give the request's connection back to the pool. A connection the database
+    dropped is discarded by the pool, so the next request gets a fresh one."""
     database = storage.db.obj
     if database is None or database.is_closed():
         return
-    if database.in_transaction():  # only after an error escaped a transaction block
-        database.rollback()
-    database.close()
+    try:
+        database.close()
+    except Exception:  # e.g. the server went away mid-request
+        log.warning("could not return the database connection cleanly", exc_info=True)
+        database.dispose()

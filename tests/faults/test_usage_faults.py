@@ -1,0 +1,111 @@
+"""Fault suite, usage path: a real gunicorn server over loopback, on SQLite and
+PostgreSQL. Each test prints its figures and asserts the invariants."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+
+import pytest
+import requests
+from conftest import ledger_sum, sequences
+
+import storage
+from addon_plugin import ledger
+
+from .harness import Server, post_until_answered
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
+CLIENTS, PER_CLIENT = 6, 120
+
+
+@pytest.fixture
+def server(app, database_url):
+    """The host app under gunicorn (2 workers) on the test's database."""
+    storage.db.close()
+    server = Server({"ADDONS_DATABASE_URL": database_url}).start()
+    yield server
+    server.stop()
+
+
+def usage_url(server: Server) -> str:
+    return f"{server.url}/api/buyer-addon/usage/add"
+
+
+def test_server_killed_mid_load_loses_nothing_and_applies_nothing_twice(server, api_key, product,
+                                                                        funded_account_id):
+    """Clients record usage with idempotency keys; the server is SIGKILLed partway
+    and restarted; clients retry unanswered requests with the same keys."""
+    run = uuid.uuid4().hex[:6]
+    headers = {"Authorization": f"Bearer {api_key}"}
+    acknowledged: Counter[str] = Counter()
+    statuses: Counter[int] = Counter()
+    halfway = threading.Event()
+    lock = threading.Lock()
+    deadline = time.monotonic() + 120
+
+    def client(index: int) -> None:
+        session = requests.Session()
+        for n in range(PER_CLIENT):
+            key = f"{run}-{index}-{n}"
+            body = {"product_id": product.id, "buyer_email": "bob@example.com", "value": -1,
+                    "idempotency_key": key}
+            response = post_until_answered(session, usage_url(server), body, headers, deadline)
+            with lock:
+                statuses[response.status_code] += 1
+                if response.status_code == 200:
+                    acknowledged[key] += 1
+                if sum(statuses.values()) >= CLIENTS * PER_CLIENT // 3:
+                    halfway.set()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    assert halfway.wait(timeout=60), "load never reached a third"
+    server.kill()
+    killed_at = sum(statuses.values())
+    server.start()
+    for thread in threads:
+        thread.join()
+
+    keyed = storage.LedgerEntry.select().where(storage.LedgerEntry.idempotency_key.startswith(f"{run}-"))
+    written = Counter(entry.idempotency_key for entry in keyed)
+    print(f"\n  sent {CLIENTS * PER_CLIENT} requests; server killed after {killed_at} answers; "
+          f"statuses {dict(statuses)}; entries written {sum(written.values())}")
+    assert statuses == Counter({200: CLIENTS * PER_CLIENT})
+    assert set(acknowledged) == set(written) and set(written.values()) == {1}
+    assert ledger.balance(funded_account_id) == 1000 - CLIENTS * PER_CLIENT == ledger_sum(funded_account_id)
+    assert sequences(funded_account_id) == list(range(1, CLIENTS * PER_CLIENT + 2))
+
+
+def test_one_idempotency_key_from_many_clients_applies_once(server, api_key, product, funded_account_id):
+    """Twelve clients send the same request with the same key at the same time."""
+    headers = {"Authorization": f"Bearer {api_key}", "Idempotency-Key": f"same-{uuid.uuid4().hex}"}
+    body = {"product_id": product.id, "buyer_email": "bob@example.com", "value": -7}
+    start = threading.Barrier(12)
+    answers: list[requests.Response] = []
+
+    def client() -> None:
+        session = requests.Session()
+        start.wait()
+        deadline = time.monotonic() + 30
+        while True:  # a 409 (still in flight) is retried, as the error says to
+            response = post_until_answered(session, usage_url(server), body, headers, deadline)
+            if response.status_code != 409 or time.monotonic() > deadline:
+                answers.append(response)
+                return
+
+    threads = [threading.Thread(target=client) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    replays = sum(r.headers.get("Idempotent-Replayed") == "true" for r in answers)
+    print(f"\n  12 identical requests: statuses {Counter(r.status_code for r in answers)}, {replays} replays")
+    assert [r.status_code for r in answers] == [200] * 12
+    assert replays == 11
+    assert len({r.json()["data"]["entry"]["id"] for r in answers}) == 1
+    assert ledger.balance(funded_account_id) == 993 == ledger_sum(funded_account_id)
