@@ -9,6 +9,7 @@ from typing import Any, Iterable, Mapping
 from flask import Flask
 
 import storage
+import webhooks
 
 from . import topup
 from .config import DEFAULTS
@@ -102,6 +103,7 @@ class AddonPlugin(HostHooks):
         app.cli.add_command(addons_cli)
         # Features that subscribe to signals or add worker tasks wire themselves here.
         topup.init_app(app)
+        webhooks.init_app(app)
         app.extensions["addons"] = self
 
 

@@ -17,6 +17,10 @@ from .models import (
     SchemaVersion,
     TOP_UP_IN_FLIGHT,
     TopUp,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
     utcnow,
 )
 from .schema import current_version, migrate
@@ -33,6 +37,10 @@ __all__ = [
     "SchemaVersion",
     "TOP_UP_IN_FLIGHT",
     "TopUp",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
     "bind",
     "current_version",
     "db",

@@ -43,6 +43,10 @@ __all__ = [
     "LedgerEntry",
     "IdempotencyRecord",
     "SchemaVersion",
+    "WebhookEndpoint",
+    "WebhookEvent",
+    "WebhookDelivery",
+    "WebhookAttempt",
     "TOP_UP_IN_FLIGHT",
     "TopUp",
     "ALL_MODELS",
@@ -188,6 +192,91 @@ class SchemaVersion(BaseModel):
     applied_at = DateTimeField(default=utcnow)
 
 
+class WebhookEndpoint(BaseModel):
+    """A merchant's webhook URL, the event types it wants ([] = all) and its secrets.
+
+    ``secret`` signs every delivery; after a rotation ``previous_secret`` signs
+    too, until ``previous_secret_expires_at``. Secrets are stored as given: the
+    HMAC needs them (Standard Webhooks is symmetric).
+    """
+
+    id = CharField(primary_key=True, max_length=40)
+    merchant = ForeignKeyField(Merchant, backref="webhook_endpoints", on_delete="CASCADE")
+    url = TextField()
+    description = TextField(default="")
+    event_types = TextField(default="[]")
+    secret = CharField(max_length=100)
+    previous_secret = CharField(max_length=100, null=True)
+    previous_secret_expires_at = DateTimeField(null=True)
+    enabled = BooleanField(default=True)
+    disabled_reason = CharField(max_length=40, null=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+
+class WebhookEvent(BaseModel):
+    """One event, its body serialised once: every delivery and retry sends these bytes.
+
+    ``id`` is the ``webhook-id`` header.
+    """
+
+    id = CharField(primary_key=True, max_length=40)
+    # Not indexed: nothing reads events by merchant (deleting a merchant scans).
+    merchant = ForeignKeyField(Merchant, backref="webhook_events", on_delete="CASCADE", index=False)
+    type = CharField(max_length=40)
+    payload = TextField()
+    created_at = DateTimeField(default=utcnow, index=True)
+
+
+class WebhookDelivery(BaseModel):
+    """The outbox row: one event owed to one endpoint.
+
+    ``status`` is ``pending`` until an attempt succeeds (``succeeded``) or the
+    last one fails (``failed``). A worker leases a row (``lease_token``,
+    ``lease_expires_at``) while it makes an attempt; a lease that expired is free.
+    """
+
+    id = CharField(primary_key=True, max_length=40)
+    event = ForeignKeyField(WebhookEvent, backref="deliveries", on_delete="CASCADE", index=False)
+    endpoint = ForeignKeyField(WebhookEndpoint, backref="deliveries", on_delete="CASCADE", index=False)
+    status = CharField(max_length=12, default="pending")
+    attempt_count = IntegerField(default=0)
+    next_attempt_at = DateTimeField(null=True)
+    lease_token = CharField(max_length=40, null=True)
+    lease_expires_at = DateTimeField(null=True)
+    last_attempt_at = DateTimeField(null=True)
+    completed_at = DateTimeField(null=True)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        # (event, endpoint) also serves the event foreign key; (endpoint, id)
+        # the endpoint's and lists newest first.
+        indexes = (
+            (("event", "endpoint"), True),
+            (("endpoint", "id"), False),
+        )
+
+
+# What a worker claims from: only pending rows, by due time.
+WebhookDelivery.add_index(WebhookDelivery.index(WebhookDelivery.next_attempt_at)
+                          .where(WebhookDelivery.status == "pending"))
+
+
+class WebhookAttempt(BaseModel):
+    """One HTTP attempt of a delivery: what came back, how long it took."""
+
+    id = CharField(primary_key=True, max_length=40)
+    delivery = ForeignKeyField(WebhookDelivery, backref="attempts", on_delete="CASCADE", index=False)
+    number = IntegerField()
+    status_code = IntegerField(null=True)
+    duration_ms = IntegerField()
+    error = TextField(null=True)
+    response_excerpt = TextField(null=True)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        # Also serves the delivery foreign key. Unique: no attempt is recorded twice.
+        indexes = ((("delivery", "number"), True),)
 #: Top-up statuses that count as "in flight": at most one row per account (a
 #: unique partial index) may have one of them.
 TOP_UP_IN_FLIGHT = ("pending", "charging")
@@ -246,5 +335,9 @@ ALL_MODELS = [
     LedgerEntry,
     IdempotencyRecord,
     SchemaVersion,
+    WebhookEndpoint,
+    WebhookEvent,
+    WebhookDelivery,
+    WebhookAttempt,
     TopUp,
 ]

@@ -20,6 +20,10 @@ from .models import (
     Product,
     SchemaVersion,
     TopUp,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
 )
 
 __all__ = ["MIGRATIONS", "migrate", "current_version"]
@@ -39,6 +43,8 @@ def _create_base() -> None:
     )
 
 
+def _create_webhooks() -> None:
+    db.create_tables([WebhookEndpoint, WebhookEvent, WebhookDelivery, WebhookAttempt], safe=True)
 def _create_top_ups() -> None:
     db.create_tables([TopUp], safe=True)
 
@@ -46,6 +52,7 @@ def _create_top_ups() -> None:
 #: (version, what it does, function): applied in order, each exactly once.
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "merchants, keys, products, buyers, accounts, ledger, idempotency", _create_base),
+    (2, "webhook endpoints, events, deliveries (the outbox) and attempts", _create_webhooks),
     (3, "automatic top-ups (at most one in flight per account)", _create_top_ups),
 ]
 

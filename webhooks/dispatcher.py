@@ -1,0 +1,116 @@
+"""The outbox writer: turns the ledger's signals into events and deliveries.
+
+Subscribed like any third party (``sender=app``); the ledger never imports it.
+Signals about a balance change arrive inside the transaction that makes the
+change, so the event row and one delivery row per matching endpoint commit or
+roll back with the balance: a crash right after the commit loses nothing, and a
+change that rolls back sends nothing. Nothing here calls out; the worker
+(``delivery``) makes the attempts.
+
+This runs on every usage record, so its SQL is prepared once per dialect, a
+merchant without endpoints costs one indexed read, and on PostgreSQL the event
+and its deliveries are written in one statement.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from functools import lru_cache
+from typing import Any
+
+from blinker import Signal
+from flask import Flask, current_app
+
+from addon_plugin import signals
+from storage import db, dialect, new_id, transaction, utcnow
+
+from . import events, schedule
+
+__all__ = ["SIGNAL_EVENTS", "connect", "publish"]
+
+#: Which signal becomes which event type.
+SIGNAL_EVENTS: tuple[tuple[Signal, str], ...] = (
+    (signals.balance_changed, "balance.updated"),
+    (signals.balance_low, "balance.low"),
+    (signals.balance_depleted, "balance.depleted"),
+    (signals.addon_purchased, "addon.purchased"),
+    (signals.top_up_succeeded, "top_up.succeeded"),
+    (signals.top_up_failed, "top_up.failed"),
+    (signals.auto_top_up_disabled, "auto_top_up.disabled"),
+)
+
+_SQL = {
+    "endpoints": "SELECT id, event_types FROM webhook_endpoint WHERE merchant_id = ? AND enabled",
+    "event": "INSERT INTO webhook_event (id, merchant_id, type, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+    "delivery": "(?, ?, ?, 'pending', 0, ?, ?)",
+}
+_DELIVERY_INSERT = ("INSERT INTO webhook_delivery "
+                    "(id, event_id, endpoint_id, status, attempt_count, next_attempt_at, created_at) VALUES ")
+
+
+@lru_cache(maxsize=64)
+def _statements(kind: str, rows: int) -> tuple[str, ...]:
+    """The SQL that writes one event and ``rows`` deliveries, in as few statements as the dialect allows."""
+    deliveries = _DELIVERY_INSERT + ", ".join([_SQL["delivery"]] * rows)
+    if kind == "postgresql":
+        return (f"WITH event AS ({_SQL['event']}) {deliveries}".replace("?", "%s"),)
+    return _SQL["event"], deliveries
+
+
+def _endpoints_sql() -> str:
+    return _SQL["endpoints"] if dialect() == "sqlite" else _SQL["endpoints"].replace("?", "%s")
+
+
+@lru_cache(maxsize=256)
+def _wants(event_types_json: str, event_type: str) -> bool:
+    wanted = json.loads(event_types_json)
+    return not wanted or event_type in wanted
+
+
+def publish(merchant_id: str, event_type: str, body: dict[str, Any]) -> str | None:
+    """Write the event and a due delivery for each of the merchant's enabled
+    endpoints that wants it, in the current transaction (or a new one).
+
+    Returns the event id (the ``webhook-id``), or None when no endpoint wants it
+    (then nothing is written).
+    """
+    with transaction():
+        rows = db.execute_sql(_endpoints_sql(), (merchant_id,)).fetchall()
+        targets = [endpoint_id for endpoint_id, types in rows if _wants(types, event_type)]
+        if not targets:
+            return None
+        event_id = new_id("msg")
+        now = utcnow()
+        first = current_app.config["ADDONS_WEBHOOK_RETRY_SCHEDULE"]
+        params: list[Any] = []
+        for endpoint_id in targets:
+            due = now + timedelta(seconds=schedule.jittered(float(first[0]) if first else 0.0))
+            params += [new_id("dlv"), event_id, endpoint_id, due, now]
+        event_params = [event_id, merchant_id, event_type, events.dumps(body), now]
+        statements = _statements(dialect(), len(targets))
+        if len(statements) == 1:
+            db.execute_sql(statements[0], event_params + params)
+        else:
+            db.execute_sql(statements[0], event_params)
+            db.execute_sql(statements[1], params)
+        return event_id
+
+
+def _receiver(event_type: str):
+    def receive(app: Flask, *, account: Any, entry: Any = None, **extra: Any) -> None:
+        publish(account.merchant_id, event_type, events.build_body(event_type, account, entry, extra))
+
+    receive.__name__ = f"publish_{event_type.replace('.', '_')}"
+    return receive
+
+
+def connect(app: Flask) -> None:
+    """Subscribe the outbox to the app's signals (``init_app`` calls this once per app)."""
+    receivers = app.extensions.setdefault("webhooks.receivers", [])
+    if receivers:
+        return
+    for signal, event_type in SIGNAL_EVENTS:
+        receiver = _receiver(event_type)
+        signal.connect(receiver, sender=app, weak=False)
+        receivers.append((signal, receiver))
