@@ -20,6 +20,10 @@ __all__ = ["AddonPlugin"]
 log = logging.getLogger(__name__)
 
 
+#: Every setting the plugin reads, with its default.
+_SETTINGS: dict[str, Any] = {**DEFAULTS, **webhooks.DEFAULTS}
+
+
 def _setting(type_: str, label: str, help_text: str) -> dict[str, str]:
     return {"type": type_, "label": label, "help_text": help_text}
 
@@ -44,8 +48,8 @@ class AddonPlugin(HostHooks):
     PLUGIN_ID = "addons.credits"
     PLUGIN_NAME = "Credit add-ons"
     DEFAULT_ACTIVE = True
-    #: Saleor-style settings: the ``ADDONS_*`` keys (the source of truth) with their defaults.
-    DEFAULT_CONFIGURATION = [{"name": name, "value": value} for name, value in DEFAULTS.items()]
+    #: Saleor-style settings: every ``ADDONS_*`` key (the source of truth) with its default.
+    DEFAULT_CONFIGURATION = [{"name": name, "value": value} for name, value in _SETTINGS.items()]
     #: How a Saleor-style settings page shows each setting ("Secret": write-only, never echoed).
     CONFIG_STRUCTURE = {
         "ADDONS_ACTIVE": _setting("Boolean", "Active", "Off: hooks pass values through, the API answers 503."),
@@ -72,6 +76,12 @@ class AddonPlugin(HostHooks):
         "ADDONS_WEBHOOK_TIMEOUT": _setting("String", "Webhook timeouts", "(connect, read) seconds."),
         "ADDONS_WEBHOOK_ALLOW_PRIVATE_URLS": _setting("Boolean", "Allow private webhook URLs",
                                                       "Only for development: allows loopback and private hosts."),
+        "ADDONS_WEBHOOK_LEASE": _setting("String", "Delivery lease", "Seconds a worker holds a claimed delivery."),
+        "ADDONS_WEBHOOK_SECRET_GRACE": _setting("String", "Secret rotation grace",
+                                                "Seconds the previous secret keeps signing after a rotation."),
+        "ADDONS_WEBHOOK_PRUNE_AFTER": _setting("String", "Keep deliveries for",
+                                               "Seconds after which successful deliveries are pruned."),
+        "ADDONS_WEBHOOK_PRUNE_INTERVAL": _setting("String", "Prune interval", "Seconds between two prunes."),
     }
 
     def __init__(self, app: Flask | None = None, *,
@@ -84,9 +94,10 @@ class AddonPlugin(HostHooks):
         """Apply config defaults, bind the database, mount the blueprint, add the
         ``flask addons`` commands and connect the plugin's own signal subscribers.
 
-        Reads every ``ADDONS_*`` key in :data:`addon_plugin.config.DEFAULTS`.
+        Reads every ``ADDONS_*`` key in :data:`addon_plugin.config.DEFAULTS`
+        and :data:`webhooks.DEFAULTS`.
         """
-        for key, value in DEFAULTS.items():
+        for key, value in _SETTINGS.items():
             app.config.setdefault(key, self.configuration.get(key, value))
         if not app.config["ADDONS_DATABASE_URL"]:
             path = os.path.join(app.instance_path, "addons.sqlite3")

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 import storage
+import webhooks
 from addon_plugin import AddonPlugin, ledger, signals
 from addon_plugin.config import DEFAULTS
 from addon_plugin.errors import ValidationError
@@ -57,15 +58,16 @@ def inactive_plugin(app):
 # -- metadata and loaders ------------------------------------------------------
 
 def test_plugin_metadata_lists_every_setting_with_secrets_typed_as_secrets():
+    settings = {**DEFAULTS, **webhooks.DEFAULTS}
     assert AddonPlugin.PLUGIN_ID == "addons.credits"
     assert AddonPlugin.PLUGIN_NAME and AddonPlugin.DEFAULT_ACTIVE is True
-    assert [item["name"] for item in AddonPlugin.DEFAULT_CONFIGURATION] == list(DEFAULTS)
-    assert {item["name"]: item["value"] for item in AddonPlugin.DEFAULT_CONFIGURATION} == DEFAULTS
-    assert set(AddonPlugin.CONFIG_STRUCTURE) == set(DEFAULTS)
+    assert {item["name"]: item["value"] for item in AddonPlugin.DEFAULT_CONFIGURATION} == settings
+    assert set(AddonPlugin.CONFIG_STRUCTURE) == set(settings)
     for setting in AddonPlugin.CONFIG_STRUCTURE.values():
         assert set(setting) == {"type", "label", "help_text"}
         assert setting["type"] in {"Boolean", "String", "Secret"}
-    assert AddonPlugin.CONFIG_STRUCTURE["ADDONS_DATABASE_URL"]["type"] == "Secret"
+    secrets = {name for name, setting in AddonPlugin.CONFIG_STRUCTURE.items() if setting["type"] == "Secret"}
+    assert secrets == {"ADDONS_DATABASE_URL", "ADDONS_STRIPE_API_KEY"}
 
 
 def test_a_default_configuration_list_can_be_passed_back_with_changes(tmp_path):
@@ -73,13 +75,15 @@ def test_a_default_configuration_list_can_be_passed_back_with_changes(tmp_path):
     for item in configuration:
         if item["name"] == "ADDONS_DEFAULT_CURRENCY":
             item["value"] = "EUR"
+        if item["name"] == "ADDONS_WEBHOOK_LEASE":
+            item["value"] = 30
         if item["name"] == "ADDONS_DATABASE_URL":
             item["value"] = f"sqlite:///{tmp_path}/other.sqlite3"
     from flask import Flask
 
     host = Flask("other", instance_path=str(tmp_path))
     AddonPlugin(host, configuration=configuration)
-    assert host.config["ADDONS_DEFAULT_CURRENCY"] == "EUR"
+    assert host.config["ADDONS_DEFAULT_CURRENCY"] == "EUR" and host.config["ADDONS_WEBHOOK_LEASE"] == 30
 
 
 def test_loaders_are_decorators_the_plugin_calls(plugin):
