@@ -101,7 +101,8 @@ def _pricing_values(product: Any, data: Mapping[str, Any] | None) -> dict[str, s
     if isinstance(product, storage.Product):
         product = product_body(product)
     if product is not None:
-        values.update({name: _text(_get(product, name)) for name in PRICING_FIELDS})
+        values.update({name: _text(_get(product, name)) for name in PRICING_FIELDS
+                       if _get(product, name) is not None})
     if data is not None:
         values.update({name: _text(data.get(name)) for name in PRICING_FIELDS if name in data})
     return values
