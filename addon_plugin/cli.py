@@ -10,7 +10,7 @@ from flask.cli import AppGroup
 
 import storage
 
-from . import ledger, merchants, worker
+from . import idempotency, ledger, merchants, worker
 from .errors import AddonError
 
 addons_cli = AppGroup("addons", help="Credit add-ons: database, merchants, keys, worker.")
@@ -86,10 +86,16 @@ def balance(account_id: str | None, merchant_id: str | None, product_id: str | N
 
 @addons_cli.command("worker")
 @click.option("--once", is_flag=True, help="Do everything due now (and retries falling due meanwhile), then exit.")
-@click.option("--poll-interval", default=1.0, show_default=True, help="Seconds to sleep when idle.")
+@click.option("--poll-interval", default=0.2, show_default=True, help="Seconds to sleep when idle (bounds the latency of new work).")
 def run_worker(once: bool, poll_interval: float) -> None:
     """Deliver webhooks and run top-ups."""
     if once:
         click.echo(f"handled {worker.run_once()} item(s)")
     else:
         worker.run_forever(poll_interval)
+
+
+@addons_cli.command("prune")
+def prune() -> None:
+    """Delete stored idempotent results older than ADDONS_IDEMPOTENCY_TTL."""
+    click.echo(f"pruned {idempotency.prune()} idempotency record(s)")

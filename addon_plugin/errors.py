@@ -14,7 +14,8 @@ with, so a view never translates errors by hand::
     ├── NotFound (LookupError)                404 not_found
     │   ├── AccountNotFound                   404 account_not_found
     │   ├── ProductNotFound                   404 product_not_found
-    │   └── MerchantNotFound                  404 merchant_not_found
+    │   ├── MerchantNotFound                  404 merchant_not_found
+    │   └── ApiKeyNotFound                    404 api_key_not_found
     ├── Conflict                              409 conflict
     │   ├── IdempotencyKeyInUse               409 idempotency_key_in_use
     │   ├── TopUpNotAllowed                   409 top_up_not_allowed
@@ -42,6 +43,7 @@ __all__ = [
     "AccountNotFound",
     "ProductNotFound",
     "MerchantNotFound",
+    "ApiKeyNotFound",
     "Conflict",
     "IdempotencyKeyInUse",
     "TopUpNotAllowed",
@@ -155,6 +157,13 @@ class MerchantNotFound(NotFound):
 
     code = "merchant_not_found"
     default_message = "No merchant with that id."
+
+
+class ApiKeyNotFound(NotFound):
+    """No API key with that id for this merchant."""
+
+    code = "api_key_not_found"
+    default_message = "No API key with that id."
 
 
 class Conflict(AddonError):

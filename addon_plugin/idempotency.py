@@ -5,8 +5,9 @@ of its result, so the two commit together or not at all. A replay (same merchant
 same key, same request) returns the stored status and body; the same key with a
 different request is :class:`IdempotencyKeyReused`. Refusals (402, 404, 409, …)
 are stored too: the failed attempt is rolled back first, so nothing it wrote
-survives, and the refusal is recorded in a transaction of its own. Errors from a
-receiver (5xx) store nothing, so the request may be retried.
+survives, and the refusal is recorded in a transaction of its own. Validation
+errors (422, however deep they are found) and errors from a receiver (5xx) store
+nothing, so the request may be corrected or retried with the same key.
 
 While one request holds a key, a concurrent one with the same key is
 :class:`IdempotencyKeyInUse` on PostgreSQL (an advisory lock); on SQLite the
@@ -26,7 +27,7 @@ from flask import current_app
 
 from storage import db, dialect, transaction, utcnow
 
-from .errors import AddonError, IdempotencyKeyInUse, IdempotencyKeyReused
+from .errors import AddonError, IdempotencyKeyInUse, IdempotencyKeyReused, ValidationError
 
 __all__ = ["Outcome", "fingerprint", "run", "prune"]
 
@@ -66,8 +67,12 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def run(merchant_id: str, key: str | None, request_hash: str, action: Action) -> Outcome:
-    """Run ``action`` (which returns ``(body, status)``) at most once per key."""
+def run(merchant_id: str, key: str | None, request_hash: str, action: Action, *,
+        redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Outcome:
+    """Run ``action`` (which returns ``(body, status)``) at most once per key.
+
+    ``redact`` gives the body to store for replays when the first answer holds
+    a secret that must not be kept (a new API key)."""
     if key is None:
         with transaction():
             body, status = action()
@@ -78,9 +83,9 @@ def run(merchant_id: str, key: str | None, request_hash: str, action: Action) ->
             if stored is not None:
                 return stored
             body, status = action()
-            _store(merchant_id, key, request_hash, status, body)
+            _store(merchant_id, key, request_hash, status, redact(body) if redact else body)
             return Outcome(status, body)
-    except (IdempotencyKeyInUse, IdempotencyKeyReused):
+    except (IdempotencyKeyInUse, ValidationError):
         raise
     except AddonError as refusal:
         if not 400 <= refusal.status < 500:

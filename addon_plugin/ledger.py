@@ -239,10 +239,11 @@ def _check_details(kind: str, delta: int, description: str, reference: str | Non
 
 # -- reads -------------------------------------------------------------------
 
-def get_account(account_id: str) -> Account:
-    """The account's current state; :class:`AccountNotFound` if there is none."""
+def get_account(account_id: str, merchant_id: str | None = None) -> Account:
+    """The account's current state; :class:`AccountNotFound` if there is none
+    (or, with ``merchant_id``, if it is another merchant's)."""
     row = _fetchone("select_account", (account_id,))
-    if row is None:
+    if row is None or (merchant_id is not None and row[1] != merchant_id):
         raise AccountNotFound(account_id=account_id)
     return _account_from_row(row)
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
 import storage
 from storage import db, dialect, new_id, transaction, utcnow
 
-from .errors import AuthenticationFailed, MerchantNotFound, NotFound
+from .errors import ApiKeyNotFound, AuthenticationFailed, MerchantNotFound
 
 __all__ = ["NewKey", "create_merchant", "create_api_key", "revoke_api_key", "authenticate"]
 
@@ -22,6 +23,9 @@ _LOOKUP = {
     "sqlite": "SELECT merchant_id, secret_hash FROM api_key WHERE id = ? AND revoked_at IS NULL",
     "postgresql": "SELECT merchant_id, secret_hash FROM api_key WHERE id = %s AND revoked_at IS NULL",
 }
+
+#: ``sk_<26-char key id>_<secret>``: anything else is refused before any lookup.
+_KEY_FORMAT = re.compile(r"sk_([0-9a-z]{26})_([A-Za-z0-9_-]{20,100})")
 
 
 @dataclass(frozen=True)
@@ -56,8 +60,9 @@ def create_api_key(merchant_id: str) -> NewKey:
     return NewKey(key_id, merchant_id, f"sk_{key_id.removeprefix('key_')}_{secret}", row.created_at)
 
 
-def revoke_api_key(key_id: str, merchant_id: str | None = None) -> None:
-    """Revoke a key at once; with ``merchant_id``, only that merchant's key."""
+def revoke_api_key(key_id: str, merchant_id: str | None = None) -> storage.ApiKey:
+    """Revoke a key at once (revoking it again changes nothing); with
+    ``merchant_id``, only that merchant's key. Returns the key's row."""
     query = storage.ApiKey.update(revoked_at=utcnow()).where(
         (storage.ApiKey.id == key_id) & storage.ApiKey.revoked_at.is_null()
     )
@@ -67,18 +72,17 @@ def revoke_api_key(key_id: str, merchant_id: str | None = None) -> None:
         (storage.ApiKey.id == key_id)
         & ((storage.ApiKey.merchant == merchant_id) if merchant_id else True)
     ).exists():
-        raise NotFound("No API key with that id.", key_id=key_id)
+        raise ApiKeyNotFound(key_id=key_id)
+    return storage.ApiKey.get_by_id(key_id)
 
 
 def authenticate(key: str | None) -> tuple[str, str]:
     """``(merchant_id, key_id)`` for a valid, unrevoked key, else :class:`AuthenticationFailed`."""
-    if not key or not key.startswith("sk_"):
+    match = _KEY_FORMAT.fullmatch(key or "")
+    if match is None:
         raise AuthenticationFailed()
-    parts = key.split("_", 2)
-    if len(parts) != 3:
-        raise AuthenticationFailed()
-    key_id = "key_" + parts[1]
+    key_id = "key_" + match.group(1)
     row = db.execute_sql(_LOOKUP[dialect()], (key_id,)).fetchone()
-    if row is None or not hmac.compare_digest(row[1], _hash(parts[2])):
+    if row is None or not hmac.compare_digest(row[1], _hash(match.group(2))):
         raise AuthenticationFailed()
     return row[0], key_id

@@ -32,6 +32,12 @@ __all__ = [
     "UsageAddSchema",
     "UsageResponseSchema",
     "ListQuerySchema",
+    "AccountListQuerySchema",
+    "AdjustmentCreateSchema",
+    "AdjustmentSchema",
+    "WriteSchema",
+    "ApiKeySchema",
+    "ApiKeyCreatedSchema",
     "ErrorSchema",
     "AutoTopUpSettingsSchema",
     "TopUpSchema",
@@ -57,7 +63,13 @@ def Credits(*, minimum: int = -MAX_CREDITS, nonzero: bool = False, **kwargs: Any
     validators = [validate.Range(minimum, MAX_CREDITS)]
     if nonzero:
         validators.append(validate.NoneOf([0], error="Must not be zero."))
+        kwargs.setdefault("metadata", {"not": {"enum": [0]}})
     return fields.Integer(strict=True, validate=validators, **kwargs)
+
+
+def _at_most_50_keys(value: dict) -> None:
+    if len(value) > 50:
+        raise ValidationError("At most 50 keys.")
 
 
 def Metadata(**kwargs: Any) -> fields.Dict:
@@ -65,9 +77,30 @@ def Metadata(**kwargs: Any) -> fields.Dict:
     return fields.Dict(
         keys=fields.String(validate=validate.Length(1, 40)),
         values=fields.String(validate=validate.Length(max=500)),
-        validate=validate.Length(max=50),
+        validate=_at_most_50_keys,
+        metadata={"maxProperties": 50},
         **kwargs,
     )
+
+
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
+def _decimal_string(value: str) -> None:
+    if not _DECIMAL.fullmatch(value):
+        raise ValidationError("Not a decimal number.")
+
+
+def Price(**kwargs: Any) -> fields.String:
+    """Money: a plain decimal string such as "19.00" (no sign, exponent or spaces)."""
+    return fields.String(validate=_decimal_string, metadata={
+        "pattern": "^[0-9]+(\\.[0-9]+)?$", "example": "19.00",
+        "description": "Decimal string > 0 with at most the currency's minor-unit digits."}, **kwargs)
+
+
+def _not_blank(value: str) -> None:
+    if not value.strip():
+        raise ValidationError("Must not be blank.")
 
 
 class _Strict(Schema):
@@ -80,14 +113,14 @@ class _Strict(Schema):
 class ProductSchema(_Strict):
     """An add-on product as the API shows it."""
 
-    id = fields.String(dump_only=True, metadata={"example": "prod_01jd3k5q8w2n7x4m6r9t0v1b2c"})
-    name = fields.String()
-    price = fields.Method("_price", metadata={"type": "string", "example": "19.00"})
-    currency = fields.String(metadata={"example": "USD"})
-    credit_amount = fields.Integer()
-    top_up_allowed = fields.Boolean()
-    overdraft_limit = fields.Integer()
-    host_product_id = fields.String(allow_none=True)
+    id = fields.String(required=True, dump_only=True, metadata={"example": "prod_01jd3k5q8w2n7x4m6r9t0v1b2c"})
+    name = fields.String(required=True)
+    price = fields.Method("_price", required=True, metadata={"type": "string", "example": "19.00"})
+    currency = fields.String(required=True, metadata={"example": "USD"})
+    credit_amount = fields.Integer(required=True)
+    top_up_allowed = fields.Boolean(required=True)
+    overdraft_limit = fields.Integer(required=True)
+    host_product_id = fields.String(required=True, allow_none=True)
 
     def _price(self, product) -> str:
         return str(from_minor(product.price_minor, product.currency))
@@ -97,7 +130,7 @@ class ProductUpdateSchema(_Strict):
     """Fields a merchant may change; every one optional."""
 
     name = fields.String(validate=validate.Length(1, 200))
-    price = fields.String(metadata={"description": "Decimal string > 0, e.g. \"19.00\"."})
+    price = Price()
     currency = fields.String(validate=validate.OneOf(sorted(CURRENCIES), error="Not an ISO 4217 currency code."))
     credit_amount = Credits(minimum=1)
     top_up_allowed = fields.Boolean(truthy={True, "true", "1", "on"}, falsy={False, "false", "0", "off"})
@@ -127,7 +160,7 @@ class ProductUpdateSchema(_Strict):
 class ProductCreateSchema(ProductUpdateSchema):
     """A new add-on: price and credit_amount are required."""
 
-    price = fields.String(required=True, metadata={"description": "Decimal string > 0, e.g. \"19.00\"."})
+    price = Price(required=True)
     credit_amount = Credits(minimum=1, required=True)
 
 
@@ -142,28 +175,46 @@ class AutoTopUpSchema(_Strict):
 class AccountSchema(_Strict):
     """A buyer's credit account for one product."""
 
-    id = fields.String()
-    product_id = fields.String()
-    buyer_email = fields.String()
-    balance = fields.Integer()
-    threshold = fields.Integer(allow_none=True)
-    auto_top_up = fields.Nested(AutoTopUpSchema)
+    id = fields.String(required=True)
+    product_id = fields.String(required=True)
+    buyer_email = fields.String(required=True)
+    balance = fields.Integer(required=True)
+    threshold = fields.Integer(required=True, allow_none=True)
+    auto_top_up = fields.Nested(AutoTopUpSchema, required=True)
 
 
 class EntrySchema(_Strict):
     """One ledger entry."""
 
-    id = fields.String()
-    sequence = fields.Integer()
-    delta = fields.Integer()
-    balance_after = fields.Integer()
-    kind = fields.String()
-    description = fields.String()
-    reference = fields.String(allow_none=True)
-    metadata = fields.Dict(keys=fields.String(), values=fields.String())
-    idempotency_key = fields.String(allow_none=True)
-    actor = fields.String(allow_none=True)
-    created_at = fields.String(metadata={"format": "date-time"})
+    id = fields.String(required=True)
+    sequence = fields.Integer(required=True)
+    delta = fields.Integer(required=True)
+    balance_after = fields.Integer(required=True)
+    kind = fields.String(required=True)
+    description = fields.String(required=True)
+    reference = fields.String(required=True, allow_none=True)
+    metadata = fields.Dict(required=True, keys=fields.String(), values=fields.String())
+    idempotency_key = fields.String(required=True, allow_none=True)
+    actor = fields.String(required=True, allow_none=True)
+    created_at = fields.String(required=True, metadata={"format": "date-time"})
+
+
+class AdjustmentCreateSchema(_Strict):
+    """A manual correction: ``value`` credits (either sign) and the reason for it."""
+
+    value = Credits(nonzero=True, required=True)
+    description = fields.String(required=True, validate=[validate.Length(1, 1000), _not_blank],
+                                metadata={"description": "Why the balance is corrected."})
+    reference = fields.String(validate=validate.Length(max=255), allow_none=True, load_default=None)
+    metadata = Metadata(load_default=dict)
+    idempotency_key = fields.String(validate=validate.Length(1, 255))
+
+
+class AdjustmentSchema(_Strict):
+    """An adjustment's answer: its ledger entry and the balance right after it."""
+
+    entry = fields.Nested(EntrySchema, required=True)
+    balance = fields.Integer(required=True)
 
 
 # -- the PayKickstart-style usage endpoints ----------------------------------------
@@ -200,18 +251,18 @@ class UsageAddSchema(UsageBalanceSchema):
 
 
 class _UsageData(_Strict):
-    account_id = fields.String()
-    product_id = fields.String()
-    buyer_email = fields.String()
-    balance = fields.Integer()
-    threshold = fields.Integer(allow_none=True)
-    auto_top_up = fields.Nested(AutoTopUpSchema)
-    entry = fields.Nested(EntrySchema)
+    account_id = fields.String(required=True)
+    product_id = fields.String(required=True)
+    buyer_email = fields.String(required=True)
+    balance = fields.Integer(required=True)
+    threshold = fields.Integer(required=True, allow_none=True)
+    auto_top_up = fields.Nested(AutoTopUpSchema, required=True)
+    entry = fields.Nested(EntrySchema, metadata={"description": "Only in the answer to usage/add."})
 
 
 class UsageResponseSchema(_Strict):
-    success = fields.Boolean()
-    data = fields.Nested(_UsageData)
+    success = fields.Boolean(required=True)
+    data = fields.Nested(_UsageData, required=True)
 
 
 # -- common ------------------------------------------------------------------------
@@ -219,18 +270,57 @@ class UsageResponseSchema(_Strict):
 class ListQuerySchema(_Strict):
     """``limit`` 1–500 (default 50) and an opaque ``cursor`` from ``next_cursor``."""
 
-    limit = fields.Integer(validate=validate.Range(1, 500), load_default=50)
+    limit = fields.Integer(strict=True, validate=validate.Range(1, 500), load_default=50)
     cursor = fields.String(validate=validate.Length(1, 100))
 
 
+class AccountListQuerySchema(ListQuerySchema):
+    """``GET /addons/accounts`` filters, all optional, plus ``limit`` and ``cursor``."""
+
+    buyer_email = fields.Email(validate=validate.Length(max=320))
+    product_id = fields.String(validate=validate.Length(1, 40))
+
+    @post_load
+    def _normalise(self, data: dict, **kwargs: Any) -> dict:
+        if "buyer_email" in data:
+            data["buyer_email"] = data["buyer_email"].lower()
+        return data
+
+
+class WriteSchema(_Strict):
+    """A write with no fields of its own: only the optional ``idempotency_key``."""
+
+    idempotency_key = fields.String(validate=validate.Length(1, 255))
+
+
+# -- API keys ------------------------------------------------------------------------
+
+class ApiKeySchema(_Strict):
+    """An API key as lists show it: never its secret."""
+
+    id = fields.String(required=True)
+    created_at = fields.String(required=True, metadata={"format": "date-time"})
+    revoked_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+
+
+class ApiKeyCreatedSchema(_Strict):
+    """A new key. ``key`` is in this answer only (an idempotent replay leaves it out)."""
+
+    id = fields.String(required=True)
+    key = fields.String(metadata={"example": "sk_01jd3k5q8w2n7x4m6r9t0v1b2c_..."})
+    created_at = fields.String(required=True, metadata={"format": "date-time"})
+
+
 class _ErrorBody(_Strict):
-    code = fields.String()
-    message = fields.String()
-    fields = fields.Dict()
+    code = fields.String(required=True, metadata={"example": "insufficient_credits"})
+    message = fields.String(required=True)
+    fields = fields.Dict(required=True, metadata={"description": "Each bad field and its messages."})
 
 
 class ErrorSchema(_Strict):
-    error = fields.Nested(_ErrorBody)
+    """Every failure: ``{"error": {"code", "message", "fields"}}``."""
+
+    error = fields.Nested(_ErrorBody, required=True)
 
 
 # -- auto top-up ---------------------------------------------------------------------

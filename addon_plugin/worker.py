@@ -47,7 +47,7 @@ def run_once() -> int:
             return total
 
 
-def run_forever(poll_interval: float = 1.0, stop: threading.Event | None = None) -> None:
+def run_forever(poll_interval: float = 0.2, stop: threading.Event | None = None) -> None:
     """Run until ``stop`` is set, sleeping ``poll_interval`` between idle rounds."""
     stop = stop or threading.Event()
     while not stop.is_set():

@@ -390,6 +390,126 @@ def bench_read(big: int, samples: int = 20_000) -> list[dict]:
     return rows
 
 
+# -- 4. webhooks and 5. top-ups: worker subprocesses -------------------------------------
+
+@contextmanager
+def worker(url: str, *extra_env: tuple[str, str], once: bool = False) -> Iterator[subprocess.Popen]:
+    """``flask addons worker`` in its own process against ``url``."""
+    env = {**os.environ, "ADDONS_DATABASE_URL": url, "PYTHONPATH": str(ROOT),
+           "ADDONS_WEBHOOK_ALLOW_PRIVATE_URLS": "true", **dict(extra_env)}
+    args = [sys.executable, "-m", "flask", "--app", "benchmarks.app:app", "addons", "worker"]
+    process = subprocess.Popen(args + (["--once"] if once else []), cwd=ROOT, env=env)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(timeout=60)
+
+
+@contextmanager
+def receiver() -> Iterator[tuple[str, dict[str, float]]]:
+    """A local HTTP receiver noting when each entry id's webhook arrived."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    arrivals: dict[str, float] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            arrivals[body["data"]["entry"]["id"]] = time.time()
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", arrivals
+    finally:
+        server.shutdown()
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit("FAILED: timed out waiting for the worker")
+        time.sleep(0.001)
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    values = sorted(values)
+    return statistics.median(values), values[min(len(values) - 1, int(len(values) * 0.99))]
+
+
+def bench_webhooks(events: int, samples: int) -> list[dict]:
+    from webhooks import endpoints
+
+    rows = []
+    for name, url in databases():
+        app = make_app(url)
+        app.config["ADDONS_WEBHOOK_ALLOW_PRIVATE_URLS"] = True
+        with receiver() as (hook_url, arrivals), app.app_context():
+            storage.migrate()
+            merchant_id, _, _, (account_id,) = seed(1, 10**12)
+            endpoints.create_endpoint(merchant_id, hook_url, ["balance.updated"])
+            ids = [ledger.record(account_id, -1, "usage").entry.id for _ in range(events)]
+            storage.db.close()
+            with worker(url, once=True):
+                _wait_for(lambda: all(i in arrivals for i in ids), timeout=600)
+            times = sorted(arrivals[i] for i in ids)
+            throughput = (len(times) - 1) / (times[-1] - times[0])
+            latencies = []
+            with worker(url):
+                for _ in range(samples):
+                    entry_id = ledger.record(account_id, -1, "usage").entry.id
+                    committed = time.time()
+                    _wait_for(lambda: entry_id in arrivals)
+                    latencies.append((arrivals[entry_id] - committed) * 1000)
+            p50, p99 = _percentiles(latencies)
+        rows.append({"database": name, "events": f"{events:,}", "deliveries/s (one worker)": round(throughput),
+                     "commit→receipt p50 ms": f"{p50:.0f}", "p99 ms": f"{p99:.0f}", "samples": samples})
+    return rows
+
+
+def bench_top_ups(samples: int) -> list[dict]:
+    from addon_plugin.topup.settings import set_auto_top_up
+
+    rows = []
+    for name, url in databases():
+        app = make_app(url)
+        app.config["ADDONS_PAYMENT_GATEWAY"] = "test"
+        with app.app_context():
+            storage.migrate()
+            merchant_id, _, _, accounts = seed(samples, 100)
+            storage.Product.update(top_up_allowed=True).execute()
+            for account_id in accounts:
+                set_auto_top_up(account_id, merchant_id=merchant_id, enabled=True, threshold=50,
+                                payment_method="pm_card_visa")
+            storage.db.close()
+            latencies = []
+            with worker(url, ("ADDONS_PAYMENT_GATEWAY", "test")):
+                for account_id in accounts:
+                    ledger.record(account_id, -60, "usage")  # 100 → 40: at or below 50
+                    crossed = time.perf_counter()
+                    _wait_for(lambda: ledger.balance(account_id) > 40)
+                    latencies.append((time.perf_counter() - crossed) * 1000)
+            check_ledger(accounts)
+            charged = storage.TopUp.select().where(storage.TopUp.status == "succeeded").count()
+            if charged != samples:
+                raise SystemExit(f"FAILED: {samples} crossings but {charged} top-ups succeeded")
+            p50, p99 = _percentiles(latencies)
+        rows.append({"database": name, "top-ups": samples, "crossing→credits p50 ms": f"{p50:.0f}",
+                     "p99 ms": f"{p99:.0f}", "charged once each": "yes"})
+    return rows
+
+
 # -- output -------------------------------------------------------------------------------
 
 def table(rows: list[dict]) -> str:
@@ -412,7 +532,7 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs (a smoke test of the harness)")
-    parser.add_argument("--only", default="ledger,http,read")
+    parser.add_argument("--only", default="ledger,http,read,webhooks,topups")
     parser.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--gunicorn", default="2x1,2x4", help="workers x threads configurations to load")
@@ -438,11 +558,21 @@ def main() -> None:
         results["read"] = bench_read(big)
         print(table(results["read"]))
 
+    if "webhooks" in sections:
+        print("4. webhooks …", flush=True)
+        results["webhooks"] = bench_webhooks(300 if options.quick else 2000, 30 if options.quick else 200)
+        print(table(results["webhooks"]))
+    if "topups" in sections:
+        print("5. top-ups …", flush=True)
+        results["topups"] = bench_top_ups(20 if options.quick else 200)
+        print(table(results["topups"]))
+
     report = REPORT.format(
         date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), machine=machine(),
         command=" ".join(["python -m benchmarks.run", *sys.argv[1:]]),
         ledger=table(results.get("ledger", [])), http=table(results.get("http", [])),
-        read=table(results.get("read", [])))
+        read=table(results.get("read", [])), webhooks=table(results.get("webhooks", [])),
+        topups=table(results.get("topups", [])))
     Path(options.out).parent.mkdir(parents=True, exist_ok=True)
     Path(options.out).write_text(report)
     print(f"wrote {options.out}")
@@ -479,7 +609,21 @@ database) in the same run. One hot account, and 10,000 accounts.
 `ledger.balance(account_id)` (one indexed row, never a sum) on an account with
 10 ledger rows and one with many.
 
-{read}"""
+{read}
+## 4. Webhooks
+
+One worker (`flask addons worker`, its own process) delivering to a local
+receiver: the rate over a backlog of queued events (`--once`), then, with the
+worker idle between events, the time from the ledger change's commit to the
+receiver having the signed request.
+
+{webhooks}
+## 5. Auto top-up
+
+Worker mode with the `"test"` gateway: the time from the commit of a deduction
+that crosses the buyer's threshold to the top-up's credits being readable.
+
+{topups}"""
 
 
 if __name__ == "__main__":

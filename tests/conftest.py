@@ -151,4 +151,23 @@ def sequences(account_id: str) -> list[int]:
     return [row.sequence for row in rows]
 
 
-__all__ = ["Decimal", "make_app", "create_product", "ledger_sum", "sequences"]
+__all__ = ["Decimal", "make_app", "create_product", "ledger_sum", "sequences", "bearer"]
+
+
+# -- the HTTP API ---------------------------------------------------------------------
+
+def bearer(key: str) -> dict[str, str]:
+    """Request headers carrying ``key`` as a Bearer token."""
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def auth(api_key) -> dict[str, str]:
+    """Headers authenticating as the merchant."""
+    return bearer(api_key)
+
+
+@pytest.fixture
+def other_auth(app) -> dict[str, str]:
+    """Headers authenticating as a second, unrelated merchant."""
+    return bearer(merchants.create_merchant("Other Rockets")[1].key)

@@ -15,6 +15,7 @@ from peewee import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from ..errors import AddonError, DatabaseUnavailable, PluginInactive
+from ..errors import NotFound as ObjectNotFound
 
 __all__ = ["blueprint", "create_blueprint", "install_error_pages"]
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 blueprint = Blueprint("addons", __name__)
 
 #: Route modules, imported once by :func:`create_blueprint`.
-ROUTE_MODULES = ["usage", "top_ups", "webhook_endpoints", "docs"]
+ROUTE_MODULES = ["usage", "top_ups", "webhook_endpoints", "docs", "products", "accounts", "api_keys"]
 
 
 def _error_response(code: str, message: str, status: int, fields: dict | None = None):
@@ -37,6 +38,8 @@ def _before_request() -> None:
     if not current_app.config["ADDONS_ACTIVE"]:
         raise PluginInactive()
     request.max_content_length = current_app.config["ADDONS_MAX_CONTENT_LENGTH"]
+    if any("\x00" in value for value in (request.view_args or {}).values() if isinstance(value, str)):
+        raise ObjectNotFound()  # no id holds a NUL, and PostgreSQL could not even compare one
 
 
 @blueprint.errorhandler(AddonError)

@@ -29,13 +29,16 @@ _ERRORS = {
 def operation(*, summary: str, tag: str, body: type[Schema] | Schema | None = None,
               query: type[Schema] | Schema | None = None, response: type[Schema] | Schema | None = None,
               status: int = 200, errors: tuple[int, ...] = (), public: bool = False,
-              many: bool = False, form: bool = False) -> Callable:
-    """Attach the route's OpenAPI description to its view function."""
+              many: bool = False, form: bool = False, idempotent: bool | None = None) -> Callable:
+    """Attach the route's OpenAPI description to its view function.
+
+    ``many``: the answer is a list page of ``response``; ``idempotent`` (default:
+    every method but GET) documents the ``Idempotency-Key`` header."""
 
     def decorate(view: Callable) -> Callable:
         view.openapi = dict(summary=summary, tag=tag, body=body, query=query, response=response,
                             status=status, errors=errors, public=public, many=many, form=form,
-                            description=(view.__doc__ or "").strip())
+                            idempotent=idempotent, description=(view.__doc__ or "").strip())
         return view
 
     return decorate
@@ -79,7 +82,7 @@ def _build(app: Flask) -> dict[str, Any]:
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         operations = {}
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            operations[method.lower()] = _operation(meta, rule)
+            operations[method.lower()] = _operation(meta, rule, method)
         spec.path(path=path, operations=operations)
     spec_dict = spec.to_dict()
     spec_dict["servers"] = [{"url": "/"}]
@@ -87,7 +90,15 @@ def _build(app: Flask) -> dict[str, Any]:
     return spec_dict
 
 
-def _operation(meta: dict[str, Any], rule) -> dict[str, Any]:
+_IDEMPOTENCY_KEY = {
+    "in": "header", "name": "Idempotency-Key", "required": False,
+    "description": "Makes the write safe to retry: the same key and body replay the first answer "
+                   "(with `Idempotent-Replayed: true`) for at least 24 hours.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
+
+def _operation(meta: dict[str, Any], rule, method: str) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": meta["summary"], "tags": [meta["tag"]],
                           "operationId": rule.endpoint.split(".", 1)[1]}
     if meta["description"]:
@@ -98,6 +109,9 @@ def _operation(meta: dict[str, Any], rule) -> dict[str, Any]:
               for name in rule.arguments]
     if meta["query"] is not None:
         params.append({"in": "query", "schema": meta["query"]})
+    idempotent = meta["idempotent"] if meta["idempotent"] is not None else method != "GET"
+    if idempotent:
+        params.append(_IDEMPOTENCY_KEY)
     if params:
         op["parameters"] = params
     if meta["body"] is not None:
@@ -108,9 +122,10 @@ def _operation(meta: dict[str, Any], rule) -> dict[str, Any]:
     if meta["response"] is not None:
         schema: Any = meta["response"]
         if meta["many"]:
-            schema = {"type": "object", "properties": {
+            schema = {"type": "object", "required": ["data", "next_cursor"], "properties": {
                 "data": {"type": "array", "items": schema},
-                "next_cursor": {"type": "string", "nullable": True}}}
+                "next_cursor": {"type": "string", "nullable": True,
+                                "description": "Pass as `cursor` for the next page; null on the last."}}}
         ok = {"description": "OK", "content": {"application/json": {"schema": schema}}}
     else:
         ok = {"description": "OK"}
@@ -122,6 +137,8 @@ def _operation(meta: dict[str, Any], rule) -> dict[str, Any]:
         codes |= {400, 413, 415, 422}
     if meta["query"] is not None:
         codes.add(422)
+    if idempotent:
+        codes |= {409, 422}  # idempotency_key_in_use, idempotency_key_reused
     for code in sorted(codes):
         responses[str(code)] = {"description": _ERRORS.get(code, "Error"),
                                 "content": {"application/json": {"schema": "Error"}}}

@@ -8,10 +8,12 @@ from typing import Any
 
 import storage
 
-from ..ledger import Account, Entry
+from ..ledger import Account, Change, Entry
+from ..merchants import NewKey
 from ..money import from_minor
 
-__all__ = ["timestamp", "account_body", "entry_body", "usage_body", "product_body"]
+__all__ = ["timestamp", "account_body", "entry_body", "usage_body", "product_body", "adjustment_body",
+           "api_key_body", "new_api_key_body"]
 
 
 def timestamp(moment: datetime | str | None) -> str | None:
@@ -82,3 +84,18 @@ def product_body(product: storage.Product) -> dict[str, Any]:
         "overdraft_limit": product.overdraft_limit,
         "host_product_id": product.host_product_id,
     }
+
+
+def adjustment_body(change: Change) -> dict[str, Any]:
+    """A manual adjustment's answer: its entry and the balance right after it."""
+    return {"entry": entry_body(change.entry), "balance": change.account.balance}
+
+
+def api_key_body(key: storage.ApiKey) -> dict[str, Any]:
+    """An API key resource: id and times, never the secret."""
+    return {"id": key.id, "created_at": timestamp(key.created_at), "revoked_at": timestamp(key.revoked_at)}
+
+
+def new_api_key_body(key: NewKey) -> dict[str, Any]:
+    """A key just created: the only answer that holds ``key``."""
+    return {"id": key.id, "key": key.key, "created_at": timestamp(key.created_at)}

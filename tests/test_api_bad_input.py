@@ -1,0 +1,184 @@
+"""Bad input on the two routes that change a balance: each is a 4xx with a
+stable code, and the balance and the ledger stay as they were."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import storage
+from addon_plugin import ledger
+from conftest import ledger_sum, sequences
+
+ADD = "/api/buyer-addon/usage/add"
+_MISSING = object()
+
+#: (id, field overrides on a valid body (``_MISSING`` removes the field), status, code)
+FIELD_CASES = [
+    ("zero", {"value": 0}, 422, "validation_error"),
+    ("minus-zero", {"value": -0}, 422, "validation_error"),
+    ("word", {"value": "abc"}, 422, "validation_error"),
+    ("decimal-string", {"value": "1.5"}, 422, "validation_error"),
+    ("digit-string", {"value": "-5"}, 422, "validation_error"),
+    ("float", {"value": 1.5}, 422, "validation_error"),
+    ("whole-float", {"value": -5.0}, 422, "validation_error"),
+    ("true", {"value": True}, 422, "validation_error"),
+    ("false", {"value": False}, 422, "validation_error"),
+    ("null", {"value": None}, 422, "validation_error"),
+    ("empty-string", {"value": ""}, 422, "validation_error"),
+    ("list", {"value": [-5]}, 422, "validation_error"),
+    ("object", {"value": {"amount": -5}}, 422, "validation_error"),
+    ("10**30", {"value": -10**30}, 422, "validation_error"),
+    ("2**53", {"value": -2**53}, 422, "validation_error"),
+    ("missing-value", {"value": _MISSING}, 422, "validation_error"),
+    ("unknown-field", {"kind": "purchase"}, 422, "validation_error"),
+    ("description-null", {"description": None}, 422, "validation_error"),
+    ("description-number", {"description": 5}, 422, "validation_error"),
+    ("description-too-long", {"description": "x" * 1001}, 422, "validation_error"),
+    ("description-nul", {"description": "a\x00b"}, 422, "validation_error"),
+    ("description-lone-surrogate", {"description": "a\ud800b"}, 422, "validation_error"),
+    ("reference-object", {"reference": {"a": 1}}, 422, "validation_error"),
+    ("metadata-list", {"metadata": ["a"]}, 422, "validation_error"),
+    ("metadata-nested", {"metadata": {"a": {"b": "c"}}}, 422, "validation_error"),
+    ("metadata-number", {"metadata": {"a": 1}}, 422, "validation_error"),
+    ("metadata-51-keys", {"metadata": {f"k{n}": "v" for n in range(51)}}, 422, "validation_error"),
+    ("metadata-long-key", {"metadata": {"k" * 41: "v"}}, 422, "validation_error"),
+    ("metadata-over-8kb", {"metadata": {f"k{n}": "v" * 400 for n in range(30)}}, 422, "validation_error"),
+    ("metadata-nul-key", {"metadata": {"a\x00": "v"}}, 422, "validation_error"),
+    ("idempotency-key-too-long", {"idempotency_key": "k" * 256}, 422, "validation_error"),
+]
+
+#: Only the usage route names the account by e-mail.
+EMAIL_CASES = [
+    ("email-missing", {"buyer_email": _MISSING}, 422, "validation_error"),
+    ("email-empty", {"buyer_email": ""}, 422, "validation_error"),
+    ("email-not-an-email", {"buyer_email": "bob"}, 422, "validation_error"),
+    ("email-list", {"buyer_email": ["bob@example.com"]}, 422, "validation_error"),
+    ("email-nul", {"buyer_email": "bob\x00@example.com"}, 422, "validation_error"),
+    ("email-zero-width-space", {"buyer_email": "bob\u200b@example.com"}, 422, "validation_error"),
+    ("email-newline", {"buyer_email": "bob@example.com\n"}, 422, "validation_error"),
+    ("email-lone-surrogate", {"buyer_email": "\udc00bob@example.com"}, 422, "validation_error"),
+    ("email-fullwidth-letters", {"buyer_email": "ｂｏｂ@example.com"}, 404, "account_not_found"),
+    ("email-other-script", {"buyer_email": "боб@example.com"}, 404, "account_not_found"),
+    ("email-too-long", {"buyer_email": "b" * 310 + "@example.com"}, 422, "validation_error"),
+    ("product-too-long", {"product_id": "p" * 41}, 422, "validation_error"),
+]
+
+#: (id, raw body, content type, status, code)
+RAW_CASES = [
+    ("1e309", '{{"value": 1e309{rest}}}', "application/json", 422, "validation_error"),
+    ("-1e309", '{{"value": -1e309{rest}}}', "application/json", 422, "validation_error"),
+    ("NaN", '{{"value": NaN{rest}}}', "application/json", 400, "bad_request"),
+    ("Infinity", '{{"value": -Infinity{rest}}}', "application/json", 400, "bad_request"),
+    ("malformed", '{{"value": -5,,{rest}}}', "application/json", 400, "bad_request"),
+    ("truncated", '{{"value": -5{rest}', "application/json", 400, "bad_request"),
+    ("json-array", '[{{"value": -5{rest}}}]', "application/json", 400, "bad_request"),
+    ("json-string", '"value=-5"', "application/json", 400, "bad_request"),
+    ("text-plain", '{{"value": -5{rest}}}', "text/plain", 415, "unsupported_media_type"),
+    ("xml", "<value>-5</value>", "application/xml", 415, "unsupported_media_type"),
+    ("no-content-type", '{{"value": -5{rest}}}', None, 415, "unsupported_media_type"),
+    ("empty-body", "", "application/json", 422, "validation_error"),
+    ("deeply-nested", '{{"metadata": ' + "[" * 100_000 + "]" * 100_000 + "{rest}}}", "application/json",
+     413, "payload_too_large"),
+    ("200-kB", '{{"value": -5, "description": "' + "x" * 200_000 + '"{rest}}}', "application/json",
+     413, "payload_too_large"),
+    ("nesting-under-limit", '{{"metadata": ' + "[" * 20_000 + "]" * 20_000 + "{rest}}}", "application/json",
+     400, "bad_request"),
+]
+
+
+@pytest.fixture(params=["usage", "adjustment"])
+def route(request, product, funded_account_id):
+    """``(path, valid body)`` for each balance-changing route."""
+    if request.param == "usage":
+        return ADD, {"product_id": product.id, "buyer_email": "bob@example.com", "value": -5}
+    return (f"/api/addons/accounts/{funded_account_id}/adjustments",
+            {"value": -5, "description": "correction"})
+
+
+def _unchanged(account_id: str) -> None:
+    assert ledger.balance(account_id) == 1000 == ledger_sum(account_id)
+    assert sequences(account_id) == [1]
+    assert storage.IdempotencyRecord.select().count() == 0
+
+
+def _refused(response, status: int, code: str) -> None:
+    assert response.status_code == status, response.get_data(as_text=True)[:300]
+    assert response.mimetype == "application/json"
+    assert response.get_json()["error"]["code"] == code
+
+
+def test_the_valid_body_works(client, auth, route, funded_account_id):
+    path, body = route
+    assert client.post(path, json=body, headers=auth).status_code in (200, 201)
+    assert ledger.balance(funded_account_id) == 995
+
+
+@pytest.mark.parametrize("overrides, status, code", [c[1:] for c in FIELD_CASES], ids=[c[0] for c in FIELD_CASES])
+def test_bad_fields_are_refused(client, auth, route, funded_account_id, overrides, status, code):
+    path, body = route
+    body = {k: v for k, v in {**body, **overrides}.items() if v is not _MISSING}
+    if path != ADD and "buyer_email" in overrides:
+        pytest.skip("e-mails name the account on the usage route only")
+    response = client.post(path, data=json.dumps(body), content_type="application/json", headers=auth)
+    _refused(response, status, code)
+    _unchanged(funded_account_id)
+
+
+@pytest.mark.parametrize("overrides, status, code", [c[1:] for c in EMAIL_CASES], ids=[c[0] for c in EMAIL_CASES])
+def test_bad_emails_are_refused(client, auth, product, funded_account_id, overrides, status, code):
+    body = {"product_id": product.id, "buyer_email": "bob@example.com", "value": -5, **overrides}
+    body = {k: v for k, v in body.items() if v is not _MISSING}
+    response = client.post(ADD, data=json.dumps(body), content_type="application/json", headers=auth)
+    _refused(response, status, code)
+    _unchanged(funded_account_id)
+    assert storage.CreditAccount.select().count() == 1
+
+
+@pytest.mark.parametrize("raw, content_type, status, code", [c[1:] for c in RAW_CASES],
+                         ids=[c[0] for c in RAW_CASES])
+def test_bad_bodies_are_refused(client, auth, route, funded_account_id, raw, content_type, status, code):
+    path, body = route
+    rest = "".join(f", {json.dumps(k)}: {json.dumps(v)}" for k, v in body.items() if k != "value")
+    data = raw.format(rest=rest).encode()
+    headers = {**auth, **({"Content-Type": content_type} if content_type else {})}
+    response = client.post(path, data=data, headers=headers)
+    _refused(response, status, code)
+    _unchanged(funded_account_id)
+
+
+def test_invalid_utf8_is_400(client, auth, route, funded_account_id):
+    path, _ = route
+    response = client.post(path, data=b'{"value": -5, "description": "\xff\xfe"}', content_type="application/json",
+                           headers=auth)
+    _refused(response, 400, "bad_request")
+    _unchanged(funded_account_id)
+
+
+def test_a_form_value_that_is_not_an_integer_is_refused(client, api_key, product, funded_account_id):
+    for value in ("1.5", "abc", "", "true", "1e3", "0", "9" * 30):
+        response = client.post(ADD, data={"auth_token": api_key, "product_id": product.id,
+                                          "buyer_email": "bob@example.com", "value": value})
+        _refused(response, 422, "validation_error")
+    _unchanged(funded_account_id)
+
+
+def test_a_nul_in_an_id_is_404_not_500(client, auth, funded_account_id):
+    for path in (f"/api/addons/accounts/{funded_account_id}%00", "/api/addons/products/a%00b",
+                 f"/api/addons/accounts/{funded_account_id}%00/ledger"):
+        _refused(client.get(path, headers=auth), 404, "not_found")
+
+
+def test_bad_query_strings_are_422(client, auth, funded_account_id):
+    for query in ({"limit": "0"}, {"limit": "501"}, {"limit": "abc"}, {"limit": "1.5"}, {"limit": "-1"},
+                  {"cursor": "!!"}, {"cursor": "a\x00"}, {"buyer_email": "\x00@x.com"}, {"colour": "red"}):
+        response = client.get("/api/addons/accounts", query_string=query, headers=auth)
+        _refused(response, 422, "validation_error")
+
+
+def test_unknown_routes_and_methods_answer_json(client, auth, funded_account_id):
+    _refused(client.get("/api/addons/nothing-here", headers=auth), 404, "not_found")
+    _refused(client.put(f"/api/addons/accounts/{funded_account_id}/adjustments", headers=auth), 405,
+             "method_not_allowed")
+    _refused(client.delete("/api/addons/products", headers=auth), 405, "method_not_allowed")
