@@ -36,7 +36,7 @@ from storage import transaction
 from . import ledger, products
 from .api.present import product_body
 from .errors import AddonError, ValidationError
-from .schemas import ProductCreateSchema, coerce_form
+from .schemas import ProductCreateSchema, coerce_form, refuse_unstorable
 from .topup import set_auto_top_up
 
 __all__ = ["HostHooks", "ADDON", "PRICING_FIELDS"]
@@ -117,6 +117,7 @@ def _decode_form(data: Mapping[str, Any]) -> dict[str, Any]:
             value = value.strip()
         if value is not None and value != "":
             picked[name] = value
+    refuse_unstorable(picked)
     return coerce_form(_schema, picked)
 
 

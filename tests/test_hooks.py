@@ -498,3 +498,11 @@ def test_hooks_work_without_a_request(tmp_path, database_url):
     host = make_app(database_url, str(tmp_path))
     with host.app_context():
         assert host.extensions["addons"].get_product_types([]) == [{"id": "addon", "label": "Add on"}]
+
+
+def test_save_pricing_refuses_strings_no_database_keeps(plugin, merchant_id):
+    with pytest.raises(ValidationError) as caught:
+        plugin.save_pricing("addon", {"price": "5", "credit_amount": "10", "name": "bad\x00name"}, None,
+                            merchant=merchant_id, host_product_id="host-1")
+    assert set(caught.value.messages) == {"name"}
+    assert storage.Product.select().count() == 0
