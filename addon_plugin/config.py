@@ -49,6 +49,14 @@ DEFAULTS: dict[str, Any] = {
     "ADDONS_WEBHOOK_TIMEOUT": (3, 15),
     #: True lets webhook URLs point at private, loopback or link-local addresses.
     "ADDONS_WEBHOOK_ALLOW_PRIVATE_URLS": False,
+    #: Seconds a worker holds a claimed delivery; after that (the worker died) another may take it.
+    "ADDONS_WEBHOOK_LEASE": 120,
+    #: Seconds the previous secret keeps signing after a rotation.
+    "ADDONS_WEBHOOK_SECRET_GRACE": 24 * 3600,
+    #: Seconds after which successful deliveries (and their attempts) are pruned.
+    "ADDONS_WEBHOOK_PRUNE_AFTER": 30 * 24 * 3600,
+    #: Seconds between two prunes by one worker process.
+    "ADDONS_WEBHOOK_PRUNE_INTERVAL": 3600,
 }
 
 
