@@ -14,7 +14,7 @@ DEFAULTS: dict[str, Any] = {
     "ADDONS_ACTIVE": True,
     #: ``sqlite:///path`` or ``postgresql://user@host/db``; None = instance/addons.sqlite3.
     "ADDONS_DATABASE_URL": None,
-    #: Connections kept per process when the database is PostgreSQL.
+    #: Connections each process keeps open (pooled, SQLite and PostgreSQL alike).
     "ADDONS_DATABASE_POOL_SIZE": 20,
     #: Where the blueprint's routes are mounted.
     "ADDONS_URL_PREFIX": "/api",
