@@ -1,20 +1,19 @@
-"""The app the HTTP benchmark serves under gunicorn: the plugin mounted on a
-bare host, plus ``/noop`` (no database) as the ceiling of the same stack.
-
-Reads ``ADDONS_DATABASE_URL`` from the environment.
+"""The app the benchmarks serve (gunicorn) and run workers on: the plugin
+mounted on a bare host, plus ``/noop`` (no database) as the ceiling of the same
+stack. Every ``ADDONS_*`` environment variable becomes config (JSON values
+parsed, e.g. ``ADDONS_WEBHOOK_ALLOW_PRIVATE_URLS=true``).
 """
 
 from __future__ import annotations
 
-import os
-
 from flask import Flask
 
 from addon_plugin import AddonPlugin
+from addon_plugin.config import from_environ
 
 app = Flask("bench")
-app.config["ADDONS_DATABASE_URL"] = os.environ["ADDONS_DATABASE_URL"]
-app.config["ADDONS_DATABASE_POOL_SIZE"] = int(os.environ.get("ADDONS_DATABASE_POOL_SIZE", "4"))
+from_environ(app.config)
+app.config.setdefault("ADDONS_DATABASE_POOL_SIZE", 4)
 AddonPlugin(app)
 
 

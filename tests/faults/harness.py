@@ -80,7 +80,8 @@ def post_until_answered(session: requests.Session, url: str, body: dict, headers
     while True:
         try:
             return session.post(url, json=body, headers=headers, timeout=10)
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+            # refused, reset, or cut off mid-answer by the kill: no answer yet
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.02)

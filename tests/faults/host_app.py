@@ -3,18 +3,11 @@ fault suite. Reads its configuration from ``ADDONS_*`` environment variables."""
 
 from __future__ import annotations
 
-import json
-import os
-
 from flask import Flask
 
 from addon_plugin import AddonPlugin
+from addon_plugin.config import from_environ
 
 app = Flask("fault-host")
-for name, value in os.environ.items():
-    if name.startswith("ADDONS_"):
-        try:
-            app.config[name] = json.loads(value)
-        except ValueError:
-            app.config[name] = value
+from_environ(app.config)
 AddonPlugin(app)
