@@ -20,10 +20,6 @@ __all__ = ["AddonPlugin"]
 log = logging.getLogger(__name__)
 
 
-#: Every setting the plugin reads, with its default.
-_SETTINGS: dict[str, Any] = {**DEFAULTS, **webhooks.DEFAULTS}
-
-
 def _setting(type_: str, label: str, help_text: str) -> dict[str, str]:
     return {"type": type_, "label": label, "help_text": help_text}
 
@@ -49,7 +45,7 @@ class AddonPlugin(HostHooks):
     PLUGIN_NAME = "Credit add-ons"
     DEFAULT_ACTIVE = True
     #: Saleor-style settings: every ``ADDONS_*`` key (the source of truth) with its default.
-    DEFAULT_CONFIGURATION = [{"name": name, "value": value} for name, value in _SETTINGS.items()]
+    DEFAULT_CONFIGURATION = [{"name": name, "value": value} for name, value in DEFAULTS.items()]
     #: How a Saleor-style settings page shows each setting ("Secret": write-only, never echoed).
     CONFIG_STRUCTURE = {
         "ADDONS_ACTIVE": _setting("Boolean", "Active", "Off: hooks pass values through, the API answers 503."),
@@ -94,10 +90,9 @@ class AddonPlugin(HostHooks):
         """Apply config defaults, bind the database, mount the blueprint, add the
         ``flask addons`` commands and connect the plugin's own signal subscribers.
 
-        Reads every ``ADDONS_*`` key in :data:`addon_plugin.config.DEFAULTS`
-        and :data:`webhooks.DEFAULTS`.
+        Reads every ``ADDONS_*`` key in :data:`addon_plugin.config.DEFAULTS`.
         """
-        for key, value in _SETTINGS.items():
+        for key, value in DEFAULTS.items():
             app.config.setdefault(key, self.configuration.get(key, value))
         if not app.config["ADDONS_DATABASE_URL"]:
             path = os.path.join(app.instance_path, "addons.sqlite3")

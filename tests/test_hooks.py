@@ -11,7 +11,6 @@ from types import SimpleNamespace
 import pytest
 
 import storage
-import webhooks
 from addon_plugin import AddonPlugin, ledger, signals
 from addon_plugin.config import DEFAULTS
 from addon_plugin.errors import ValidationError
@@ -58,7 +57,7 @@ def inactive_plugin(app):
 # -- metadata and loaders ------------------------------------------------------
 
 def test_plugin_metadata_lists_every_setting_with_secrets_typed_as_secrets():
-    settings = {**DEFAULTS, **webhooks.DEFAULTS}
+    settings = DEFAULTS
     assert AddonPlugin.PLUGIN_ID == "addons.credits"
     assert AddonPlugin.PLUGIN_NAME and AddonPlugin.DEFAULT_ACTIVE is True
     assert {item["name"]: item["value"] for item in AddonPlugin.DEFAULT_CONFIGURATION} == settings
