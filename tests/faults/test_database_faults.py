@@ -20,14 +20,6 @@ from .harness import Server
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 
-@pytest.fixture
-def server(app, database_url):
-    storage.db.close()
-    server = Server({"ADDONS_DATABASE_URL": database_url}).start()
-    yield server
-    server.stop()
-
-
 def _terminate_backends(database: str) -> int:
     import psycopg2
 
