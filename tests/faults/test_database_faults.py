@@ -15,7 +15,6 @@ from conftest import POSTGRES_ADMIN_URL, ledger_sum, sequences
 import storage
 from addon_plugin import ledger
 
-from .harness import Server
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
