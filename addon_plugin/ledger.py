@@ -430,13 +430,15 @@ def purchase(account_id: str, credits: int, *, order_id: str, quantity: int, ide
         return change
 
 
-def order_accounts(merchant_id: str, order_id: str) -> list[str]:
-    """Ids of the merchant's accounts that an order's ``purchase`` entries credited."""
+def order_accounts(merchant_id: str, order_id: str, product_id: str | None = None) -> list[str]:
+    """Ids of the merchant's accounts (of one product, if given) that an order's
+    ``purchase`` entries credited: the accounts an invoice id names."""
     entry, account = storage.LedgerEntry, storage.CreditAccount
-    rows = (entry.select(entry.account).distinct().join(account)
-            .where((entry.reference == order_id) & (entry.kind == "purchase") & (account.merchant == merchant_id))
-            .order_by(entry.account))
-    return [row.account_id for row in rows]
+    query = (entry.select(entry.account).distinct().join(account)
+             .where((entry.reference == order_id) & (entry.kind == "purchase") & (account.merchant == merchant_id)))
+    if product_id is not None:
+        query = query.where(account.product == product_id)
+    return [row.account_id for row in query.order_by(entry.account)]
 
 
 def unspent(balance: int, granted: int, granted_since: int) -> int:
