@@ -35,7 +35,7 @@ from storage import transaction
 
 from . import ledger, products
 from .api.present import product_body
-from .errors import AddonError, ValidationError
+from .errors import AddonError, MerchantNotFound, ValidationError
 from .schemas import ProductCreateSchema, coerce_form, refuse_unstorable
 from .topup import set_auto_top_up
 
@@ -214,7 +214,7 @@ class HostHooks:
         :class:`~addon_plugin.errors.ValidationError` (``messages``: field → messages)."""
         if not self._active() or product_type != ADDON["id"]:
             return previous_value
-        merchant_id = str(_get(merchant, "id", merchant))
+        merchant_id = _known_merchant(_get(merchant, "id", merchant))
         try:
             loaded = _schema.load(_decode_form(data))
         except SchemaError as error:
@@ -290,7 +290,16 @@ def _order_identity(order: Any, *, need_buyer: bool = True) -> tuple[str, str, s
     missing = {name: ["Missing."] for name in required if values[name] in (None, "")}
     if missing:
         raise ValidationError("The order is missing fields.", fields=missing)
-    return str(values["id"]), str(values["merchant_id"]), str(values["buyer_email"] or "")
+    return str(values["id"]), _known_merchant(values["merchant_id"]), str(values["buyer_email"] or "")
+
+
+def _known_merchant(merchant_id: Any) -> str:
+    """The id of a merchant the plugin knows, or :class:`MerchantNotFound`: a host
+    passing a wrong id hears of it instead of seeing nothing happen."""
+    merchant_id = str(merchant_id)
+    if not storage.Merchant.select().where(storage.Merchant.id == merchant_id).exists():
+        raise MerchantNotFound(merchant_id=merchant_id)
+    return merchant_id
 
 
 def _opt_in_threshold(order: Any) -> int | None:

@@ -13,7 +13,7 @@ import pytest
 import storage
 from addon_plugin import AddonPlugin, ledger, signals
 from addon_plugin.config import DEFAULTS
-from addon_plugin.errors import ValidationError
+from addon_plugin.errors import MerchantNotFound, ValidationError
 from addon_plugin.schemas import ProductCreateSchema, coerce_form
 
 from conftest import create_product, ledger_sum, make_app
@@ -341,6 +341,17 @@ def test_a_bad_order_is_refused_and_grants_nothing(plugin, merchant_id, addon, b
     with pytest.raises(ValidationError):
         plugin.order_paid(paid, None)
     assert entries() == []
+
+
+def test_an_unknown_merchant_is_an_error_not_silence(plugin, addon):
+    with pytest.raises(MerchantNotFound):
+        plugin.order_paid(order("mer_unknown"), None)
+    with pytest.raises(MerchantNotFound):
+        plugin.order_refunded(order("mer_unknown"), None)
+    with pytest.raises(MerchantNotFound):
+        plugin.save_pricing("addon", {"price": "5", "credit_amount": "10"}, None, merchant="mer_unknown",
+                            host_product_id="h")
+    assert entries() == [] and storage.Product.select().count() == 1
 
 
 def test_a_line_too_large_rolls_back_the_whole_order(plugin, merchant_id, addon):
