@@ -93,3 +93,16 @@ def test_a_one_time_purchase_cannot_top_up(client, signed_in, merchant_id):
 def test_an_inactive_plugin_answers_503(client, app, bobs):
     app.config["ADDONS_ACTIVE"] = False
     assert client.get(ME).json["error"]["code"] == "plugin_inactive"
+
+
+def test_an_idempotency_key_replays_only_to_the_same_buyer(client, signed_in, bobs, merchant_id, product):
+    headers = {"Idempotency-Key": "switch-on-1"}
+    first = client.put(f"{ME}/{bobs}/auto-top-up", json=ON, headers=headers)
+    again = client.put(f"{ME}/{bobs}/auto-top-up", json=ON, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert again.headers.get("Idempotent-Replayed") == "true" and again.json == first.json
+    anns = ledger.open_account(merchant_id, product.id, "ann@example.com")
+    signed_in["buyer"] = (merchant_id, "ann@example.com")
+    hers = client.put(f"{ME}/{anns}/auto-top-up", json=ON, headers=headers)
+    assert hers.status_code == 200 and "Idempotent-Replayed" not in hers.headers
+    assert hers.json["id"] == anns and ledger.get_account(anns).auto_top_up_enabled

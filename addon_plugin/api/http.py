@@ -160,10 +160,14 @@ def idempotency_key(data: dict[str, Any]) -> str | None:
 
 
 def write(merchant: str, data: dict[str, Any], action: Callable[[], tuple[dict[str, Any], int]], *,
-          redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Response:
+          redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None, scope: str | None = None) -> Response:
     """Run a validated write idempotently (see :func:`idempotency_key`) and
-    answer with its outcome; ``redact`` strips secrets from the stored replay."""
+    answer with its outcome; ``redact`` strips secrets from the stored replay;
+    ``scope`` gives a caller (a signed-in buyer) its own key space within the
+    merchant's, so nobody else's stored reply can be replayed to them."""
     key = idempotency_key(data)
+    if key is not None and scope is not None:
+        key = f"{scope}\x1f{key}"
     request_data = {k: v for k, v in data.items() if k != "idempotency_key"}
     request_hash = idempotency.fingerprint(request.method, request.url_rule.rule if request.url_rule else
                                            request.path, request.view_args, request_data)

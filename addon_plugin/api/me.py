@@ -4,8 +4,8 @@ Authenticated by the host's session through the plugin's ``buyer_loader``, not
 by an API key: the buyer only ever sees and changes their own accounts (another
 buyer's account is 404). CSRF: a write must be ``application/json`` (a
 cross-site form cannot send that without a CORS preflight) and, when the
-browser sends ``Origin``, come from the host's own origin. A PUT replaces the
-settings, so repeating it is harmless: no idempotency record is kept here.
+browser sends ``Origin``, come from the host's own origin. ``Idempotency-Key``
+is honoured in a key space of the buyer's own.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ..errors import AuthenticationFailed, CrossOriginRequest
 from ..schemas import AccountSchema, AutoTopUpSettingsSchema, ListQuerySchema
 from ..topup import set_auto_top_up
 from . import blueprint
-from .http import UnsupportedMediaType, load, load_query, respond
+from .http import UnsupportedMediaType, load, load_query, respond, write
 from .openapi import operation
 from .pagination import paginate
 from .present import account_body
@@ -57,7 +57,7 @@ def me_accounts() -> Response:
 
 @blueprint.put("/addons/me/accounts/<account_id>/auto-top-up")
 @operation(summary="Set the signed-in buyer's auto top-up", tag="me", body=AutoTopUpSettingsSchema,
-           response=AccountSchema, session=True, idempotent=False, errors=(403, 404, 409))
+           response=AccountSchema, session=True, errors=(403, 404, 409))
 def me_auto_top_up(account_id: str) -> Response:
     """Replace the auto top-up settings of one of the buyer's accounts (as the
     merchant's ``PUT /addons/accounts/<id>/auto-top-up`` does). JSON only; with
@@ -65,7 +65,11 @@ def me_auto_top_up(account_id: str) -> Response:
     merchant_id, email = _buyer()
     _check_same_origin_json()
     data = load(_settings_schema)
-    account = set_auto_top_up(account_id, merchant_id=merchant_id, buyer_email=email, enabled=data["enabled"],
-                              threshold=data["threshold"], payment_method=data["payment_method"],
-                              customer=data["customer"])
-    return respond(account_body(account))
+
+    def apply() -> tuple[dict, int]:
+        account = set_auto_top_up(account_id, merchant_id=merchant_id, buyer_email=email,
+                                  enabled=data["enabled"], threshold=data["threshold"],
+                                  payment_method=data["payment_method"], customer=data["customer"])
+        return account_body(account), 200
+
+    return write(merchant_id, data, apply, scope=f"buyer:{email}")
