@@ -17,11 +17,12 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import requests
 from standardwebhooks import Webhook
 
 from .harness import free_port
 
-__all__ = ["Receiver"]
+__all__ = ["Receiver", "register"]
 
 #: Seconds any wait on the receiver may take by default.
 DEADLINE = 60
@@ -118,3 +119,13 @@ class Receiver:
                 pass
 
         return Handler
+
+
+def register(base_url: str, headers: dict[str, str], receiver: Receiver) -> str:
+    """Register ``receiver`` as a webhook endpoint (for every event type) through
+    the HTTP API at ``base_url``; keeps its secret on it and returns the endpoint id."""
+    created = requests.post(f"{base_url}/api/addons/webhook-endpoints", json={"url": receiver.url},
+                            headers=headers, timeout=10)
+    assert created.status_code == 201, created.text
+    receiver.secret = created.json()["secret"]
+    return created.json()["id"]

@@ -25,7 +25,7 @@ from storage import WebhookAttempt, WebhookDelivery
 from webhooks.schedule import JITTER
 
 from .harness import Server, Worker, environ, poll
-from .receiver import Receiver
+from .receiver import Receiver, register
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -73,10 +73,7 @@ def test_a_receiver_down_then_failing_then_slow_gets_everything_on_schedule(app,
     server = Server(env).start()
     worker = Worker(env, "--poll-interval", "0.05", log=tmp_path / "worker.log")
     try:
-        created = requests.post(f"{server.url}/api/addons/webhook-endpoints", json={"url": receiver.url},
-                                headers=auth, timeout=10)
-        assert created.status_code == 201, created.text
-        receiver.secret = created.json()["secret"]
+        register(server.url, auth, receiver)
         worker.start()
         for n in range(EVENTS):
             used = requests.post(f"{server.url}/api/buyer-addon/usage/add", headers=auth, timeout=10, json={
