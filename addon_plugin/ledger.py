@@ -133,11 +133,14 @@ RETURNING {columns}, last_sequence"""
 
 _INSERT_ENTRY = f"INSERT INTO ledger_entry ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
-# PostgreSQL: the update and the entry insert in one round trip; the update also
-# refuses a key this account already used, which the slow path then replays.
-_UPDATE_AND_INSERT_PG = f"""WITH u AS ({_UPDATE.format(
+# The update also refuses a key this account already used (the slow path then
+# replays the first result), so a keyed change costs no extra read.
+_GUARDED_UPDATE = _UPDATE.format(
     max_credits=MAX_CREDITS, columns=_ACCOUNT_COLUMNS,
-    guard=" AND NOT EXISTS (SELECT 1 FROM ledger_entry WHERE account_id = ? AND idempotency_key = ?)")}),
+    guard=" AND NOT EXISTS (SELECT 1 FROM ledger_entry WHERE account_id = ? AND idempotency_key = ?)")
+
+# PostgreSQL: the update and the entry insert in one round trip.
+_UPDATE_AND_INSERT_PG = f"""WITH u AS ({_GUARDED_UPDATE}),
 e AS (INSERT INTO ledger_entry ({_ENTRY_COLUMNS})
       SELECT ?, u.id, u.last_sequence, ?, u.balance, ?, ?, ?, ?, ?, ?, ? FROM u)
 SELECT {_ACCOUNT_COLUMNS}, last_sequence FROM u"""
@@ -155,7 +158,7 @@ def _for_dialect(sql: str) -> dict[str, str]:
 
 
 _SQL = {name: _for_dialect(sql) for name, sql in {
-    "update": _UPDATE.format(max_credits=MAX_CREDITS, columns=_ACCOUNT_COLUMNS, guard=""),
+    "update": _GUARDED_UPDATE,
     "insert_entry": _INSERT_ENTRY,
     "update_and_insert": _UPDATE_AND_INSERT_PG,
     "select_account": _SELECT_ACCOUNT,
@@ -314,26 +317,22 @@ def record(account_id: str, delta: int, kind: str, *, description: str = "",
 
 def _apply(account_id: str, delta: int, kind: str, description: str, reference: str | None,
            metadata: dict[str, str], idempotency_key: str | None, actor: str | None) -> Change:
-    postgresql = dialect() == "postgresql"
-    if idempotency_key is not None and not postgresql:
-        _replay_if_used(account_id, idempotency_key, delta, kind, description, reference, metadata)
-
     now = utcnow()
     entry_id = new_id("entry")
     metadata_json = json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))
-    update_params = (delta, now, account_id, delta, delta, delta)
-    if postgresql:
-        row = _fetchone("update_and_insert", update_params + (account_id, idempotency_key) + (
+    update_params = (delta, now, account_id, delta, delta, delta, account_id, idempotency_key)
+    if dialect() == "postgresql":
+        row = _fetchone("update_and_insert", update_params + (
             entry_id, delta, kind, description, reference, metadata_json, idempotency_key, actor, now))
-        if row is None and idempotency_key is not None:
-            _replay_if_used(account_id, idempotency_key, delta, kind, description, reference, metadata)
     else:
         row = _fetchone("update", update_params)
         if row is not None:
             db.execute_sql(_sql("insert_entry"), (
                 entry_id, account_id, row[9], delta, row[4], kind, description, reference,
                 metadata_json, idempotency_key, actor, now))
-    if row is None:
+    if row is None:  # nothing was written: a replay, or a refusal
+        if idempotency_key is not None:
+            _replay_if_used(account_id, idempotency_key, delta, kind, description, reference, metadata)
         _raise_refusal(account_id, delta)
 
     account = _account_from_row(row)
