@@ -38,14 +38,6 @@ DEADLINE = 60
 
 
 @pytest.fixture
-def env(app, database_url, tmp_path) -> dict[str, str]:
-    storage.db.close()
-    return {**environ(ADDONS_DATABASE_URL=database_url, ADDONS_PAYMENT_GATEWAY="tests.faults.gateway:FileGateway",
-                      ADDONS_WEBHOOK_ALLOW_PRIVATE_URLS=True, ADDONS_WEBHOOK_TIMEOUT=[1, 2]),
-            "FAULTS_GATEWAY_DIR": str(tmp_path / "gateway")}
-
-
-@pytest.fixture
 def mode() -> str:
     """``ADDONS_TOP_UP_MODE`` of the servers (a test parametrizes it to change it)."""
     return "worker"
@@ -176,7 +168,7 @@ def test_many_clients_crossing_the_threshold_at_once_make_one_top_up(servers, en
     assert sequences(account_id) == list(range(1, deductions + 3))
 
 
-def test_endpoints_deleted_while_delivering_stop_cleanly_and_others_get_everything(env, api_key, product,
+def test_endpoints_deleted_while_delivering_stop_cleanly_and_others_get_everything(env, server, api_key, product,
                                                                                    funded_account_id, tmp_path):
     """Usage flows; endpoint A is deleted while an attempt to it is in flight;
     meanwhile other endpoints are created and deleted again and again. B gets
@@ -196,7 +188,6 @@ def test_endpoints_deleted_while_delivering_stop_cleanly_and_others_get_everythi
     stop = threading.Event()
     lock = threading.Lock()
 
-    server = Server(env).start()
     worker = Worker(env, "--poll-interval", "0.05", log=tmp_path / "worker.log")
     try:
         with Receiver(hold) as a, Receiver() as b, Receiver() as c:
@@ -251,7 +242,6 @@ def test_endpoints_deleted_while_delivering_stop_cleanly_and_others_get_everythi
     finally:
         if worker.process:
             worker.kill()
-        server.stop()
 
     log = worker.output()
     events = {e.id for e in storage.WebhookEvent.select()}

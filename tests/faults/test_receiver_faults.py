@@ -20,11 +20,10 @@ from datetime import timedelta
 import pytest
 import requests
 
-import storage
 from storage import WebhookAttempt, WebhookDelivery
 from webhooks.schedule import JITTER
 
-from .harness import Server, Worker, environ, poll
+from .harness import Worker, environ, poll
 from .receiver import Receiver, register
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -38,6 +37,13 @@ EVENTS = 3
 TOLERANCE = 0.5
 
 
+@pytest.fixture
+def env(env) -> dict[str, str]:
+    """A short retry schedule, and a read timeout a slow receiver can exceed."""
+    return {**env, **environ(ADDONS_WEBHOOK_RETRY_SCHEDULE=SCHEDULE,
+                             ADDONS_WEBHOOK_TIMEOUT=[CONNECT_TIMEOUT, READ_TIMEOUT])}
+
+
 def _outcome(attempt: WebhookAttempt) -> str:
     """What the worker logged for an attempt, as the receiver's phase names it."""
     if attempt.status_code is not None:
@@ -49,11 +55,8 @@ def _deliveries() -> list[WebhookDelivery]:
     return list(WebhookDelivery.select())
 
 
-def test_a_receiver_down_then_failing_then_slow_gets_everything_on_schedule(app, database_url, api_key, product,
+def test_a_receiver_down_then_failing_then_slow_gets_everything_on_schedule(env, server, api_key, product,
                                                                            funded_account_id, tmp_path):
-    storage.db.close()
-    env = environ(ADDONS_DATABASE_URL=database_url, ADDONS_WEBHOOK_ALLOW_PRIVATE_URLS=True,
-                  ADDONS_WEBHOOK_RETRY_SCHEDULE=SCHEDULE, ADDONS_WEBHOOK_TIMEOUT=[CONNECT_TIMEOUT, READ_TIMEOUT])
     auth = {"Authorization": f"Bearer {api_key}"}
     phase = ["down"]
     too_late = threading.Event()
@@ -70,7 +73,6 @@ def test_a_receiver_down_then_failing_then_slow_gets_everything_on_schedule(app,
         return {r["id"] for r in receiver.requests if r.get("phase") == mode} == events
 
     receiver = Receiver(answer=answer)  # not listening yet: the merchant's server is down
-    server = Server(env).start()
     worker = Worker(env, "--poll-interval", "0.05", log=tmp_path / "worker.log")
     try:
         register(server.url, auth, receiver)
@@ -98,7 +100,6 @@ def test_a_receiver_down_then_failing_then_slow_gets_everything_on_schedule(app,
         too_late.set()
         if worker.process:
             worker.kill()
-        server.stop()
         receiver.stop()
 
     attempts = list(WebhookAttempt.select().order_by(WebhookAttempt.created_at))

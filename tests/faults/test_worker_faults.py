@@ -29,7 +29,7 @@ from addon_plugin.topup import execute
 from storage import utcnow
 
 from .gateway import FileGateway
-from .harness import Server, Worker, environ, poll, post_until_answered
+from .harness import Worker, environ, poll, post_until_answered
 from .receiver import Receiver, register
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -41,26 +41,14 @@ START, THRESHOLD = 400, 200
 
 
 @pytest.fixture
-def env(app, database_url, tmp_path) -> dict[str, str]:
-    """What the server and the workers run with: this test's database, the file
-    gateway, loopback webhooks with short timeouts and a short lease."""
-    storage.db.close()
-    return {**environ(
-        ADDONS_DATABASE_URL=database_url,
-        ADDONS_PAYMENT_GATEWAY="tests.faults.gateway:FileGateway",
+def env(env) -> dict[str, str]:
+    """Loopback webhooks with short timeouts and a short lease; no daily top-up limit."""
+    return {**env, **environ(
         ADDONS_TOP_UP_DAILY_LIMIT=10_000,
-        ADDONS_WEBHOOK_ALLOW_PRIVATE_URLS=True,
         ADDONS_WEBHOOK_TIMEOUT=[0.5, 1],
         ADDONS_WEBHOOK_LEASE=2,
         ADDONS_WEBHOOK_RETRY_SCHEDULE=[0, 0.2, 0.5, 1, 1, 1, 1, 1],
-    ), "FAULTS_GATEWAY_DIR": str(tmp_path / "gateway")}
-
-
-@pytest.fixture
-def server(env):
-    server = Server(env).start()
-    yield server
-    server.stop()
+    )}
 
 
 def _expire_dead_top_up_leases() -> int:
