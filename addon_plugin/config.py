@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "ADDONS_TOP_UP_MAX_FAILURES": 3,
     #: Seconds after a failed top-up before another is tried for that account.
     "ADDONS_TOP_UP_RETRY_AFTER": 3600,
+    #: Seconds a worker holds a top-up it is charging; after that (the worker died) another resumes it.
+    "ADDONS_TOP_UP_LEASE": 300,
     #: Successful top-ups per account per UTC day; the next is recorded as failed.
     "ADDONS_TOP_UP_DAILY_LIMIT": 10,
     #: Seconds before each retry of a top-up the gateway could not take (network,

@@ -52,7 +52,7 @@ def env(env) -> dict[str, str]:
 
 
 def _expire_dead_top_up_leases() -> int:
-    """A killed worker's top-up stays ``charging`` until its lease (execute.LEASE,
+    """A killed worker's top-up stays ``charging`` until its lease (ADDONS_TOP_UP_LEASE,
     minutes) runs out; move that moment to now rather than wait. Only called
     while no worker is alive, so every lease is a dead worker's."""
     return storage.TopUp.update(next_attempt_at=utcnow()).where(storage.TopUp.status == "charging").execute()
