@@ -63,6 +63,8 @@ class AddonPlugin(HostHooks):
                                                "Consecutive failed top-ups that switch auto top-up off."),
         "ADDONS_TOP_UP_RETRY_AFTER": _setting("String", "Retry after failure", "Seconds before trying again."),
         "ADDONS_TOP_UP_DAILY_LIMIT": _setting("String", "Daily top-up limit", "Successful top-ups per account per day."),
+        "ADDONS_TOP_UP_LEASE": _setting("String", "Top-up lease (s)",
+                                        "Seconds before another worker resumes a top-up whose worker died."),
         "ADDONS_TOP_UP_RETRY_SCHEDULE": _setting("String", "Gateway retry schedule",
                                                  "Seconds between retries of a gateway that did not answer."),
         "ADDONS_STRIPE_API_KEY": _setting("Secret", "Stripe secret key", "sk_live_… or sk_test_… for the Stripe gateway."),
