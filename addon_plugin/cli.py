@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import click
+from flask import current_app
 from flask.cli import AppGroup
 
 import storage
@@ -97,5 +98,24 @@ def run_worker(once: bool, poll_interval: float) -> None:
 
 @addons_cli.command("prune")
 def prune() -> None:
-    """Delete stored idempotent results older than ADDONS_IDEMPOTENCY_TTL."""
+    """Delete idempotent results past ADDONS_IDEMPOTENCY_TTL and successful
+    webhook deliveries past ADDONS_WEBHOOK_PRUNE_AFTER."""
+    from webhooks import delivery
+
     click.echo(f"pruned {idempotency.prune()} idempotency record(s)")
+    pruned = delivery.prune(float(current_app.config["ADDONS_WEBHOOK_PRUNE_AFTER"]))
+    click.echo(f"pruned {pruned} webhook delivery(ies)")
+
+
+@addons_cli.command("redeliver")
+@click.argument("delivery_id")
+@click.option("--merchant", "merchant_id", required=True, help="The merchant that owns the delivery.")
+def redeliver(delivery_id: str, merchant_id: str) -> None:
+    """Queue one more attempt of a webhook delivery, due now (same webhook-id)."""
+    from webhooks import endpoints
+
+    try:
+        delivery = endpoints.redeliver(merchant_id, delivery_id)
+    except AddonError as error:
+        _fail(error)
+    click.echo(f"queued {delivery.id} (status {delivery.status})")

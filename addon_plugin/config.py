@@ -14,7 +14,7 @@ DEFAULTS: dict[str, Any] = {
     "ADDONS_ACTIVE": True,
     #: ``sqlite:///path`` or ``postgresql://user@host/db``; None = instance/addons.sqlite3.
     "ADDONS_DATABASE_URL": None,
-    #: Connections kept per process when the database is PostgreSQL.
+    #: Connections each process keeps open (pooled, SQLite and PostgreSQL alike).
     "ADDONS_DATABASE_POOL_SIZE": 20,
     #: Where the blueprint's routes are mounted.
     "ADDONS_URL_PREFIX": "/api",
@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "ADDONS_TOP_UP_MAX_FAILURES": 3,
     #: Seconds after a failed top-up before another is tried for that account.
     "ADDONS_TOP_UP_RETRY_AFTER": 3600,
+    #: Seconds a worker holds a top-up it is charging; after that (the worker died) another resumes it.
+    "ADDONS_TOP_UP_LEASE": 300,
     #: Successful top-ups per account per UTC day; the next is recorded as failed.
     "ADDONS_TOP_UP_DAILY_LIMIT": 10,
     #: Seconds before each retry of a top-up the gateway could not take (network,
@@ -49,6 +51,14 @@ DEFAULTS: dict[str, Any] = {
     "ADDONS_WEBHOOK_TIMEOUT": (3, 15),
     #: True lets webhook URLs point at private, loopback or link-local addresses.
     "ADDONS_WEBHOOK_ALLOW_PRIVATE_URLS": False,
+    #: Seconds a worker holds a claimed delivery; after that (the worker died) another may take it.
+    "ADDONS_WEBHOOK_LEASE": 120,
+    #: Seconds the previous secret keeps signing after a rotation.
+    "ADDONS_WEBHOOK_SECRET_GRACE": 24 * 3600,
+    #: Seconds after which successful deliveries (and their attempts) are pruned.
+    "ADDONS_WEBHOOK_PRUNE_AFTER": 30 * 24 * 3600,
+    #: Seconds between two prunes by one worker process.
+    "ADDONS_WEBHOOK_PRUNE_INTERVAL": 3600,
 }
 
 

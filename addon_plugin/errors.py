@@ -11,6 +11,7 @@ with, so a view never translates errors by hand::
     ├── BadRequest                            400 bad_request
     ├── AuthenticationFailed                  401 unauthorized
     ├── InsufficientCredits                   402 insufficient_credits
+    ├── CrossOriginRequest                    403 cross_origin_request
     ├── NotFound (LookupError)                404 not_found
     │   ├── AccountNotFound                   404 account_not_found
     │   ├── ProductNotFound                   404 product_not_found
@@ -39,6 +40,7 @@ __all__ = [
     "BadRequest",
     "AuthenticationFailed",
     "InsufficientCredits",
+    "CrossOriginRequest",
     "NotFound",
     "AccountNotFound",
     "ProductNotFound",
@@ -128,6 +130,14 @@ class InsufficientCredits(AddonError):
     status = 402
     code = "insufficient_credits"
     default_message = "The balance is too low for this deduction."
+
+
+class CrossOriginRequest(AddonError):
+    """A buyer-facing write sent from another origin (CSRF protection)."""
+
+    status = 403
+    code = "cross_origin_request"
+    default_message = "This request must come from the shop's own pages."
 
 
 class NotFound(AddonError, LookupError):

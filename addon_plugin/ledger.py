@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, Mapping
 
 from flask import current_app
-from peewee import IntegrityError
+from peewee import IntegrityError, fn
 
 import storage
 from storage import db, dialect, new_id, transaction, utcnow
@@ -52,6 +52,10 @@ __all__ = [
     "find_account_id",
     "open_account",
     "check_credits",
+    "purchase",
+    "order_accounts",
+    "unspent",
+    "refund_unspent",
 ]
 
 #: The largest credit amount or balance: the JSON-safe integer range.
@@ -133,11 +137,14 @@ RETURNING {columns}, last_sequence"""
 
 _INSERT_ENTRY = f"INSERT INTO ledger_entry ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
-# PostgreSQL: the update and the entry insert in one round trip; the update also
-# refuses a key this account already used, which the slow path then replays.
-_UPDATE_AND_INSERT_PG = f"""WITH u AS ({_UPDATE.format(
+# The update also refuses a key this account already used (the slow path then
+# replays the first result), so a keyed change costs no extra read.
+_GUARDED_UPDATE = _UPDATE.format(
     max_credits=MAX_CREDITS, columns=_ACCOUNT_COLUMNS,
-    guard=" AND NOT EXISTS (SELECT 1 FROM ledger_entry WHERE account_id = ? AND idempotency_key = ?)")}),
+    guard=" AND NOT EXISTS (SELECT 1 FROM ledger_entry WHERE account_id = ? AND idempotency_key = ?)")
+
+# PostgreSQL: the update and the entry insert in one round trip.
+_UPDATE_AND_INSERT_PG = f"""WITH u AS ({_GUARDED_UPDATE}),
 e AS (INSERT INTO ledger_entry ({_ENTRY_COLUMNS})
       SELECT ?, u.id, u.last_sequence, ?, u.balance, ?, ?, ?, ?, ?, ?, ? FROM u)
 SELECT {_ACCOUNT_COLUMNS}, last_sequence FROM u"""
@@ -148,6 +155,8 @@ _SELECT_REFUSAL = """SELECT a.balance, p.overdraft_limit FROM credit_account a
 JOIN addon_product p ON p.id = a.product_id WHERE a.id = ?"""
 _SELECT_BALANCE = "SELECT balance FROM credit_account WHERE id = ?"
 _FIND_ACCOUNT = "SELECT id FROM credit_account WHERE product_id = ? AND buyer_email = ? AND merchant_id = ?"
+_LOCK_ACCOUNT = {"sqlite": "SELECT balance FROM credit_account WHERE id = ?",  # BEGIN IMMEDIATE holds the lock
+                 "postgresql": "SELECT balance FROM credit_account WHERE id = %s FOR UPDATE"}
 
 
 def _for_dialect(sql: str) -> dict[str, str]:
@@ -155,7 +164,7 @@ def _for_dialect(sql: str) -> dict[str, str]:
 
 
 _SQL = {name: _for_dialect(sql) for name, sql in {
-    "update": _UPDATE.format(max_credits=MAX_CREDITS, columns=_ACCOUNT_COLUMNS, guard=""),
+    "update": _GUARDED_UPDATE,
     "insert_entry": _INSERT_ENTRY,
     "update_and_insert": _UPDATE_AND_INSERT_PG,
     "select_account": _SELECT_ACCOUNT,
@@ -314,26 +323,22 @@ def record(account_id: str, delta: int, kind: str, *, description: str = "",
 
 def _apply(account_id: str, delta: int, kind: str, description: str, reference: str | None,
            metadata: dict[str, str], idempotency_key: str | None, actor: str | None) -> Change:
-    postgresql = dialect() == "postgresql"
-    if idempotency_key is not None and not postgresql:
-        _replay_if_used(account_id, idempotency_key, delta, kind, description, reference, metadata)
-
     now = utcnow()
     entry_id = new_id("entry")
     metadata_json = json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))
-    update_params = (delta, now, account_id, delta, delta, delta)
-    if postgresql:
-        row = _fetchone("update_and_insert", update_params + (account_id, idempotency_key) + (
+    update_params = (delta, now, account_id, delta, delta, delta, account_id, idempotency_key)
+    if dialect() == "postgresql":
+        row = _fetchone("update_and_insert", update_params + (
             entry_id, delta, kind, description, reference, metadata_json, idempotency_key, actor, now))
-        if row is None and idempotency_key is not None:
-            _replay_if_used(account_id, idempotency_key, delta, kind, description, reference, metadata)
     else:
         row = _fetchone("update", update_params)
         if row is not None:
             db.execute_sql(_sql("insert_entry"), (
                 entry_id, account_id, row[9], delta, row[4], kind, description, reference,
                 metadata_json, idempotency_key, actor, now))
-    if row is None:
+    if row is None:  # nothing was written: a replay, or a refusal
+        if idempotency_key is not None:
+            _replay_if_used(account_id, idempotency_key, delta, kind, description, reference, metadata)
         _raise_refusal(account_id, delta)
 
     account = _account_from_row(row)
@@ -392,3 +397,78 @@ def _announce(change: Change) -> None:
         signals.balance_low.send(app, **kwargs)
     if before > 0 >= after:
         signals.balance_depleted.send(app, **kwargs)
+
+
+# -- orders: purchases and refunds -------------------------------------------
+
+def _lock(account_id: str) -> int:
+    """Hold the account's row lock until the transaction ends; returns its balance.
+
+    Inside the lock every change committed before it is visible, so an
+    idempotency key checked after it cannot race another transaction.
+    """
+    row = db.execute_sql(_LOCK_ACCOUNT[dialect()], (account_id,)).fetchone()
+    if row is None:
+        raise AccountNotFound(account_id=account_id)
+    return row[0]
+
+
+def purchase(account_id: str, credits: int, *, order_id: str, quantity: int, idempotency_key: str,
+             description: str = "", actor: str | None = None) -> Change:
+    """Grant ``credits`` an order line bought (kind ``purchase``, ``reference`` =
+    the order id) and send :data:`~addon_plugin.signals.addon_purchased` in the
+    same transaction. Exactly once per ``idempotency_key``, even concurrently:
+    a repeat returns the first change (``replayed=True``) and sends nothing."""
+    with transaction():
+        _lock(account_id)
+        change = record(account_id, credits, "purchase", description=description, reference=order_id,
+                        idempotency_key=idempotency_key, actor=actor)
+        if not change.replayed:
+            signals.addon_purchased.send(current_app._get_current_object(), account=change.account,
+                                         entry=change.entry, order_id=order_id, quantity=quantity,
+                                         credits=credits)
+        return change
+
+
+def order_accounts(merchant_id: str, order_id: str, product_id: str | None = None) -> list[str]:
+    """Ids of the merchant's accounts (of one product, if given) that an order's
+    ``purchase`` entries credited: the accounts an invoice id names."""
+    entry, account = storage.LedgerEntry, storage.CreditAccount
+    query = (entry.select(entry.account).distinct().join(account)
+             .where((entry.reference == order_id) & (entry.kind == "purchase") & (account.merchant == merchant_id)))
+    if product_id is not None:
+        query = query.where(account.product == product_id)
+    return [row.account_id for row in query.order_by(entry.account)]
+
+
+def unspent(balance: int, granted: int, granted_since: int) -> int:
+    """How many of ``granted`` credits are still unspent when the oldest credits
+    are spent first: the balance less what was granted after them, clamped to
+    ``0..granted`` (so taking them back never leaves the balance below zero)."""
+    return max(0, min(granted, balance - granted_since))
+
+
+def refund_unspent(account_id: str, order_id: str, *, idempotency_key: str, description: str = "",
+                   actor: str | None = None) -> Change | None:
+    """Take back the credits the order's ``purchase`` entries granted on this
+    account that are still :func:`unspent` (one ``refund`` entry), exactly once
+    per ``idempotency_key``. None when nothing is left to take back."""
+    entry = storage.LedgerEntry
+    with transaction():
+        current = _lock(account_id)
+        row = _fetchone("entry_by_key", (account_id, idempotency_key))
+        if row is not None:
+            done = _entry_from_row(row)
+            return Change(get_account(account_id), done, done.balance_after - done.delta, replayed=True)
+        granted, last = (entry.select(fn.COALESCE(fn.SUM(entry.delta), 0), fn.MAX(entry.sequence))
+                         .where((entry.account == account_id) & (entry.kind == "purchase")
+                                & (entry.reference == order_id)).tuples().get())
+        if last is None:
+            return None
+        since = (entry.select(fn.COALESCE(fn.SUM(entry.delta), 0))
+                 .where((entry.account == account_id) & (entry.sequence > last) & (entry.delta > 0)).scalar())
+        amount = unspent(current, int(granted), int(since))
+        if amount == 0:
+            return None
+        return record(account_id, -amount, "refund", description=description, reference=order_id,
+                      idempotency_key=idempotency_key, actor=actor)

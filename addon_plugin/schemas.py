@@ -15,10 +15,15 @@ from typing import Any
 from flask import current_app
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
+from . import errors
 from .ledger import MAX_CREDITS
 from .money import CURRENCIES, from_minor, parse_price
 
 __all__ = [
+    "UNSTORABLE",
+    "UNSTORABLE_MESSAGE",
+    "refuse_unstorable",
+    "coerce_form",
     "Credits",
     "Metadata",
     "ProductSchema",
@@ -43,6 +48,48 @@ __all__ = [
 ]
 
 _CREDIT_RANGE = validate.Range(-MAX_CREDITS, MAX_CREDITS)
+_INTEGER = re.compile(r"[+-]?\d{1,20}")
+
+#: What no database stores byte-for-byte: NUL (PostgreSQL refuses it) and
+#: unpaired surrogates (not encodable as UTF-8).
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE_MESSAGE = "Must not contain NUL characters or unpaired surrogates."
+
+
+def _storable(value: Any) -> bool:
+    """True if every string in ``value`` (keys too, however deep) can be stored."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if UNSTORABLE.search(item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
+
+
+def refuse_unstorable(data: dict[str, Any]) -> None:
+    """422 for any field holding a string that could not come back byte-for-byte
+    (checked before a schema loads a body or a form, shared like :func:`coerce_form`)."""
+    bad = [name for name, value in data.items() if not (_storable(name) and _storable(value))]
+    if bad:
+        raise errors.ValidationError(fields={
+            name.encode("utf-8", "backslashreplace").decode(): [UNSTORABLE_MESSAGE] for name in bad})
+
+
+def coerce_form(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
+    """Form fields are strings: make strict integer fields' digit strings ints
+    (shared by the API's form bodies and the host's pricing form)."""
+    coerced = dict(data)
+    for name, field in schema.load_fields.items():
+        value = coerced.get(name)
+        if isinstance(field, fields.Integer) and isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+            coerced[name] = int(value)
+    return coerced
 
 
 def Credits(*, minimum: int = -MAX_CREDITS, nonzero: bool = False, **kwargs: Any) -> fields.Integer:
@@ -125,7 +172,7 @@ class ProductUpdateSchema(_Strict):
     host_product_id = fields.String(allow_none=True, validate=validate.Length(1, 255))
     idempotency_key = fields.String(load_only=True, validate=validate.Length(1, 255))
 
-    @validates_schema
+    @validates_schema(skip_on_field_errors=False)  # a form shows every bad field at once
     def _price_fits_currency(self, data: dict, **kwargs: Any) -> None:
         if "price" in data:
             currency = data.get("currency") or self.context_currency()

@@ -194,7 +194,7 @@ def _raw_same_statements(url: str, account_id: str, seconds: float) -> float:
         def once() -> None:
             conn.execute("BEGIN IMMEDIATE")
             moment = now()
-            row = conn.execute(update, (-1, moment, account_id, -1, -1, -1)).fetchone()
+            row = conn.execute(update, (-1, moment, account_id, -1, -1, -1, account_id, None)).fetchone()
             conn.execute(insert, (storage.new_id("entry"), account_id, row[9], -1, row[4], "usage", "", None,
                                   "{}", None, None, moment))
             conn.execute("COMMIT")

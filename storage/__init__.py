@@ -21,6 +21,7 @@ from .models import (
     WebhookDelivery,
     WebhookEndpoint,
     WebhookEvent,
+    isoformat,
     utcnow,
 )
 from .schema import current_version, migrate
@@ -45,6 +46,7 @@ __all__ = [
     "current_version",
     "db",
     "dialect",
+    "isoformat",
     "migrate",
     "new_id",
     "on_commit",

@@ -34,6 +34,7 @@ from .database import db
 
 __all__ = [
     "utcnow",
+    "isoformat",
     "SecretField",
     "BaseModel",
     "Merchant",
@@ -57,6 +58,18 @@ __all__ = [
 def utcnow() -> datetime:
     """The current time, naive UTC (how every timestamp is stored)."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def isoformat(moment: datetime | str | None) -> str | None:
+    """A stored time (naive UTC; a string as raw SQLite rows give it) as ISO 8601
+    with ``Z``, e.g. ``2026-01-31T12:00:00.123456Z``: how every time is shown."""
+    if moment is None:
+        return None
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment.isoformat(timespec="microseconds") + "Z"
 
 
 class _Unlogged(str):

@@ -52,3 +52,21 @@ def test_balance_by_id_and_by_buyer(app, merchant_id, product, funded_account_id
                                  "--email", "BOB@example.com").output)
     assert by_id == by_buyer and by_id["balance"] == 1000 == ledger.balance(funded_account_id)
     assert invoke(app, "balance", "acct_missing").exit_code != 0
+
+
+def test_redeliver_queues_another_attempt_of_the_merchants_delivery(app, merchant_id, funded_account_id):
+    from webhooks import endpoints
+
+    app.config["ADDONS_WEBHOOK_ALLOW_PRIVATE_URLS"] = True
+    endpoint, _ = endpoints.create_endpoint(merchant_id, "http://127.0.0.1:9/hook")
+    ledger.record(funded_account_id, -1, "usage")
+    [delivery] = endpoints.list_deliveries(merchant_id, endpoint.id).data
+    result = invoke(app, "redeliver", delivery.id, "--merchant", merchant_id)
+    assert result.exit_code == 0 and delivery.id in result.output
+    assert invoke(app, "redeliver", delivery.id, "--merchant", "mer_other").exit_code != 0
+
+
+def test_prune_reports_both_kinds_of_record(app):
+    result = invoke(app, "prune")
+    assert result.exit_code == 0
+    assert "idempotency record" in result.output and "webhook deliver" in result.output

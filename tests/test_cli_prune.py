@@ -14,5 +14,5 @@ def test_prune_deletes_only_expired_records(app, merchant_id):
                                          response_body="{}", created_at=now - age)
     result = app.test_cli_runner().invoke(args=["addons", "prune"])
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "pruned 1 idempotency record(s)"
+    assert result.output.splitlines()[0] == "pruned 1 idempotency record(s)"
     assert [r.key for r in storage.IdempotencyRecord.select()] == ["fresh"]

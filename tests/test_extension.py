@@ -62,3 +62,12 @@ def test_openapi_document_is_public_and_lists_the_usage_routes(client):
     document = client.get("/api/openapi.json").get_json()
     assert document["openapi"].startswith("3.")
     assert {"/api/buyer-addon/usage", "/api/buyer-addon/usage/add"} <= set(document["paths"])
+
+
+def test_every_config_key_is_documented_in_the_readme():
+    from pathlib import Path
+
+    from addon_plugin.config import DEFAULTS
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert [key for key in DEFAULTS if f"`{key}`" not in readme] == []

@@ -47,7 +47,7 @@ def test_a_worker_killed_after_the_charge_is_completed_by_the_next_worker(databa
     assert (charge["idempotency_key"], charge["amount"], charge["currency"]) == (key, "19.00", "USD")
     assert top_up_entries(auto_account_id) == [] and ledger.balance(auto_account_id) == 490
 
-    # Its lease would run out in execute.LEASE; move it back rather than wait.
+    # Its lease would run out in ADDONS_TOP_UP_LEASE; move it back rather than wait.
     storage.TopUp.update(next_attempt_at=utcnow() - timedelta(seconds=1)).where(
         storage.TopUp.id == top_up.id).execute()
     resumed = run_worker(database_url, tmp_path, crash=False)

@@ -228,7 +228,7 @@ def test_a_worker_that_lost_its_lease_records_nothing(app, auto_account_id):
         def charge(self, **kwargs):
             if self.calls == 0:  # A's call: B runs in the meantime
                 self.calls += 1
-                later = utcnow() + execute.LEASE + timedelta(seconds=1)
+                later = utcnow() + execute.lease_duration() + timedelta(seconds=1)
                 finished_by_b.append(execute.run(top_up.id, now=later))
                 return super().charge(**kwargs)
             return super().charge(**kwargs)

@@ -254,3 +254,57 @@ def test_a_declined_top_up_becomes_failed_and_disabled_events(app, endpoint_id, 
     assert failed["failure"]["code"] == "card_declined" and failed["top_up"]["failure_code"] == "card_declined"
     assert "entry" not in failed and failed["balance"] == THRESHOLD - 10
     assert bodies["auto_top_up.disabled"]["reason"] == "max_failures"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_an_endpoint_deleted_while_a_change_publishes_fails_nothing_and_gets_nothing(hooks, merchant_id, endpoint_id,
+                                                                                    funded_account_id):
+    """PostgreSQL, READ COMMITTED: the endpoint is deleted (not yet committed)
+    when a change reads the endpoints; the change must neither fail on the
+    foreign key once the delete commits nor leave a delivery for it."""
+    import threading
+
+    import psycopg2
+
+    other = endpoints.create_endpoint(merchant_id, URL + "/other")[0].id
+    storage.WebhookEvent.delete().execute()
+    url = hooks.config["ADDONS_DATABASE_URL"]
+    deleting, watching = psycopg2.connect(url), psycopg2.connect(url)
+    watching.autocommit = True
+    with deleting.cursor() as cursor:  # what delete_endpoint does, held open
+        cursor.execute("DELETE FROM webhook_delivery WHERE endpoint_id = %s", (endpoint_id,))
+        cursor.execute("DELETE FROM webhook_endpoint WHERE id = %s", (endpoint_id,))
+    errors: list[BaseException] = []
+
+    def change() -> None:
+        with hooks.app_context():
+            try:
+                ledger.record(funded_account_id, -1, "usage")
+            except BaseException as error:  # noqa: BLE001 - reported below
+                errors.append(error)
+            finally:
+                storage.db.close()
+
+    thread = threading.Thread(target=change)
+    thread.start()
+    try:
+        waiting = 0
+        for _ in range(200):  # until the change waits on the delete's row lock
+            with watching.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                               "AND wait_event_type = 'Lock'")
+                (waiting,) = cursor.fetchone()
+            if waiting or not thread.is_alive():
+                break
+            thread.join(0.05)
+        deleting.commit()
+    finally:
+        thread.join(30)
+        deleting.close()
+        watching.close()
+    assert waiting == 1
+    assert errors == []
+    [(kind, _, targets)] = outbox()
+    assert (kind, targets) == ("balance.updated", [other])
+    assert ledger.balance(funded_account_id) == 999

@@ -1,5 +1,5 @@
-"""Webhooks over real HTTP: a merchant's server on 127.0.0.1 (a thread in the
-test) verifies every request with the `standardwebhooks` package.
+"""Webhooks over real HTTP: a merchant's server on 127.0.0.1 (``faults.receiver``,
+a thread in the test) verifies every request with the `standardwebhooks` package.
 
 Workers run in this process (``worker.run_once``) or as real ``flask addons
 worker`` subprocesses: one killed with SIGKILL mid-delivery, two at once on
@@ -18,100 +18,16 @@ import subprocess
 import sys
 import textwrap
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 import pytest
-from standardwebhooks import Webhook
+from faults.harness import poll
+from faults.receiver import Receiver
 
 import storage
 from addon_plugin import worker
 from storage import WebhookAttempt, WebhookDelivery, WebhookEvent
 
 DEADLINE = 60  # seconds any wait may take before the test fails
-
-
-class Receiver:
-    """A merchant's webhook server. Records every request, verifies each
-    signature with `standardwebhooks`, answers 200 (400 if it does not verify).
-
-    ``hold(n)`` is called with each request's 1-based number before answering,
-    so a test can stall a request (e.g. until it kills the worker).
-    """
-
-    def __init__(self, hold: Callable[[int], None] | None = None) -> None:
-        self.secret: str | None = None
-        self.requests: list[dict] = []
-        self.changed = threading.Condition()
-        self.hold = hold
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                headers = {key.lower(): value for key, value in self.headers.items()}
-                try:
-                    Webhook(receiver.secret).verify(body, headers)
-                    verified = True
-                except Exception:
-                    verified = False
-                with receiver.changed:
-                    receiver.requests.append({"id": headers.get("webhook-id"), "body": json.loads(body),
-                                              "verified": verified, "headers": headers})
-                    number = len(receiver.requests)
-                    receiver.changed.notify_all()
-                if receiver.hold:
-                    receiver.hold(number)
-                try:
-                    self.send_response(200 if verified else 400)
-                    self.send_header("Content-Length", "2")
-                    self.end_headers()
-                    self.wfile.write(b"ok")
-                except OSError:  # the worker is gone
-                    pass
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/webhooks"
-
-    def ids(self) -> collections.Counter:
-        with self.changed:
-            return collections.Counter(request["id"] for request in self.requests)
-
-    def wait_until(self, condition: Callable[[], bool], timeout: float = DEADLINE) -> bool:
-        """Wait for ``condition`` (re-checked on each request, and every 0.1 s for database conditions)."""
-        with self.changed:
-            return self.changed.wait_for(condition, timeout) if timeout else condition()
-
-    def __enter__(self) -> "Receiver":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def poll(condition: Callable[[], bool], timeout: float = DEADLINE) -> bool:
-    """Re-check a condition (e.g. on the database) until it holds or the deadline passes."""
-    stop = threading.Event()
-    deadline = threading.Timer(timeout, stop.set)
-    deadline.start()
-    try:
-        while not stop.is_set():
-            if condition():
-                return True
-            stop.wait(0.05)
-        return condition()
-    finally:
-        deadline.cancel()
 
 
 @pytest.fixture

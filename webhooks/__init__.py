@@ -29,7 +29,6 @@ from .events import EVENT_TYPES
 from .signing import WebhookVerificationError, generate_secret, sign, signature_headers, verify
 
 __all__ = [
-    "DEFAULTS",
     "EVENT_TYPES",
     "DeliveryNotFound",
     "EndpointDisabled",
@@ -43,20 +42,6 @@ __all__ = [
     "signature_headers",
     "verify",
 ]
-
-#: The webhook settings beyond those in ``addon_plugin.config`` (each applied
-#: with ``app.config.setdefault``).
-DEFAULTS: dict[str, float] = {
-    #: Seconds a worker holds a claimed delivery; after that (the worker died) another may take it.
-    "ADDONS_WEBHOOK_LEASE": 120,
-    #: Seconds the previous secret keeps signing after a rotation.
-    "ADDONS_WEBHOOK_SECRET_GRACE": 24 * 3600,
-    #: Seconds after which successful deliveries (and their attempts) are pruned.
-    "ADDONS_WEBHOOK_PRUNE_AFTER": 30 * 24 * 3600,
-    #: Seconds between two prunes by one worker process.
-    "ADDONS_WEBHOOK_PRUNE_INTERVAL": 3600,
-}
-
 
 def _check_config(app: Flask) -> None:
     retry = app.config["ADDONS_WEBHOOK_RETRY_SCHEDULE"]
@@ -82,11 +67,8 @@ def init_app(app: Flask) -> None:
     """Wire webhooks into an app: config defaults, the outbox's signal
     subscriptions (``sender=app``) and the worker's tasks.
 
-    Reads ``ADDONS_WEBHOOK_RETRY_SCHEDULE``, ``ADDONS_WEBHOOK_TIMEOUT``,
-    ``ADDONS_WEBHOOK_ALLOW_PRIVATE_URLS`` and the keys in :data:`DEFAULTS`.
+    Reads the ``ADDONS_WEBHOOK_*`` keys (defaults in ``addon_plugin.config``).
     """
-    for key, value in DEFAULTS.items():
-        app.config.setdefault(key, value)
     _check_config(app)
     app.extensions["webhooks"] = {"pruned_at": None}
     dispatcher.connect(app)

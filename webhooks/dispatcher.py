@@ -58,8 +58,15 @@ def _statements(kind: str, rows: int) -> tuple[str, ...]:
     return _SQL["event"], deliveries
 
 
-def _endpoints_sql() -> str:
-    return _SQL["endpoints"] if dialect() == "sqlite" else _SQL["endpoints"].replace("?", "%s")
+# PostgreSQL reads the endpoints FOR KEY SHARE: the lock each delivery's foreign
+# key check takes anyway, taken at the read instead, so what is read is what is
+# written. An endpoint whose deletion is in progress is waited for and then
+# skipped, and one deleted afterwards cascades to the deliveries written here.
+# (Without it, a delete committing between the read and the insert made the
+# insert, and with it the balance change, fail on the foreign key.) SQLite
+# writers hold the database's write lock from their first statement.
+_ENDPOINTS_SQL = {"sqlite": _SQL["endpoints"],
+                  "postgresql": _SQL["endpoints"].replace("?", "%s") + " FOR KEY SHARE"}
 
 
 @lru_cache(maxsize=256)
@@ -76,7 +83,7 @@ def publish(merchant_id: str, event_type: str, body: dict[str, Any]) -> str | No
     (then nothing is written).
     """
     with transaction():
-        rows = db.execute_sql(_endpoints_sql(), (merchant_id,)).fetchall()
+        rows = db.execute_sql(_ENDPOINTS_SQL[dialect()], (merchant_id,)).fetchall()
         targets = [endpoint_id for endpoint_id, types in rows if _wants(types, event_type)]
         if not targets:
             return None

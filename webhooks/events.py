@@ -14,13 +14,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from storage import utcnow
+from storage import isoformat, utcnow
 
-__all__ = ["EVENT_TYPES", "EXTRA_FIELDS", "build_body", "dumps", "isoformat"]
+__all__ = ["EVENT_TYPES", "EXTRA_FIELDS", "build_body", "dumps"]
 
 #: Every event type, with the signal kwargs each adds to ``data``.
 EXTRA_FIELDS: dict[str, tuple[str, ...]] = {
@@ -35,13 +35,6 @@ EXTRA_FIELDS: dict[str, tuple[str, ...]] = {
 
 #: The event types an endpoint may subscribe to.
 EVENT_TYPES: tuple[str, ...] = tuple(EXTRA_FIELDS)
-
-
-def isoformat(moment: datetime) -> str:
-    """A naive-UTC (or aware) time as ISO 8601 with a ``Z``, e.g. ``2025-01-31T12:00:00.123456Z``."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
-    return moment.isoformat(timespec="microseconds") + "Z"
 
 
 def _entry(entry: Any) -> dict[str, Any]:

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 blueprint = Blueprint("addons", __name__)
 
 #: Route modules, imported once by :func:`create_blueprint`.
-ROUTE_MODULES = ["usage", "top_ups", "webhook_endpoints", "docs", "products", "accounts", "api_keys"]
+ROUTE_MODULES = ["usage", "top_ups", "webhook_endpoints", "docs", "products", "accounts", "api_keys", "me"]
 
 
 def _error_response(code: str, message: str, status: int, fields: dict | None = None):

@@ -19,23 +19,18 @@ from urllib.parse import parse_qsl
 from flask import Response, current_app, request
 from marshmallow import Schema
 from marshmallow import ValidationError as SchemaError
-from marshmallow import fields as mfields
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from .. import idempotency, merchants
 from ..errors import AuthenticationFailed, BadRequest, ValidationError
+from ..schemas import UNSTORABLE, UNSTORABLE_MESSAGE, coerce_form, refuse_unstorable
 
 __all__ = ["payload", "authenticate", "merchant_id", "actor", "load", "load_query", "idempotency_key", "write",
            "respond"]
 
-_INTEGER = re.compile(r"[+-]?\d{1,20}")
 _BRACKETED = re.compile(r"^([A-Za-z_]+)\[(.*)\]$", re.DOTALL)  # a key may hold a line break, as in JSON
-#: What no database stores byte-for-byte: NUL (PostgreSQL refuses it) and
-#: unpaired surrogates (not encodable as UTF-8).
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-_UNSTORABLE_MESSAGE = "Must not contain NUL characters or unpaired surrogates."
 
 
 class UnsupportedMediaType(BadRequest):
@@ -188,46 +183,12 @@ def actor() -> str | None:
     return _state().get("actor")
 
 
-def _coerce_form(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
-    """Form fields are strings: make strict integer fields' digit strings ints."""
-    coerced = dict(data)
-    for name, field in schema.load_fields.items():
-        value = coerced.get(name)
-        if isinstance(field, mfields.Integer) and isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
-            coerced[name] = int(value)
-    return coerced
-
-
-def _storable(value: Any) -> bool:
-    """True if every string in ``value`` (keys too, however deep) can be stored."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if _UNSTORABLE.search(item):
-                return False
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return True
-
-
-def _refuse_unstorable(data: dict[str, Any]) -> None:
-    """422 for any field holding a string that could not come back byte-for-byte."""
-    bad = [name for name, value in data.items() if not (_storable(name) and _storable(value))]
-    if bad:
-        raise ValidationError(fields={
-            name.encode("utf-8", "backslashreplace").decode(): [_UNSTORABLE_MESSAGE] for name in bad})
-
-
 def load(schema: Schema, data: dict[str, Any] | None = None) -> dict[str, Any]:
     """Validate ``data`` (default: the body) with ``schema``; 422 with per-field messages."""
     data = payload() if data is None else data
-    _refuse_unstorable(data)
+    refuse_unstorable(data)
     if _state().get("form"):
-        data = _coerce_form(schema, data)
+        data = coerce_form(schema, data)
     try:
         return schema.load(data)
     except SchemaError as error:
@@ -237,8 +198,8 @@ def load(schema: Schema, data: dict[str, Any] | None = None) -> dict[str, Any]:
 def load_query(schema: Schema) -> dict[str, Any]:
     """Validate the query string with ``schema`` (integers given as digits)."""
     data = request.args.to_dict()
-    _refuse_unstorable(data)
-    data = _coerce_form(schema, data)
+    refuse_unstorable(data)
+    data = coerce_form(schema, data)
     try:
         return schema.load(data)
     except SchemaError as error:
@@ -258,16 +219,20 @@ def idempotency_key(data: dict[str, Any]) -> str | None:
     key = request.headers.get("Idempotency-Key") or data.get("idempotency_key")
     if key is not None and not (isinstance(key, str) and 0 < len(key) <= 255):
         raise ValidationError(fields={"idempotency_key": ["Must be 1 to 255 characters."]})
-    if key is not None and _UNSTORABLE.search(key):
-        raise ValidationError(fields={"idempotency_key": [_UNSTORABLE_MESSAGE]})
+    if key is not None and UNSTORABLE.search(key):
+        raise ValidationError(fields={"idempotency_key": [UNSTORABLE_MESSAGE]})
     return key
 
 
 def write(merchant: str, data: dict[str, Any], action: Callable[[], tuple[dict[str, Any], int]], *,
-          redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Response:
+          redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None, scope: str | None = None) -> Response:
     """Run a validated write idempotently (see :func:`idempotency_key`) and
-    answer with its outcome; ``redact`` strips secrets from the stored replay."""
+    answer with its outcome; ``redact`` strips secrets from the stored replay;
+    ``scope`` gives a caller (a signed-in buyer) its own key space within the
+    merchant's, so nobody else's stored reply can be replayed to them."""
     key = idempotency_key(data)
+    if key is not None and scope is not None:
+        key = f"{scope}\x1f{key}"
     request_data = {k: v for k, v in data.items() if k != "idempotency_key"}
     request_hash = idempotency.fingerprint(request.method, request.url_rule.rule if request.url_rule else
                                            request.path, request.view_args, request_data)

@@ -29,16 +29,18 @@ _ERRORS = {
 def operation(*, summary: str, tag: str, body: type[Schema] | Schema | None = None,
               query: type[Schema] | Schema | None = None, response: type[Schema] | Schema | None = None,
               status: int = 200, errors: tuple[int, ...] = (), public: bool = False,
-              many: bool = False, form: bool = False, idempotent: bool | None = None) -> Callable:
+              many: bool = False, form: bool = False, idempotent: bool | None = None,
+              session: bool = False) -> Callable:
     """Attach the route's OpenAPI description to its view function.
 
     ``many``: the answer is a list page of ``response``; ``idempotent`` (default:
-    every method but GET) documents the ``Idempotency-Key`` header."""
+    every method but GET) documents the ``Idempotency-Key`` header; ``session``:
+    authenticated by the host's buyer session instead of an API key."""
 
     def decorate(view: Callable) -> Callable:
         view.openapi = dict(summary=summary, tag=tag, body=body, query=query, response=response,
                             status=status, errors=errors, public=public, many=many, form=form,
-                            idempotent=idempotent, description=(view.__doc__ or "").strip())
+                            idempotent=idempotent, session=session, description=(view.__doc__ or "").strip())
         return view
 
     return decorate
@@ -70,6 +72,9 @@ def _build(app: Flask) -> dict[str, Any]:
     )
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer",
                                                "description": "A merchant API key (sk_...)."})
+    spec.components.security_scheme("hostSession", {
+        "type": "apiKey", "in": "cookie", "name": app.config["SESSION_COOKIE_NAME"],
+        "description": "The host's own session of a signed-in buyer (the plugin's buyer_loader)."})
     spec.components.schema("Error", schema=ErrorSchema)
     prefix = app.config["ADDONS_URL_PREFIX"].rstrip("/")
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
@@ -104,7 +109,7 @@ def _operation(meta: dict[str, Any], rule, method: str) -> dict[str, Any]:
     if meta["description"]:
         op["description"] = meta["description"]
     if not meta["public"]:
-        op["security"] = [{"bearer": []}]
+        op["security"] = [{"hostSession": []}] if meta["session"] else [{"bearer": []}]
     params = [{"in": "path", "name": name, "required": True, "schema": {"type": "string"}}
               for name in rule.arguments]
     if meta["query"] is not None:

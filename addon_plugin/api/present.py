@@ -3,26 +3,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import storage
+from storage import isoformat
 
 from ..ledger import Account, Change, Entry
 from ..merchants import NewKey
 from ..money import from_minor
 
-__all__ = ["timestamp", "account_body", "entry_body", "usage_body", "product_body", "adjustment_body",
+__all__ = ["account_body", "entry_body", "usage_body", "product_body", "adjustment_body",
            "api_key_body", "new_api_key_body"]
-
-
-def timestamp(moment: datetime | str | None) -> str | None:
-    """Naive UTC → ISO 8601 with ``Z``."""
-    if moment is None:
-        return None
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment)
-    return moment.isoformat(timespec="microseconds") + "Z"
 
 
 def account_body(account: Account | storage.CreditAccount) -> dict[str, Any]:
@@ -59,7 +50,7 @@ def entry_body(entry: Entry | storage.LedgerEntry) -> dict[str, Any]:
         "metadata": metadata,
         "idempotency_key": entry.idempotency_key,
         "actor": entry.actor,
-        "created_at": timestamp(entry.created_at),
+        "created_at": isoformat(entry.created_at),
     }
 
 
@@ -93,9 +84,9 @@ def adjustment_body(change: Change) -> dict[str, Any]:
 
 def api_key_body(key: storage.ApiKey) -> dict[str, Any]:
     """An API key resource: id and times, never the secret."""
-    return {"id": key.id, "created_at": timestamp(key.created_at), "revoked_at": timestamp(key.revoked_at)}
+    return {"id": key.id, "created_at": isoformat(key.created_at), "revoked_at": isoformat(key.revoked_at)}
 
 
 def new_api_key_body(key: NewKey) -> dict[str, Any]:
     """A key just created: the only answer that holds ``key``."""
-    return {"id": key.id, "key": key.key, "created_at": timestamp(key.created_at)}
+    return {"id": key.id, "key": key.key, "created_at": isoformat(key.created_at)}

@@ -11,8 +11,6 @@ from typing import Any
 
 from flask import Response
 
-import storage
-
 from .. import ledger
 from ..errors import AccountNotFound, AmbiguousInvoice
 from ..schemas import UsageAddSchema, UsageBalanceSchema, UsageResponseSchema
@@ -25,23 +23,10 @@ _balance_schema = UsageBalanceSchema()
 _add_schema = UsageAddSchema()
 
 
-def _accounts_for_invoice(merchant_id: str, invoice_id: str, product_id: str | None) -> list[str]:
-    query = (storage.LedgerEntry
-             .select(storage.LedgerEntry.account)
-             .join(storage.CreditAccount)
-             .where((storage.LedgerEntry.reference == invoice_id)
-                    & (storage.LedgerEntry.kind == "purchase")
-                    & (storage.CreditAccount.merchant == merchant_id))
-             .distinct())
-    if product_id is not None:
-        query = query.where(storage.CreditAccount.product == product_id)
-    return [row.account_id for row in query]
-
-
 def _account_id(merchant_id: str, data: dict[str, Any], *, create: bool = False) -> str:
     """The account the request names; created for a new buyer when ``create``."""
     if "invoice_id" in data:
-        found = _accounts_for_invoice(merchant_id, data["invoice_id"], data.get("product_id"))
+        found = ledger.order_accounts(merchant_id, data["invoice_id"], data.get("product_id"))
         if len(found) > 1:
             raise AmbiguousInvoice(fields={"product_id": ["Required: that invoice bought several add-ons."]})
         if not found:

@@ -22,7 +22,7 @@ from ..schemas import ListQuerySchema
 from . import blueprint
 from .http import authenticate, load, load_query, respond, write
 from .openapi import operation
-from .present import timestamp
+from storage import isoformat
 
 __all__ = [
     "EndpointSchema",
@@ -148,8 +148,8 @@ def _endpoint_body(endpoint: service.Endpoint, secret: str | None = None) -> dic
         "event_types": endpoint.event_types,
         "enabled": endpoint.enabled,
         "disabled_reason": endpoint.disabled_reason,
-        "created_at": timestamp(endpoint.created_at),
-        "updated_at": timestamp(endpoint.updated_at),
+        "created_at": isoformat(endpoint.created_at),
+        "updated_at": isoformat(endpoint.updated_at),
     }
     if secret is not None:
         body["secret"] = secret
@@ -164,10 +164,10 @@ def _delivery_body(delivery: service.Delivery) -> dict[str, Any]:
         "event_type": delivery.event_type,
         "status": delivery.status,
         "attempt_count": delivery.attempt_count,
-        "next_attempt_at": timestamp(delivery.next_attempt_at),
-        "last_attempt_at": timestamp(delivery.last_attempt_at),
-        "completed_at": timestamp(delivery.completed_at),
-        "created_at": timestamp(delivery.created_at),
+        "next_attempt_at": isoformat(delivery.next_attempt_at),
+        "last_attempt_at": isoformat(delivery.last_attempt_at),
+        "completed_at": isoformat(delivery.completed_at),
+        "created_at": isoformat(delivery.created_at),
         "attempts": [{
             "id": attempt.id,
             "number": attempt.number,
@@ -175,7 +175,7 @@ def _delivery_body(delivery: service.Delivery) -> dict[str, Any]:
             "duration_ms": attempt.duration_ms,
             "error": attempt.error,
             "response_excerpt": attempt.response_excerpt,
-            "created_at": timestamp(attempt.created_at),
+            "created_at": isoformat(attempt.created_at),
         } for attempt in delivery.attempts],
     }
 

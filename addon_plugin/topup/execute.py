@@ -35,13 +35,14 @@ from .. import ledger, signals
 from .gateways import Declined, GatewayUnavailable, current_gateway
 from .records import amount, as_resource
 
-__all__ = ["LEASE", "charge_key", "credit_key", "run", "run_due"]
+__all__ = ["lease_duration", "charge_key", "credit_key", "run", "run_due"]
 
 log = logging.getLogger(__name__)
 
-#: How long a worker may hold a top-up before another may resume it; far longer
-#: than a gateway call may take.
-LEASE = timedelta(minutes=5)
+def lease_duration() -> timedelta:
+    """How long a worker may hold a top-up before another may resume it
+    (``ADDONS_TOP_UP_LEASE``): far longer than a gateway call may take."""
+    return timedelta(seconds=current_app.config["ADDONS_TOP_UP_LEASE"])
 
 
 def charge_key(top_up_id: str) -> str:
@@ -101,7 +102,7 @@ def _claim(top_up_id: str, lease: str, now: datetime) -> TopUp | None:
     with transaction():
         claimed = TopUp.update(
             status="charging", lease=lease, attempts=TopUp.attempts + 1,
-            next_attempt_at=now + LEASE, updated_at=now,
+            next_attempt_at=now + lease_duration(), updated_at=now,
         ).where((TopUp.id == top_up_id) & TopUp.status.in_(TOP_UP_IN_FLIGHT)
                 & (TopUp.next_attempt_at <= now)).execute()
         if not claimed:

@@ -6,12 +6,11 @@ the API, and the ``top_up`` argument of the top-up signals (so webhooks too).
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import storage
-from storage import TopUp
+from storage import TopUp, isoformat
 
 from ..errors import AccountNotFound
 from ..money import from_minor
@@ -22,11 +21,6 @@ __all__ = ["amount", "as_resource", "account_row", "list_top_ups"]
 def amount(top_up: TopUp) -> Decimal:
     """What the top-up charges (or charged), in its currency: ``Decimal("19.00")``."""
     return from_minor(top_up.amount_minor, top_up.currency)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    """Naive UTC → ISO 8601 with ``Z``, as every time in the API reads."""
-    return None if moment is None else moment.isoformat(timespec="microseconds") + "Z"
 
 
 def as_resource(top_up: TopUp) -> dict[str, Any]:
@@ -45,10 +39,10 @@ def as_resource(top_up: TopUp) -> dict[str, Any]:
         "failure_code": top_up.failure_code,
         "failure_message": top_up.failure_message,
         "attempts": top_up.attempts,
-        "next_attempt_at": _iso(top_up.next_attempt_at) if top_up.status in storage.TOP_UP_IN_FLIGHT else None,
-        "created_at": _iso(top_up.created_at),
-        "updated_at": _iso(top_up.updated_at),
-        "completed_at": _iso(top_up.completed_at),
+        "next_attempt_at": isoformat(top_up.next_attempt_at) if top_up.status in storage.TOP_UP_IN_FLIGHT else None,
+        "created_at": isoformat(top_up.created_at),
+        "updated_at": isoformat(top_up.updated_at),
+        "completed_at": isoformat(top_up.completed_at),
     }
 
 

@@ -1,15 +1,20 @@
-"""The fault suite's tools: a real gunicorn server that can be SIGKILLed and
-restarted, and HTTP clients that retry with the same idempotency key."""
+"""The fault suite's tools: a real gunicorn server and real ``flask addons
+worker`` processes that can be SIGKILLed and restarted, HTTP clients that retry
+with the same idempotency key, and waits on conditions with deadlines."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -34,6 +39,27 @@ def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout: f
                 raise RuntimeError(f"server exited with {process.returncode}")
             time.sleep(0.02)
     raise TimeoutError(f"nothing listened on port {port} within {timeout}s")
+
+
+def poll(condition: Callable[[], bool], timeout: float = 60) -> bool:
+    """Re-check a condition (e.g. on the database) until it holds or the deadline passes."""
+    stop = threading.Event()
+    deadline = threading.Timer(timeout, stop.set)
+    deadline.start()
+    try:
+        while not stop.is_set():
+            if condition():
+                return True
+            stop.wait(0.05)
+        return condition()
+    finally:
+        deadline.cancel()
+
+
+def environ(**config: Any) -> dict[str, str]:
+    """``ADDONS_*`` settings as the host app reads them from its environment
+    (``config.from_environ``: JSON, or plain text for strings)."""
+    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}
 
 
 class Server:
@@ -84,21 +110,50 @@ class Server:
                 self.kill()
 
 
-def run_worker_once(env: dict[str, str], app_spec: str = "tests.faults.host_app:app",
-                    log_path: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """``flask addons worker --once`` as its own process (output appended to
-    ``log_path`` if given); fails the test if it does not exit cleanly."""
-    command = [sys.executable, "-m", "flask", "--app", app_spec, "addons", "worker", "--once"]
-    full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-    if log_path is None:
-        done = subprocess.run(command, cwd=ROOT, env=full_env, timeout=timeout, capture_output=True, text=True)
-    else:
-        with open(log_path, "ab") as log:
-            done = subprocess.run(command, cwd=ROOT, env=full_env, timeout=timeout, stdout=log,
-                                  stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        raise RuntimeError(f"worker exited with {done.returncode}: {done.stderr or ''}")
-    return done
+class Worker:
+    """``flask addons worker ARGS`` for the host app, in its own process group,
+    with the given environment; its output is appended to ``log``."""
+
+    def __init__(self, env: dict[str, str], *args: str, log: Path | None = None,
+                 app_spec: str = "tests.faults.host_app:app") -> None:
+        self.env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+        self.command = [sys.executable, "-m", "flask", "--app", app_spec, "addons", "worker", *args]
+        self.log = log
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Worker":
+        output = open(self.log, "ab") if self.log else subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.env, stdout=output,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            if self.log:
+                output.close()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> int:
+        """SIGKILL the worker wherever it is; returns its exit status."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return self.process.wait(timeout=10)
+
+    def run(self, timeout: float = 120) -> int:
+        """Start the worker (e.g. with ``--once``) and wait for it to exit; returns its exit status."""
+        self.start()
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log and self.log.exists() else ""
 
 
 def post_until_answered(session: requests.Session, url: str, body: dict, headers: dict,

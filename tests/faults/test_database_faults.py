@@ -15,17 +15,8 @@ from conftest import POSTGRES_ADMIN_URL, ledger_sum, sequences
 import storage
 from addon_plugin import ledger
 
-from .harness import Server
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
-
-
-@pytest.fixture
-def server(app, database_url):
-    storage.db.close()
-    server = Server({"ADDONS_DATABASE_URL": database_url}).start()
-    yield server
-    server.stop()
 
 
 def _terminate_backends(database: str) -> int:

@@ -27,13 +27,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from test_api_openapi import CHECKS, EXAMPLES, _aim_at_real_objects, real_ids  # noqa: F401 (real_ids: a fixture)
-from test_webhook_e2e import Receiver
 
 import storage
 from addon_plugin import merchants
 
 from . import apiwalk
-from .harness import Server, run_worker_once
+from .harness import Server, Worker
+from .receiver import Receiver, register
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -58,27 +58,24 @@ ADD = "/api/buyer-addon/usage/add"
 
 
 @pytest.fixture
-def env(database_url) -> dict[str, str]:
-    """The server's and the worker's configuration: the test's database, and
-    webhooks allowed to reach the receiver on 127.0.0.1 (one attempt each)."""
-    return {"ADDONS_DATABASE_URL": database_url, "ADDONS_WEBHOOK_ALLOW_PRIVATE_URLS": "true",
-            "ADDONS_WEBHOOK_RETRY_SCHEDULE": "[0]"}
+def env(env) -> dict[str, str]:
+    """The suite's environment (the test's database, webhooks to 127.0.0.1), one attempt per delivery."""
+    return {**env, "ADDONS_WEBHOOK_RETRY_SCHEDULE": "[0]"}
 
 
 def _clean_log(path) -> None:
-    """No unhandled error, traceback or crashed worker in the server's log."""
+    """No unhandled error, traceback or crashed worker in a server's or worker's log."""
     text = path.read_text(errors="replace") if path.exists() else ""
     for sign in ("Traceback", "unhandled error", "WORKER TIMEOUT", "Worker exiting", "was sent SIG"):
-        assert sign not in text, f"the server logged {sign!r}:\n{text[-3000:]}"
+        assert sign not in text, f"the log holds {sign!r}:\n{text[-3000:]}"
 
 
 @pytest.fixture
-def server(app, env, tmp_path):
-    """The host app under gunicorn (2 workers) on the test's database; its log is
-    checked for unhandled errors when the test ends. gunicorn's request line
-    limit is raised to its maximum (8 KB) so that the longest documented query,
-    percent-encoded, reaches the app (gunicorn's default, 4 KB, answers 414 itself)."""
-    storage.db.close()
+def server(env, tmp_path):
+    """The host app under gunicorn (2 workers); its log is checked for unhandled
+    errors when the test ends. gunicorn's request line limit is raised to its
+    maximum (8 KB) so that the longest documented query, percent-encoded,
+    reaches the app (gunicorn's default, 4 KB, answers 414 itself)."""
     log = tmp_path / "server.log"
     server = Server(env, log_path=log, args=("--limit-request-line", "8190")).start()
     yield server
@@ -93,17 +90,12 @@ def receiver():
 
 
 def _register(server: Server, auth: dict[str, str], receiver: Receiver) -> str:
-    """A webhook endpoint for every event type, at the receiver; returns its id."""
-    response = requests.post(f"{server.url}/api/addons/webhook-endpoints", json={"url": receiver.url},
-                             headers=auth, timeout=10)
-    assert response.status_code == 201, response.text
-    receiver.secret = response.json()["secret"]
-    return response.json()["id"]
+    return register(server.url, auth, receiver)
 
 
 def _deliver(env: dict[str, str], receiver: Receiver, tmp_path) -> list[dict[str, Any]]:
     """Run a real worker once; every request the receiver got (each verified)."""
-    run_worker_once(env, log_path=tmp_path / "worker.log")
+    assert Worker(env, "--once", log=tmp_path / "worker.log").run() == 0
     _clean_log(tmp_path / "worker.log")
     with receiver.changed:
         got = list(receiver.requests)
@@ -480,7 +472,7 @@ def test_header_injection_strings_are_stored_exactly_or_refused(server, env, mer
 
     # A webhook endpoint's description is stored as given; its URL holds no
     # control character or space (a URL has none: RFC 3986).
-    other = Receiver().__enter__()
+    other = Receiver().start()
     endpoints: dict[str, str] = {}
     try:
         for text in INJECTIONS:
@@ -515,7 +507,7 @@ def test_header_injection_strings_are_stored_exactly_or_refused(server, env, mer
         with other.changed:
             to_urls = list(other.requests)
     finally:
-        other.__exit__(None, None, None)
+        other.stop()
     for request in to_urls:  # their signatures are for other secrets: only the headers matter here
         assert "x-injected" not in request["headers"]
         assert not any(c in value for value in request["headers"].values() for c in "\r\n\x00")
@@ -624,12 +616,11 @@ def test_oversized_bodies_are_413_and_change_nothing(server, merchant, auth, api
 
 
 @pytest.mark.parametrize("limit", [LIMIT, 4 * 1024 * 1024], ids=["default-limit", "4MB-limit"])
-def test_deep_json_nesting_is_400_or_413_never_500(app, env, tmp_path, merchant, auth, product, funded_account_id,
+def test_deep_json_nesting_is_400_or_413_never_500(env, tmp_path, merchant, auth, product, funded_account_id,
                                                    limit):
     """100 000 and 1 000 000 nested arrays (and objects) at the top, in
     ``metadata`` and in ``value``: 413 when over the limit, else 400; the
     server's workers survive (a valid request still works) and nothing changed."""
-    storage.db.close()
     log = tmp_path / "server.log"
     server = Server({**env, "ADDONS_MAX_CONTENT_LENGTH": str(limit)}, log_path=log).start()
     try:

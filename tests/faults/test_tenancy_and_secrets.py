@@ -24,14 +24,14 @@ from typing import Any
 import pytest
 import requests
 from conftest import bearer
-from test_webhook_e2e import Receiver
 
 import storage
 import webhooks
 from addon_plugin import merchants
 
 from . import apiwalk
-from .harness import ROOT, Server, run_worker_once
+from .harness import ROOT, Server, Worker
+from .receiver import Receiver
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -39,17 +39,8 @@ ENDPOINTS = "/api/addons/webhook-endpoints"
 
 
 @pytest.fixture
-def env(database_url) -> dict[str, str]:
-    return {"ADDONS_DATABASE_URL": database_url, "ADDONS_WEBHOOK_ALLOW_PRIVATE_URLS": "true",
-            "ADDONS_WEBHOOK_RETRY_SCHEDULE": "[0]"}
-
-
-@pytest.fixture
-def server(app, env):
-    storage.db.close()
-    server = Server(env).start()
-    yield server
-    server.stop()
+def env(env) -> dict[str, str]:
+    return {**env, "ADDONS_WEBHOOK_RETRY_SCHEDULE": "[0]"}
 
 
 # -- tenancy ----------------------------------------------------------------------------------------
@@ -169,7 +160,6 @@ def test_secrets_never_appear_after_creation(app, env, tmp_path, merchant, auth,
     creation, the server's and the worker's logs (gunicorn at debug, the app's
     logging at DEBUG), every stored row (but the endpoint's own secret columns),
     the receiver's requests and the OpenAPI document are searched for each secret."""
-    storage.db.close()
     server_log, worker_log = tmp_path / "server.log", tmp_path / "worker.log"
     debug = {**env, "FAULT_HOST_LOG_LEVEL": "DEBUG"}
     server = Server(debug, log_level="debug", log_path=server_log).start()
@@ -217,7 +207,7 @@ def test_secrets_never_appear_after_creation(app, env, tmp_path, merchant, auth,
                  json={"value": 5, "description": "goodwill"})
             call("patch", f"{ENDPOINTS}/{endpoint_id}", json={"description": "renamed"}, headers=auth)
             call("patch", f"/api/addons/products/{product.id}", json={"name": "Renamed"}, headers=auth)
-            run_worker_once(debug, log_path=worker_log)
+            assert Worker(debug, "--once", log=worker_log).run() == 0
             assert receiver.requests and all(r["verified"] for r in receiver.requests)
 
             # Every documented read, with the merchant's ids.

@@ -22,15 +22,6 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 CLIENTS, PER_CLIENT = 6, 120
 
 
-@pytest.fixture
-def server(app, database_url):
-    """The host app under gunicorn (2 workers) on the test's database."""
-    storage.db.close()
-    server = Server({"ADDONS_DATABASE_URL": database_url}).start()
-    yield server
-    server.stop()
-
-
 def usage_url(server: Server) -> str:
     return f"{server.url}/api/buyer-addon/usage/add"
 

@@ -1,0 +1,75 @@
+"""``/addons/me/…``: the signed-in buyer's own accounts, for the host's pages.
+
+Authenticated by the host's session through the plugin's ``buyer_loader``, not
+by an API key: the buyer only ever sees and changes their own accounts (another
+buyer's account is 404). CSRF: a write must be ``application/json`` (a
+cross-site form cannot send that without a CORS preflight) and, when the
+browser sends ``Origin``, come from the host's own origin. ``Idempotency-Key``
+is honoured in a key space of the buyer's own.
+"""
+
+from __future__ import annotations
+
+from flask import Response, current_app, request
+
+import storage
+
+from ..errors import AuthenticationFailed, CrossOriginRequest
+from ..schemas import AccountSchema, AutoTopUpSettingsSchema, ListQuerySchema
+from ..topup import set_auto_top_up
+from . import blueprint
+from .http import UnsupportedMediaType, load, load_query, respond, write
+from .openapi import operation
+from .pagination import paginate
+from .present import account_body
+
+_list_schema = ListQuerySchema()
+_settings_schema = AutoTopUpSettingsSchema()
+
+
+def _buyer() -> tuple[str, str]:
+    """``(merchant_id, buyer_email)`` of the host's signed-in buyer, else 401."""
+    buyer = current_app.extensions["addons"].current_buyer()
+    if buyer is None:
+        raise AuthenticationFailed("Sign in to the shop first.")
+    return buyer
+
+
+def _check_same_origin_json() -> None:
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("Send application/json.")
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != request.host_url.rstrip("/"):
+        raise CrossOriginRequest()
+
+
+@blueprint.get("/addons/me/accounts")
+@operation(summary="The signed-in buyer's accounts", tag="me", query=ListQuerySchema, response=AccountSchema,
+           many=True, session=True)
+def me_accounts() -> Response:
+    """The buyer's credit accounts with this merchant, newest first (host session, no API key)."""
+    merchant_id, email = _buyer()
+    args = load_query(_list_schema)
+    query = storage.CreditAccount.select().where((storage.CreditAccount.merchant == merchant_id)
+                                                 & (storage.CreditAccount.buyer_email == email))
+    return respond(paginate(query, storage.CreditAccount.id, args, account_body))
+
+
+@blueprint.put("/addons/me/accounts/<account_id>/auto-top-up")
+@operation(summary="Set the signed-in buyer's auto top-up", tag="me", body=AutoTopUpSettingsSchema,
+           response=AccountSchema, session=True, errors=(403, 404, 409))
+def me_auto_top_up(account_id: str) -> Response:
+    """Replace the auto top-up settings of one of the buyer's accounts (as the
+    merchant's ``PUT /addons/accounts/<id>/auto-top-up`` does). JSON only; with
+    an ``Origin`` header, only from the host's own origin (403 ``cross_origin_request``)."""
+    merchant_id, email = _buyer()
+    _check_same_origin_json()
+    data = load(_settings_schema)
+
+    def apply() -> tuple[dict, int]:
+        account = set_auto_top_up(account_id, merchant_id=merchant_id, buyer_email=email,
+                                  enabled=data["enabled"], threshold=data["threshold"],
+                                  payment_method=data["payment_method"], customer=data["customer"])
+        return account_body(account), 200
+
+    return write(merchant_id, data, apply, scope=f"buyer:{email}")

@@ -1,0 +1,1 @@
+"""A demo storefront hosting the credit add-ons plugin (see ``app.py``)."""

@@ -1,0 +1,182 @@
+"""The buyer's side: the shop, checkout and "My credits".
+
+Checkout charges the card itself (through the plugin's configured gateway, here
+the ``"test"`` one), records the host's order, then calls ``order_paid``: the
+plugin grants the credits and, if the buyer opted in, switches auto top-up on.
+"My credits" reads the plugin's accounts; its auto top-up switch talks to the
+plugin's buyer-facing API (``PUT /api/addons/me/accounts/<id>/auto-top-up``).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
+
+import storage
+from addon_plugin import ledger, products
+from addon_plugin.api.present import product_body
+from addon_plugin.errors import AccountNotFound, InsufficientCredits
+from addon_plugin.money import from_minor
+from addon_plugin.topup import GatewayError, current_gateway
+
+from . import shop
+
+buyer = Blueprint("buyer", __name__)
+
+#: Stripe's test payment methods, as the "test" gateway understands them.
+TEST_CARDS = [
+    ("pm_card_visa", "Visa •••• 4242 (succeeds)"),
+    ("pm_card_chargeDeclined", "Visa •••• 0002 (declined)"),
+    ("pm_card_authenticationRequired", "Visa •••• 3155 (needs authentication)"),
+]
+#: What one "render" uses on the account page (the merchant's SaaS would call the usage API).
+RENDER_COST = 25
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def _addons():
+    return current_app.extensions["addons"]
+
+
+def _merchant_id() -> str:
+    return shop.the_shop().addons_merchant_id
+
+
+def _addon_for(item: shop.Product):
+    """The plugin's add-on behind a host product, or None."""
+    return products.product_for_host(_merchant_id(), str(item.id)) if item.payment_type == "addon" else None
+
+
+@buyer.get("/shop")
+def shop_front() -> str:
+    items = [(item, _addon_for(item)) for item in shop.Product.select().order_by(shop.Product.id)]
+    return render_template("shop.html", items=[(item, product_body(addon) if addon else None)
+                                               for item, addon in items])
+
+
+def _checkout_errors(form: Any, top_up_allowed: bool) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """The host's own checks of its checkout form: per-field errors and the typed values."""
+    errors: dict[str, list[str]] = {}
+    email = form.get("email", "").strip().lower()
+    if not _EMAIL.fullmatch(email):
+        errors["email"] = ["Enter an email address like you@example.com."]
+    quantity = form.get("quantity", "").strip()
+    if not quantity.isdigit() or not 1 <= int(quantity) <= 100:
+        errors["quantity"] = ["Enter a whole number from 1 to 100."]
+    card = form.get("payment_method", "")
+    if card not in dict(TEST_CARDS):
+        errors["payment_method"] = ["Choose a card."]
+    threshold = None
+    if top_up_allowed and form.get("auto_top_up") == "on":
+        text = form.get("threshold", "").strip()
+        if not text.isdigit() or len(text) > 15:
+            errors["threshold"] = ["Enter a whole number of credits, 0 or more."]
+        else:
+            threshold = int(text)
+    values = {"email": email, "quantity": int(quantity) if "quantity" not in errors else 1,
+              "payment_method": card, "threshold": threshold}
+    return errors, values
+
+
+@buyer.route("/checkout/<int:product_id>", methods=["GET", "POST"])
+def checkout(product_id: int):
+    item = shop.Product.get_or_none(shop.Product.id == product_id)
+    addon = _addon_for(item) if item else None
+    if addon is None:
+        abort(404)
+    errors: dict[str, list[str]] = {}
+    checkout_id = request.form.get("checkout_id") or uuid.uuid4().hex  # one per form: a double submit pays once
+    if request.method == "POST":
+        if shop.Order.select().where(shop.Order.checkout_id == checkout_id).exists():
+            return redirect(url_for(".account"))
+        errors, values = _checkout_errors(request.form, addon.top_up_allowed)
+        if not errors:
+            order = _pay(item, addon, values, checkout_id, errors)
+            if order is not None:
+                session["buyer_email"] = values["email"]
+                flash(f"Paid {order.total} {order.currency}: "
+                      f"{addon.credit_amount * values['quantity']} credits added.")
+                return redirect(url_for(".account"))
+    form = request.form if request.method == "POST" else {"email": session.get("buyer_email", ""), "quantity": "1"}
+    return render_template("checkout.html", item=item, addon=product_body(addon), cards=TEST_CARDS, errors=errors,
+                           form=form, checkout_id=checkout_id), (422 if errors else 200)
+
+
+def _pay(item: shop.Product, addon: storage.Product, values: dict[str, Any], checkout_id: str,
+         errors: dict[str, list[str]]) -> shop.Order | None:
+    """Charge the card, record the host's order, then tell the plugin it is paid."""
+    amount = from_minor(addon.price_minor, addon.currency) * values["quantity"]
+    try:
+        charge_id = current_gateway().charge(
+            amount=amount, currency=addon.currency, customer=None, payment_method=values["payment_method"],
+            idempotency_key=f"checkout-{checkout_id}", description=f"{values['quantity']} × {addon.name}",
+            metadata={"host_product_id": str(item.id)})
+    except GatewayError as error:
+        errors["payment_method"] = [error.message]
+        return None
+    with shop.db.atomic():
+        order = shop.Order.create(checkout_id=checkout_id, buyer_email=values["email"], total=amount,
+                                  currency=addon.currency,
+                                  payment_method=values["payment_method"], charge_id=charge_id)
+        line = shop.OrderLine.create(order=order, product=item, quantity=values["quantity"])
+    # The hook: grants credit_amount × quantity once per (order, line); the opt-in switches auto top-up on.
+    paid = {"id": f"order-{order.id}", "merchant_id": _merchant_id(), "buyer_email": values["email"],
+            "lines": [{"id": str(line.id), "host_product_id": str(item.id), "quantity": line.quantity}]}
+    if values["threshold"] is not None:
+        paid.update(payment_method=values["payment_method"], auto_top_up_threshold=values["threshold"])
+    _addons().order_paid(paid, None)
+    return order
+
+
+@buyer.route("/signin", methods=["POST"])
+def signin():
+    email = request.form.get("email", "").strip().lower()
+    if not _EMAIL.fullmatch(email):
+        flash("Enter an email address like you@example.com.")
+    else:
+        session["buyer_email"] = email
+    return redirect(url_for(".account"))
+
+
+@buyer.post("/signout")
+def signout():
+    session.pop("buyer_email", None)
+    return redirect(url_for("home"))
+
+
+@buyer.get("/account")
+def account() -> str:
+    signed_in = _addons().current_buyer()
+    if signed_in is None:
+        return render_template("account.html", accounts=None)
+    merchant_id, email = signed_in
+    rows = storage.CreditAccount.select().where((storage.CreditAccount.merchant == merchant_id)
+                                                & (storage.CreditAccount.buyer_email == email))
+    accounts = []
+    for row in rows.order_by(storage.CreditAccount.id):
+        recent = (storage.LedgerEntry.select().where(storage.LedgerEntry.account == row.id)
+                  .order_by(storage.LedgerEntry.sequence.desc()).limit(10))
+        accounts.append((row, product_body(row.product), list(recent)))
+    return render_template("account.html", accounts=accounts, cards=TEST_CARDS, render_cost=RENDER_COST)
+
+
+@buyer.post("/account/<account_id>/render")
+def render_video(account_id: str):
+    """Stands in for the merchant's SaaS, which records usage with
+    ``POST /api/buyer-addon/usage/add`` and its API key."""
+    signed_in = _addons().current_buyer()
+    try:
+        found = ledger.get_account(account_id)
+    except AccountNotFound:
+        abort(404)
+    if (found.merchant_id, found.buyer_email) != signed_in:
+        abort(404)
+    try:
+        ledger.record(account_id, -RENDER_COST, "usage", description="Rendered one video", actor="storefront")
+        flash(f"Rendered a video: {RENDER_COST} credits used.")
+    except InsufficientCredits:
+        flash("Not enough credits to render a video.")
+    return redirect(url_for(".account"))
