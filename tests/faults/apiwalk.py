@@ -42,6 +42,7 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
     "update_webhook_endpoint": {"description": "d"},
     "delete_webhook_endpoint": {},
     "rotate_webhook_secret": {},
+    "me_auto_top_up": {"enabled": False},
 }
 
 #: Ids that name one merchant's objects, wherever they appear (path or body).
@@ -61,6 +62,11 @@ class Operation:
         return self.spec["operationId"]
 
     @property
+    def session(self) -> bool:
+        """Authenticated by the host's buyer session (``/addons/me/…``), not by an API key."""
+        return {"hostSession": []} in self.spec.get("security", [])
+
+    @property
     def path_params(self) -> list[str]:
         return re.findall(r"{(\w+)}", self.path)
 
@@ -73,6 +79,15 @@ def document(base_url: str) -> dict[str, Any]:
     response = requests.get(f"{base_url}/api/openapi.json", timeout=10)
     assert response.status_code == 200
     return response.json()
+
+
+def sign_in(session: requests.Session, base_url: str, merchant_id: str, email: str) -> requests.Session:
+    """Sign a buyer in to the fault suite's host app: ``session`` then carries
+    the host's session cookie, which the buyer routes (``/addons/me/…``) read."""
+    answer = session.post(f"{base_url}/fault-suite/sign-in", json={"merchant_id": merchant_id,
+                                                                   "buyer_email": email}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return session
 
 
 def operations(doc: dict[str, Any]) -> list[Operation]:

@@ -123,12 +123,14 @@ def _answered_in_json(response: requests.Response) -> None:
 MORE_EXAMPLES = settings(EXAMPLES, max_examples=40)
 
 
-def test_schemathesis_over_http_finds_no_5xx_and_refusals_change_nothing(server, auth, real_ids):
+def test_schemathesis_over_http_finds_no_5xx_and_refusals_change_nothing(server, merchant_id, auth, real_ids):
     """Positive and negative requests to every operation of the served document:
     each answer as documented, no 5xx, and a refused one leaves the database's
     fingerprint as it was (a refusal after execution may store its replay only)."""
     schema = schemathesis.openapi.from_url(f"{server.url}/api/openapi.json")
-    session = requests.Session()  # one client: a fresh session per request costs ~3 ms more
+    # One client (a fresh session per request costs ~3 ms more), with bob signed in
+    # to the host, so that the buyer's own routes are reached too.
+    session = apiwalk.sign_in(requests.Session(), server.url, merchant_id, "bob@example.com")
     statuses: Counter[int] = Counter()
     failures, operations, untouched = [], 0, [0]
     started = time.monotonic()
@@ -357,7 +359,8 @@ def test_sql_metacharacters_in_every_string_field(server, env, merchant, auth, p
     doc = apiwalk.document(server.url)
     names = {"product_id": product.id, "account_id": funded_account_id,
              **_walk_objects(server, auth, merchant_row.id, product.id, receiver)}
-    session, statuses, expected = requests.Session(), Counter(), {}
+    session = apiwalk.sign_in(requests.Session(), server.url, merchant_row.id, "bob@example.com")  # for /me
+    statuses, expected = Counter(), {}
     fields_walked, slowest, n = set(), 0.0, 0
     before = apiwalk.fingerprint()  # nothing else writes: each request's "after" is the next one's "before"
     for op in apiwalk.operations(doc):
@@ -553,7 +556,8 @@ def test_oversized_bodies_are_413_and_change_nothing(server, merchant, auth, api
     doc = apiwalk.document(server.url)
     names = {"product_id": product.id, "account_id": funded_account_id, "receiver_url": "http://127.0.0.1:9/",
              "key_id": merchants.create_api_key(merchant[0].id).id, "endpoint_id": "ep_none", "delivery_id": "dlv_none"}
-    session, results = requests.Session(), []
+    session = apiwalk.sign_in(requests.Session(), server.url, merchant[0].id, "bob@example.com")  # for /me
+    results = []
     before = apiwalk.fingerprint()
     json_headers = {**auth, "Content-Type": "application/json"}
 

@@ -3,7 +3,7 @@ over loopback, on SQLite and PostgreSQL.
 
 Every route that names an object (enumerated from the OpenAPI document, so a
 new route is covered as soon as it is documented) answers another merchant's
-key 404 and changes nothing. API keys and webhook secrets never appear after
+key (on the buyer's routes: another signed-in buyer) 404 and changes nothing. API keys and webhook secrets never appear after
 their creation: not in any answer, not in the server's or the worker's logs
 (captured at DEBUG), not in the idempotency records, not in the OpenAPI
 document; and both are compared in constant time.
@@ -67,8 +67,10 @@ def _requests_naming_ids(doc: dict, op: apiwalk.Operation, ids: dict[str, str]) 
 def test_another_merchants_ids_are_404_on_every_route_and_change_nothing(server, merchant, auth, product,
                                                                          funded_account_id):
     """Merchant B's key against each of merchant A's ids on every route of the
-    document that takes one: 404 ``*_not_found`` (a filter: an empty list), and
-    every row of every table as it was; A's own key gets the same reads."""
+    document that takes one (on the buyer's own routes: a buyer of B with the
+    same e-mail, and another buyer of A, each signed in to the host): 404
+    ``*_not_found`` (a filter: an empty list), and every row of every table as
+    it was; A's own key (or signed-in buyer) gets the same reads."""
     merchant_a = merchant[0]
     endpoint = requests.post(f"{server.url}{ENDPOINTS}", json={"url": "http://127.0.0.1:9/hook"}, headers=auth,
                              timeout=10).json()["id"]
@@ -79,52 +81,61 @@ def test_another_merchants_ids_are_404_on_every_route_and_change_nothing(server,
            "key_id": merchants.create_api_key(merchant_a.id).id, "invoice_id": "order_1",
            "delivery_id": storage.WebhookDelivery.get(storage.WebhookDelivery.endpoint == endpoint).id,
            "receiver_url": "http://127.0.0.1:9/hook"}
-    b_auth = bearer(merchants.create_merchant("Other Rockets")[1].key)
+    merchant_b = merchants.create_merchant("Other Rockets")
+    b_auth = bearer(merchant_b[1].key)
     doc = apiwalk.document(server.url)
-    session, tried, routes, controls = requests.Session(), 0, set(), 0
+    # A's own key and signed-in buyer (bob), for the controls; strangers: merchant B's key, and for the
+    # buyer's routes a buyer of B with the same e-mail and another buyer of A.
+    own = apiwalk.sign_in(requests.Session(), server.url, merchant_a.id, "bob@example.com")
+    strangers = {"merchant B": apiwalk.sign_in(requests.Session(), server.url, merchant_b[0].id, "bob@example.com"),
+                 "another buyer of A": apiwalk.sign_in(requests.Session(), server.url, merchant_a.id, "eve@example.com")}
+    tried, routes, controls = 0, set(), 0
     for op in apiwalk.operations(doc):
         for path, query, body in _requests_naming_ids(doc, op, ids):
-            tried += 1
             routes.add(str(op))
-            before = apiwalk.dump()
-            response = session.request(op.method, f"{server.url}{path}", params=query, json=body, headers=b_auth,
-                                       timeout=10)
-            assert apiwalk.dump() == before, f"{op} {query or body} by merchant B changed merchant A's rows"
-            if query:
-                assert response.status_code == 200 and response.json()["data"] == [], (str(op), query)
-            else:
-                assert response.status_code == 404, (str(op), body, response.text)
-                assert response.json()["error"]["code"].endswith("not_found"), response.text
-            if op.method == "get":  # the control: the same read with A's key finds the object
-                own = session.get(f"{server.url}{path}", params=query, headers=auth, timeout=10)
-                assert own.status_code == 200, (str(op), own.text)
+            for who, session in strangers.items():
+                if who != "merchant B" and not op.session:
+                    continue  # an API key belongs to a merchant, not to a buyer
+                tried += 1
+                before = apiwalk.dump()
+                response = session.request(op.method, f"{server.url}{path}", params=query, json=body,
+                                           headers=b_auth, timeout=10)
+                assert apiwalk.dump() == before, f"{op} {query or body} by {who} changed merchant A's rows"
+                if query:
+                    assert response.status_code == 200 and response.json()["data"] == [], (str(op), who, query)
+                else:
+                    assert response.status_code == 404, (str(op), who, body, response.text)
+                    assert response.json()["error"]["code"].endswith("not_found"), response.text
+            if op.method == "get":  # the control: the same read by A (key or buyer) finds the object
+                found = own.get(f"{server.url}{path}", params=query, headers=auth, timeout=10)
+                assert found.status_code == 200, (str(op), found.text)
                 if query:  # the filter matches A's objects
-                    assert own.json()["data"] != [], (str(op), query)
+                    assert found.json()["data"] != [], (str(op), query)
                 controls += 1
 
-    # Lists that take no id: B's never show one of A's objects.
+    # Lists that take no id: B's (and B's buyer's) never show one of A's objects.
     lists = [op for op in apiwalk.operations(doc) if op.method == "get" and not op.path_params
              and "next_cursor" in json.dumps(op.spec["responses"]["200"])]
     for op in lists:
-        listed = session.get(f"{server.url}{op.path}", headers=b_auth, timeout=10)
+        listed = strangers["merchant B"].get(f"{server.url}{op.path}", headers=b_auth, timeout=10)
         assert listed.status_code == 200
         assert not any(value in listed.text for value in ids.values()), (str(op), listed.text)
 
     # One idempotency key space per merchant: B reusing A's key gets no replay of A's answer.
     shared = {"Idempotency-Key": "shared-key"}
     body = {"product_id": product.id, "buyer_email": "bob@example.com", "value": -1}
-    first = session.post(f"{server.url}/api/buyer-addon/usage/add", json=body, headers={**auth, **shared}, timeout=10)
+    first = own.post(f"{server.url}/api/buyer-addon/usage/add", json=body, headers={**auth, **shared}, timeout=10)
     before = apiwalk.dump()
-    reused = session.post(f"{server.url}/api/buyer-addon/usage/add", json=body, headers={**b_auth, **shared},
-                          timeout=10)
+    reused = strangers["merchant B"].post(f"{server.url}/api/buyer-addon/usage/add", json=body,
+                                          headers={**b_auth, **shared}, timeout=10)
     assert first.status_code == 200 and reused.status_code == 404
     assert "Idempotent-Replayed" not in reused.headers and funded_account_id not in reused.text
     assert {k: v for k, v in apiwalk.dump().items() if k != "idempotency_record"} == \
         {k: v for k, v in before.items() if k != "idempotency_record"}
-    print(f"\n  tenancy: {tried} requests by merchant B naming merchant A's ids over {len(routes)} routes "
-          f"(of {len(apiwalk.operations(doc))} documented): all 404 or empty, no row changed; {controls} reads "
-          f"repeated with A's key found the objects; {len(lists)} lists showed B none of A's objects; "
-          "a reused idempotency key replayed nothing")
+    print(f"\n  tenancy: {tried} requests by merchant B (or, on the buyer's routes, a buyer of B or another "
+          f"buyer of A) naming merchant A's ids over {len(routes)} routes (of {len(apiwalk.operations(doc))} "
+          f"documented): all 404 or empty, no row changed; {controls} reads repeated by A found the objects; "
+          f"{len(lists)} lists showed B none of A's objects; a reused idempotency key replayed nothing")
     assert len(routes) >= 15
 
 
@@ -210,7 +221,8 @@ def test_secrets_never_appear_after_creation(app, env, tmp_path, merchant, auth,
             assert Worker(debug, "--once", log=worker_log).run() == 0
             assert receiver.requests and all(r["verified"] for r in receiver.requests)
 
-            # Every documented read, with the merchant's ids.
+            # Every documented read, with the merchant's ids (and bob signed in, for his own routes).
+            apiwalk.sign_in(session, server.url, merchant[0].id, "bob@example.com")
             doc = apiwalk.document(server.url)
             key_id = created.json()["id"]
             delivery_id = storage.WebhookDelivery.get(storage.WebhookDelivery.endpoint == endpoint_id).id
