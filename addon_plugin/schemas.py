@@ -284,13 +284,13 @@ class UsageAddSchema(UsageBalanceSchema):
     idempotency_key = fields.String(validate=validate.Length(1, 255))
 
 
-class _UsageData(_Strict):
+class _UsageData(AccountSchema):
+    """The account as the usage endpoints show it: its id is ``account_id``."""
+
+    class Meta(AccountSchema.Meta):
+        exclude = ("id",)
+
     account_id = fields.String(required=True)
-    product_id = fields.String(required=True)
-    buyer_email = fields.String(required=True)
-    balance = fields.Integer(required=True)
-    threshold = fields.Integer(required=True, allow_none=True)
-    auto_top_up = fields.Nested(AutoTopUpSchema, required=True)
     entry = fields.Nested(EntrySchema, metadata={"description": "Only in the answer to usage/add."})
 
 
