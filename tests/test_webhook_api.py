@@ -1,4 +1,4 @@
-"""The webhook endpoints API (SPEC §3): routes, scoping, secrets shown only twice."""
+"""The webhook endpoints API: routes, scoping, secrets shown only twice."""
 
 from __future__ import annotations
 
