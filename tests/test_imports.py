@@ -131,7 +131,9 @@ def test_the_walk_skips_function_bodies_but_not_class_bodies():
 
 def test_relative_imports_resolve_from_the_module_or_package():
     def names(code: str, module: str, is_package: bool) -> set[str]:
-        return imported_names(ast.parse(code).body[0], module, is_package)
+        [statement] = ast.parse(code).body
+        assert isinstance(statement, ast.ImportFrom)
+        return imported_names(statement, module, is_package)
 
     assert names("from . import ledger", "addon_plugin.hooks", False) == {"addon_plugin", "addon_plugin.ledger"}
     assert names("from ..present import x", "addon_plugin.api.me", False) == {"addon_plugin.present",
