@@ -9,7 +9,6 @@ from typing import Any, Iterable, Mapping
 from flask import Flask
 
 import storage
-import webhooks
 
 from . import topup
 from .config import DEFAULTS
@@ -102,6 +101,8 @@ class AddonPlugin(HostHooks):
 
         storage.bind(app.config["ADDONS_DATABASE_URL"], pool_size=app.config["ADDONS_DATABASE_POOL_SIZE"])
         app.teardown_appcontext(_close_connection)
+
+        import webhooks  # it depends on the plugin, never the other way round: wired here only
 
         from .api import create_blueprint, install_error_pages
         from .cli import addons_cli

@@ -34,8 +34,8 @@ import storage
 from storage import transaction
 
 from . import ledger, products
-from .api.present import product_body
 from .errors import AddonError, MerchantNotFound, ValidationError
+from .present import product_body
 from .schemas import ProductCreateSchema, coerce_form, refuse_unstorable
 from .topup import set_auto_top_up
 

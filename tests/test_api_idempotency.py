@@ -1,4 +1,4 @@
-"""Idempotent writes over HTTP, on Stripe's rules (SPEC §3)."""
+"""Idempotent writes over HTTP, on Stripe's rules."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ def test_the_document_is_public_and_valid(document):
 
 
 def test_every_route_is_documented(app, document):
-    rules = [rule for rule in app.url_map.iter_rules() if rule.endpoint.startswith("addons.")]
+    rules = [rule for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/")]  # webhooks' too
     assert len(rules) >= 11
     for rule in rules:
         assert hasattr(app.view_functions[rule.endpoint], "openapi"), f"{rule.rule} has no @operation"

@@ -1,5 +1,5 @@
 """webhooks.dispatcher: the outbox is written in the balance change's own
-transaction, with the body SPEC §5 describes, for the endpoints that want it."""
+transaction, with the event's documented body, for the endpoints that want it."""
 
 from __future__ import annotations
 

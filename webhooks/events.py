@@ -1,4 +1,4 @@
-"""The event catalogue and the body of each event (SPEC §5). Pure.
+"""The event catalogue and the body of each event. Pure.
 
 Every body reads ``{"type", "timestamp", "data"}``. For events about an
 account, ``data`` holds ``merchant_id``, ``account_id``, ``buyer_email``,

@@ -10,6 +10,7 @@ from flask import Response
 import storage
 
 from .. import ledger
+from ..present import account_body, adjustment_body, entry_body
 from ..schemas import (
     AccountListQuerySchema,
     AccountSchema,
@@ -22,7 +23,6 @@ from . import blueprint
 from .http import actor, authenticate, idempotency_key, load, load_query, respond, write
 from .openapi import operation
 from .pagination import paginate
-from .present import account_body, adjustment_body, entry_body
 
 _list_schema = AccountListQuerySchema()
 _ledger_schema = ListQuerySchema()

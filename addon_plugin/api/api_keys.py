@@ -10,12 +10,12 @@ from flask import Response
 import storage
 
 from .. import merchants
+from ..present import api_key_body, new_api_key_body
 from ..schemas import ApiKeyCreatedSchema, ApiKeySchema, ListQuerySchema, WriteSchema
 from . import blueprint
 from .http import authenticate, load, load_query, respond, write
 from .openapi import operation
 from .pagination import paginate
-from .present import api_key_body, new_api_key_body
 
 _write_schema = WriteSchema()
 _list_schema = ListQuerySchema()

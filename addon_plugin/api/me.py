@@ -15,13 +15,13 @@ from flask import Response, current_app, request
 import storage
 
 from ..errors import AuthenticationFailed, CrossOriginRequest
+from ..present import account_body
 from ..schemas import AccountSchema, AutoTopUpSettingsSchema, ListQuerySchema
 from ..topup import set_auto_top_up
 from . import blueprint
 from .http import UnsupportedMediaType, load, load_query, respond, write
 from .openapi import operation
 from .pagination import paginate
-from .present import account_body
 
 _list_schema = ListQuerySchema()
 _settings_schema = AutoTopUpSettingsSchema()

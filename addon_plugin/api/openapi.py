@@ -1,6 +1,7 @@
 """The OpenAPI 3 document, generated with apispec from the same marshmallow
 schemas the views validate with. Each view states its contract with
-:func:`operation`; :func:`document` walks the app's URL map, so a route without
+:func:`operation`; :func:`document` walks the app's URL map (the plugin's
+blueprint and those given to :func:`document_blueprint`), so a route without
 one is still listed."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from marshmallow import Schema
 
 from ..schemas import ErrorSchema
 
-__all__ = ["operation", "document"]
+__all__ = ["operation", "document", "document_blueprint"]
 
 _ERRORS = {
     400: "Malformed body", 401: "No, bad or revoked API key", 402: "Insufficient credits",
@@ -44,6 +45,15 @@ def operation(*, summary: str, tag: str, body: type[Schema] | Schema | None = No
         return view
 
     return decorate
+
+
+#: Names of the blueprints whose routes the document lists.
+_documented_blueprints = {"addons"}
+
+
+def document_blueprint(name: str) -> None:
+    """List the routes of blueprint ``name`` too: a feature's own routes under the prefix."""
+    _documented_blueprints.add(name)
 
 
 def _schema_name(schema: Any) -> str:
@@ -78,7 +88,7 @@ def _build(app: Flask) -> dict[str, Any]:
     spec.components.schema("Error", schema=ErrorSchema)
     prefix = app.config["ADDONS_URL_PREFIX"].rstrip("/")
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
-        if not rule.endpoint.startswith("addons."):
+        if rule.endpoint.partition(".")[0] not in _documented_blueprints:
             continue
         view = app.view_functions[rule.endpoint]
         meta = getattr(view, "openapi", None)

@@ -7,12 +7,12 @@ from flask import Response
 import storage
 
 from .. import products
+from ..present import product_body
 from ..schemas import ListQuerySchema, ProductCreateSchema, ProductSchema, ProductUpdateSchema
 from . import blueprint
 from .http import authenticate, load, load_query, respond, write
 from .openapi import operation
 from .pagination import paginate
-from .present import product_body
 
 _create_schema = ProductCreateSchema()
 _update_schema = ProductUpdateSchema()

@@ -8,11 +8,11 @@ from typing import Any
 from flask import Response
 
 from .. import topup
+from ..present import account_body
 from ..schemas import AccountSchema, AutoTopUpSettingsSchema, ListQuerySchema, TopUpSchema
 from . import blueprint
 from .http import authenticate, load, load_query, respond, write
 from .openapi import operation
-from .present import account_body
 
 _settings_schema = AutoTopUpSettingsSchema()
 _list_schema = ListQuerySchema()

@@ -13,11 +13,11 @@ from flask import Response
 
 from .. import ledger
 from ..errors import AccountNotFound, AmbiguousInvoice
+from ..present import usage_body
 from ..schemas import UsageAddSchema, UsageBalanceSchema, UsageResponseSchema
 from . import blueprint
 from .http import actor, authenticate, idempotency_key, load, respond, write
 from .openapi import operation
-from .present import usage_body
 
 _balance_schema = UsageBalanceSchema()
 _add_schema = UsageAddSchema()

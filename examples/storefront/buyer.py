@@ -17,9 +17,9 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 
 import storage
 from addon_plugin import ledger, products
-from addon_plugin.api.present import product_body
 from addon_plugin.errors import AccountNotFound, InsufficientCredits
 from addon_plugin.money import from_minor
+from addon_plugin.present import product_body
 from addon_plugin.topup import GatewayError, current_gateway
 
 from . import shop

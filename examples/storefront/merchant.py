@@ -14,7 +14,6 @@ from marshmallow import ValidationError as SchemaError
 
 import storage
 from addon_plugin import ledger, merchants, products
-from addon_plugin.api.present import product_body
 from addon_plugin.errors import (
     AccountNotFound,
     BalanceLimitExceeded,
@@ -23,6 +22,7 @@ from addon_plugin.errors import (
     NotFound,
     ValidationError,
 )
+from addon_plugin.present import product_body
 from addon_plugin.schemas import AdjustmentCreateSchema, coerce_form
 from webhooks import EVENT_TYPES
 from webhooks import endpoints as webhook_endpoints

@@ -227,7 +227,7 @@ def dump() -> dict[str, list[tuple]]:
     return {model._meta.table_name: sorted(model.select().tuples(), key=repr) for model in storage.ALL_MODELS}
 
 
-#: Refusals made before the request executed: they store nothing at all (SPEC §3),
+#: Refusals made before the request executed: they store nothing at all,
 #: not even an idempotent result, so the request may be corrected and retried.
 REFUSED_BEFORE_EXECUTING = {400, 401, 405, 413, 415}
 
@@ -270,8 +270,8 @@ def check_round_trip(expected: dict[str, dict[str, Any]], listed: list[dict[str,
                      delivered: list[dict[str, Any]]) -> tuple[int, int]:
     """Each accepted entry's strings (``expected``: entry id → the fields sent)
     come back equal, code point for code point, from the ledger list and from
-    every ``balance.updated`` webhook body (whose entry has no ``idempotency_key``,
-    SPEC §5). Returns (listed, delivered) matches."""
+    every ``balance.updated`` webhook body (whose entry has no ``idempotency_key``).
+    Returns (listed, delivered) matches."""
     by_id = {entry["id"]: entry for entry in listed}
     webhooks: dict[str, list[dict]] = {}
     for body in delivered:
