@@ -11,8 +11,9 @@ where it has nothing to add, and always when ``ADDONS_ACTIVE`` is false::
     plugin.order_refunded(order, None)
 
 Hooks are thin: the pricing form is described by the API's own product schema,
-products are saved by :mod:`addon_plugin.products`, and every credit moves
-through :mod:`addon_plugin.ledger`.
+products are saved by :mod:`addon_plugin.products`, each order's payment and
+refund are recorded (and the order locked) by :mod:`addon_plugin.orders`, and
+every credit moves through :mod:`addon_plugin.ledger`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from marshmallow import validate
 import storage
 from storage import transaction
 
-from . import ledger, products
+from . import ledger, orders, products
 from .errors import AddonError, MerchantNotFound, ValidationError
 from .present import product_body
 from .schemas import ProductCreateSchema, coerce_form, refuse_unstorable
@@ -57,6 +58,9 @@ PRICING_FIELDS: dict[str, tuple[str, str]] = {
     "overdraft_limit": ("Overdraft limit", "How far below zero usage may take a balance (0: none)."),
     "name": ("Name", "Defaults to \"<credit amount> credits\"."),
 }
+
+#: The longest order id: it is the ``reference`` of the order's ledger entries.
+_ORDER_ID_LENGTH = 255
 
 _TOP_UP_CHOICES = [("false", "One-time purchase"), ("true", "Top-ups allowed")]
 _schema = ProductCreateSchema()
@@ -228,17 +232,22 @@ class HostHooks:
 
     def order_paid(self, order: Any, previous_value: Any) -> Any:
         """Grant ``credit_amount × quantity`` credits for each add-on line (kind
-        ``purchase``, reference = the order id), exactly once per (order, line)
-        even when called twice or concurrently; other lines are ignored. If the
+        ``purchase``, reference = the order id); other lines are ignored. If the
         order carries ``payment_method`` and ``auto_top_up_threshold``, auto
-        top-up is switched on for the add-ons that allow it."""
+        top-up is switched on for the add-ons that allow it. The order is applied
+        once as a whole, even when called twice or concurrently: a repeat (even
+        after a product changed) replays the first grant and changes no setting,
+        and an order refunded before it was paid grants nothing."""
         if not self._active():
             return previous_value
         order_id, merchant_id, email = _order_identity(order)
-        threshold = _opt_in_threshold(order)
-        lines = _addon_lines(order, merchant_id)
-        granted = []
         with transaction():
+            seen = orders.report(merchant_id, order_id, "paid")
+            if seen.paid or seen.refunded:
+                return previous_value
+            threshold = _opt_in_threshold(order)
+            lines = _addon_lines(order, merchant_id)
+            granted = []
             for line in sorted(lines, key=lambda line: line.product.id):  # one lock order: no deadlocks
                 account_id = ledger.open_account(merchant_id, line.product.id, email)
                 ledger.purchase(account_id, line.product.credit_amount * line.quantity, order_id=order_id,
@@ -251,13 +260,17 @@ class HostHooks:
 
     def order_refunded(self, order: Any, previous_value: Any) -> Any:
         """Take back the credits the order granted that are still unspent (one
-        ``refund`` entry per account), exactly once; never below zero."""
+        ``refund`` entry per account), exactly once; never below zero. A refund
+        of an order not yet paid is remembered: its payment will grant nothing."""
         if not self._active():
             return previous_value
         order_id, merchant_id, _ = _order_identity(order, need_buyer=False)
-        for account_id in ledger.order_accounts(merchant_id, order_id):
-            ledger.refund_unspent(account_id, order_id, idempotency_key=_key("order_refunded", order_id),
-                                  description=f"Refund of order {order_id}", actor="hook:order_refunded")
+        with transaction():
+            if orders.report(merchant_id, order_id, "refunded").refunded:
+                return previous_value
+            for account_id in ledger.order_accounts(merchant_id, order_id):  # order_paid's lock order
+                ledger.refund_unspent(account_id, order_id, idempotency_key=_key("order_refunded", order_id),
+                                      description=f"Refund of order {order_id}", actor="hook:order_refunded")
         return previous_value
 
 
@@ -290,7 +303,11 @@ def _order_identity(order: Any, *, need_buyer: bool = True) -> tuple[str, str, s
     missing = {name: ["Missing."] for name in required if values[name] in (None, "")}
     if missing:
         raise ValidationError("The order is missing fields.", fields=missing)
-    return str(values["id"]), _known_merchant(values["merchant_id"]), str(values["buyer_email"] or "")
+    order_id = str(values["id"])
+    if len(order_id) > _ORDER_ID_LENGTH:
+        raise ValidationError(fields={"id": [f"Must be at most {_ORDER_ID_LENGTH} characters."]})
+    refuse_unstorable({"id": order_id})
+    return order_id, _known_merchant(values["merchant_id"]), str(values["buyer_email"] or "")
 
 
 def _known_merchant(merchant_id: Any) -> str:

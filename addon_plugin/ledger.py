@@ -432,27 +432,35 @@ def purchase(account_id: str, credits: int, *, order_id: str, quantity: int, ide
 
 def order_accounts(merchant_id: str, order_id: str, product_id: str | None = None) -> list[str]:
     """Ids of the merchant's accounts (of one product, if given) that an order's
-    ``purchase`` entries credited: the accounts an invoice id names."""
+    ``purchase`` entries credited: the accounts an invoice id names. In product
+    order, the order in which :func:`purchase` calls of one order lock them."""
     entry, account = storage.LedgerEntry, storage.CreditAccount
-    query = (entry.select(entry.account).distinct().join(account)
-             .where((entry.reference == order_id) & (entry.kind == "purchase") & (account.merchant == merchant_id)))
+    purchased = entry.select(entry.account).where((entry.reference == order_id) & (entry.kind == "purchase"))
+    query = account.select(account.id).where((account.merchant == merchant_id) & account.id.in_(purchased))
     if product_id is not None:
         query = query.where(account.product == product_id)
-    return [row.account_id for row in query.order_by(entry.account)]
+    return [row.id for row in query.order_by(account.product)]
 
 
-def unspent(balance: int, granted: int, granted_since: int) -> int:
+def unspent(balance: int, granted: int, granted_later: int) -> int:
     """How many of ``granted`` credits are still unspent when the oldest credits
-    are spent first: the balance less what was granted after them, clamped to
-    ``0..granted`` (so taking them back never leaves the balance below zero)."""
-    return max(0, min(granted, balance - granted_since))
+    are spent first: the balance less what later grants still hold
+    (``granted_later``: what was granted after them, less what refunds of those
+    later orders took back), clamped to ``0..granted`` (so taking them back
+    never leaves the balance below zero)."""
+    return max(0, min(granted, balance - granted_later))
 
 
 def refund_unspent(account_id: str, order_id: str, *, idempotency_key: str, description: str = "",
                    actor: str | None = None) -> Change | None:
     """Take back the credits the order's ``purchase`` entries granted on this
     account that are still :func:`unspent` (one ``refund`` entry), exactly once
-    per ``idempotency_key``. None when nothing is left to take back."""
+    per ``idempotency_key``. None when nothing is left to take back.
+
+    A refund takes only from its own order's credits, so the credits granted
+    after this order still hold what they granted less their own orders'
+    refunds: refunding every order, in any order, leaves none of their credits.
+    """
     entry = storage.LedgerEntry
     with transaction():
         current = _lock(account_id)
@@ -465,9 +473,13 @@ def refund_unspent(account_id: str, order_id: str, *, idempotency_key: str, desc
                                 & (entry.reference == order_id)).tuples().get())
         if last is None:
             return None
-        since = (entry.select(fn.COALESCE(fn.SUM(entry.delta), 0))
-                 .where((entry.account == account_id) & (entry.sequence > last) & (entry.delta > 0)).scalar())
-        amount = unspent(current, int(granted), int(since))
+        later = (entry.account == account_id) & (entry.sequence > last)
+        granted_later = entry.select(fn.COALESCE(fn.SUM(entry.delta), 0)).where(later & (entry.delta > 0)).scalar()
+        later_orders = entry.select(entry.reference).where(later & (entry.kind == "purchase"))
+        later_refunds = (entry.select(fn.COALESCE(fn.SUM(entry.delta), 0))  # negative
+                         .where((entry.account == account_id) & (entry.kind == "refund")
+                                & entry.reference.in_(later_orders)).scalar())
+        amount = unspent(current, int(granted), int(granted_later) + int(later_refunds))
         if amount == 0:
             return None
         return record(account_id, -amount, "refund", description=description, reference=order_id,

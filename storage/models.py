@@ -51,6 +51,7 @@ __all__ = [
     "WebhookAttempt",
     "TOP_UP_IN_FLIGHT",
     "TopUp",
+    "Order",
     "ALL_MODELS",
 ]
 
@@ -360,6 +361,22 @@ TopUp.add_index(TopUp.index(
 ))
 
 
+class Order(BaseModel):
+    """An order the host reported through its hooks: when it was paid, when
+    refunded (either may come first). What it granted are its ``purchase``
+    ledger entries, whose ``reference`` is ``order_id``."""
+
+    merchant = ForeignKeyField(Merchant, on_delete="CASCADE", index=False)
+    order_id = CharField(max_length=255)
+    paid_at = DateTimeField(null=True)
+    refunded_at = DateTimeField(null=True)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "addon_order"
+        primary_key = CompositeKey("merchant", "order_id")
+
+
 ALL_MODELS = [
     Merchant,
     ApiKey,
@@ -374,4 +391,5 @@ ALL_MODELS = [
     WebhookDelivery,
     WebhookAttempt,
     TopUp,
+    Order,
 ]

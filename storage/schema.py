@@ -49,11 +49,42 @@ def _create_top_ups() -> None:
     db.create_tables([TopUp], safe=True)
 
 
+_CREATE_ORDERS = """CREATE TABLE addon_order (
+    merchant_id VARCHAR(40) NOT NULL REFERENCES merchant (id) ON DELETE CASCADE,
+    order_id VARCHAR(255) NOT NULL,
+    paid_at {timestamp},
+    refunded_at {timestamp},
+    created_at {timestamp} NOT NULL,
+    PRIMARY KEY (merchant_id, order_id)){options}"""
+
+# Orders the hooks applied before this table existed, from the ledger rows they wrote.
+_BACKFILL_ORDERS = """INSERT INTO addon_order (merchant_id, order_id, paid_at, refunded_at, created_at)
+SELECT a.merchant_id, e.reference,
+       MIN(CASE WHEN e.actor = 'hook:order_paid' THEN e.created_at END),
+       MIN(CASE WHEN e.actor = 'hook:order_refunded' THEN e.created_at END),
+       MIN(e.created_at)
+  FROM ledger_entry e JOIN credit_account a ON a.id = e.account_id
+ WHERE e.actor IN ('hook:order_paid', 'hook:order_refunded') AND e.reference IS NOT NULL
+ GROUP BY a.merchant_id, e.reference"""
+
+
+def _create_orders() -> None:
+    options = {"sqlite": {"timestamp": "DATETIME", "options": " WITHOUT ROWID"},
+               "postgresql": {"timestamp": "TIMESTAMP", "options": ""}}[dialect()]
+    db.execute_sql(_CREATE_ORDERS.format(**options))
+    _backfill_orders()
+
+
+def _backfill_orders() -> None:
+    db.execute_sql(_BACKFILL_ORDERS)
+
+
 #: (version, what it does, function): applied in order, each exactly once.
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "merchants, keys, products, buyers, accounts, ledger, idempotency", _create_base),
     (2, "webhook endpoints, events, deliveries (the outbox) and attempts", _create_webhooks),
     (3, "automatic top-ups (at most one in flight per account)", _create_top_ups),
+    (4, "orders the hooks reported: paid and refunded, in either order", _create_orders),
 ]
 
 
