@@ -52,6 +52,8 @@ __all__ = [
     "TOP_UP_IN_FLIGHT",
     "TopUp",
     "Order",
+    "CreditGrant",
+    "GrantAllocation",
     "ALL_MODELS",
 ]
 
@@ -129,6 +131,7 @@ class Product(BaseModel):
     top_up_allowed = BooleanField(default=False)
     overdraft_limit = BigIntegerField(default=0)
     host_product_id = CharField(max_length=255, null=True)
+    credit_expiry_days = IntegerField(null=True)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
 
@@ -170,6 +173,9 @@ class CreditAccount(BaseModel):
     customer = CharField(max_length=255, null=True)
     top_up_failures = IntegerField(default=0)
     top_up_blocked_until = DateTimeField(null=True)
+    #: When its soonest-expiring active grant expires (None: none expires). A
+    #: cheap guard: a read or change at or after it writes the expiry first.
+    next_expiry_at = DateTimeField(null=True)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
 
@@ -377,6 +383,44 @@ class Order(BaseModel):
         primary_key = CompositeKey("merchant", "order_id")
 
 
+class CreditGrant(BaseModel):
+    """A lot of credits that entered an account: ``amount`` as granted,
+    ``remaining`` still spendable. ``status`` is ``active`` (remaining > 0),
+    ``depleted``, ``expired`` or ``voided``; only active grants are drawn on."""
+
+    id = CharField(primary_key=True, max_length=40)
+    account = ForeignKeyField(CreditAccount, backref="grants", on_delete="CASCADE", index=False)
+    category = CharField(max_length=12)
+    amount = BigIntegerField()
+    remaining = BigIntegerField()
+    priority = IntegerField(default=50)
+    expires_at = DateTimeField(null=True)
+    status = CharField(max_length=12)
+    source = CharField(max_length=12)
+    reference = TextField(null=True)
+    description = TextField(default="")
+    metadata = TextField(default="{}")
+    created_at = DateTimeField(default=utcnow)
+    expiry_warned_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "credit_grant"
+
+
+class GrantAllocation(BaseModel):
+    """Which grant a ledger entry moved credits of, and how many (signed like
+    the entry's delta); ``grant`` None is the debt part of a deduction."""
+
+    entry = ForeignKeyField(LedgerEntry, on_delete="CASCADE", index=False)
+    position = IntegerField()
+    grant = ForeignKeyField(CreditGrant, null=True, on_delete="CASCADE", index=False)
+    amount = BigIntegerField()
+
+    class Meta:
+        table_name = "grant_allocation"
+        primary_key = CompositeKey("entry", "position")
+
+
 ALL_MODELS = [
     Merchant,
     ApiKey,
@@ -392,4 +436,6 @@ ALL_MODELS = [
     WebhookAttempt,
     TopUp,
     Order,
+    CreditGrant,
+    GrantAllocation,
 ]
