@@ -57,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
     "ADDONS_WEBHOOK_SECRET_GRACE": 24 * 3600,
     #: Seconds after which successful deliveries (and their attempts) are pruned.
     "ADDONS_WEBHOOK_PRUNE_AFTER": 30 * 24 * 3600,
+    #: Seconds before a grant's expiry that ``grant.expiring`` is sent (None: never).
+    "ADDONS_GRANT_EXPIRY_WARNING": 3 * 24 * 3600,
     #: Seconds between two prunes by one worker process.
     "ADDONS_WEBHOOK_PRUNE_INTERVAL": 3600,
 }

@@ -10,7 +10,7 @@ from flask import Flask
 
 import storage
 
-from . import topup
+from . import grants, topup
 from .config import DEFAULTS
 from .hooks import HostHooks
 
@@ -79,6 +79,8 @@ class AddonPlugin(HostHooks):
         "ADDONS_WEBHOOK_PRUNE_AFTER": _setting("String", "Keep deliveries for",
                                                "Seconds after which successful deliveries are pruned."),
         "ADDONS_WEBHOOK_PRUNE_INTERVAL": _setting("String", "Prune interval", "Seconds between two prunes."),
+        "ADDONS_GRANT_EXPIRY_WARNING": _setting("String", "Grant expiry warning (s)",
+                                                "Seconds before a grant expires that grant.expiring is sent."),
     }
 
     def __init__(self, app: Flask | None = None, *,
@@ -112,6 +114,7 @@ class AddonPlugin(HostHooks):
         app.cli.add_command(addons_cli)
         # Features that subscribe to signals or add worker tasks wire themselves here.
         topup.init_app(app)
+        grants.init_app(app)
         webhooks.init_app(app)
         app.extensions["addons"] = self
 

@@ -12,6 +12,7 @@ import pytest
 from conftest import POSTGRES_ADMIN_URL, _postgres_admin, make_app
 
 import storage
+from addon_plugin import ledger
 
 
 @pytest.fixture
@@ -70,4 +71,12 @@ def test_positive_balances_become_paid_grants_and_debt_stays_debt(fresh_url, tmp
         grants = list(storage.CreditGrant.select())
         assert [(g.account_id, g.category, g.amount, g.remaining, g.status, g.source, g.expires_at)
                 for g in grants] == [("acct_0", "paid", 250, 250, "active", "migration", None)]
+        assert ledger.balance("acct_0") == 250 and ledger.balance("acct_1") == 0 and ledger.balance("acct_2") == -40
+
+        # The carried-over grant is drawn on; new credits repay the debt first.
+        assert [(a.grant_id, a.amount) for a in ledger.record("acct_0", -50, "usage").entry.allocations] == [
+            (grants[0].id, -50)]
+        repaid = ledger.record("acct_2", 100, "adjustment").entry
+        assert repaid.balance_after == 60
+        assert storage.CreditGrant.get_by_id(repaid.allocations[0].grant_id).remaining == 60
         storage.db.close()

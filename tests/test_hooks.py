@@ -495,13 +495,6 @@ def test_a_refund_of_an_order_without_addons_does_nothing(plugin, merchant_id, a
     assert entries() == []
 
 
-@pytest.mark.parametrize("balance, granted, since, expected", [
-    (200, 200, 0, 200), (170, 200, 0, 170), (250, 200, 200, 50), (100, 200, 200, 0), (-5, 10, 0, 0),
-    (1000, 200, 0, 200),
-])
-def test_unspent_spends_the_oldest_credits_first(balance, granted, since, expected):
-    assert ledger.unspent(balance, granted, since) == expected
-
 
 def test_hooks_work_without_a_request(tmp_path, database_url):
     """Hooks need only the host's app context (e.g. a background job)."""
