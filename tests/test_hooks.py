@@ -141,7 +141,8 @@ def test_the_pricing_form_describes_the_schemas_fields(plugin, addon):
     form = plugin.get_pricing_form("addon", previous)
     assert form[0] == {"name": "host_field"}
     fields = {f["name"]: f for f in form[1:]}
-    assert list(fields) == ["price", "currency", "credit_amount", "top_up_allowed", "overdraft_limit", "name"]
+    assert list(fields) == ["price", "currency", "credit_amount", "top_up_allowed", "overdraft_limit",
+                            "credit_expiry_days", "name"]
     for name, field in fields.items():
         assert set(field) == {"name", "label", "type", "required", "help_text", "choices", "value"}
         assert field["required"] == ProductCreateSchema().fields[name].required
@@ -155,7 +156,7 @@ def test_the_pricing_form_describes_the_schemas_fields(plugin, addon):
 def test_the_pricing_form_shows_the_products_values_or_the_submitted_ones(plugin, addon):
     values = {f["name"]: f["value"] for f in plugin.get_pricing_form("addon", None, product=addon)}
     assert values == {"price": "19.00", "currency": "USD", "credit_amount": "100", "top_up_allowed": "true",
-                      "overdraft_limit": "0", "name": "100 credits"}
+                      "overdraft_limit": "0", "credit_expiry_days": "", "name": "100 credits"}
     values = {f["name"]: f["value"] for f in plugin.get_pricing_form(
         "addon", None, product=addon, data={"price": "oops", "credit_amount": ""})}
     assert values["price"] == "oops" and values["credit_amount"] == "" and values["currency"] == "USD"
@@ -202,7 +203,7 @@ def test_every_rendered_field_is_labelled_and_its_errors_are_tied_to_it(plugin):
     labelled = {attrs["for"] for tag, attrs in page.elements if tag == "label"}
     controls = [attrs for tag, attrs in page.elements if tag in ("input", "select")]
     assert {c["name"] for c in controls} == {"price", "currency", "credit_amount", "top_up_allowed",
-                                             "overdraft_limit", "name"}
+                                             "overdraft_limit", "credit_expiry_days", "name"}
     for control in controls:
         assert control["id"] in labelled, control
         for described in control["aria-describedby"].split():

@@ -69,6 +69,7 @@ def test_a_balance_change_writes_event_and_delivery_with_the_spec_body(endpoint_
                 "reference": "ref-1",
                 "metadata": {"campaign": "spring"},
                 "created_at": created,
+                "allocations": [{"grant_id": change.entry.allocations[0].grant_id, "amount": 250}],
             },
         },
     }

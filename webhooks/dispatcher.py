@@ -38,6 +38,7 @@ SIGNAL_EVENTS: tuple[tuple[Signal, str], ...] = (
     (signals.top_up_succeeded, "top_up.succeeded"),
     (signals.top_up_failed, "top_up.failed"),
     (signals.auto_top_up_disabled, "auto_top_up.disabled"),
+    (signals.grant_expiring, "grant.expiring"),
 )
 
 _SQL = {

@@ -6,7 +6,7 @@ account, ``data`` holds ``merchant_id``, ``account_id``, ``buyer_email``,
 (with its per-account ``sequence``, so receivers can order events). Some types
 add fields: ``addon.purchased`` adds ``order_id``, ``quantity``, ``credits``;
 top-up events add ``top_up`` and, on failure, ``failure``;
-``auto_top_up.disabled`` adds ``reason``.
+``auto_top_up.disabled`` adds ``reason``; ``grant.expiring`` adds ``grant``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ EXTRA_FIELDS: dict[str, tuple[str, ...]] = {
     "top_up.succeeded": ("top_up",),
     "top_up.failed": ("top_up", "failure"),
     "auto_top_up.disabled": ("reason",),
+    "grant.expiring": ("grant",),
 }
 
 #: The event types an endpoint may subscribe to.
@@ -48,6 +49,7 @@ def _entry(entry: Any) -> dict[str, Any]:
         "reference": entry.reference,
         "metadata": dict(entry.metadata),
         "created_at": isoformat(entry.created_at),
+        "allocations": [{"grant_id": a.grant_id, "amount": a.amount} for a in entry.allocations],
     }
 
 

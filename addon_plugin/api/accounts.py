@@ -9,7 +9,7 @@ from flask import Response
 
 import storage
 
-from .. import ledger
+from .. import grants, ledger
 from ..present import account_body, adjustment_body, entry_body
 from ..schemas import (
     AccountListQuerySchema,
@@ -20,7 +20,7 @@ from ..schemas import (
     ListQuerySchema,
 )
 from . import blueprint
-from .http import actor, authenticate, idempotency_key, load, load_query, respond, write
+from .http import actor, authenticate, grant_terms, idempotency_key, load, load_query, respond, write
 from .openapi import operation
 from .pagination import paginate
 
@@ -61,7 +61,10 @@ def account_ledger(account_id: str) -> Response:
     args = load_query(_ledger_schema)
     ledger.get_account(account_id, merchant_id)
     query = storage.LedgerEntry.select().where(storage.LedgerEntry.account == account_id)
-    return respond(paginate(query, storage.LedgerEntry.sequence, args, entry_body))
+    page = paginate(query, storage.LedgerEntry.sequence, args, lambda row: row)
+    allocations = grants.allocations_of([row.id for row in page["data"]])
+    page["data"] = [entry_body(row, allocations.get(row.id, [])) for row in page["data"]]
+    return respond(page)
 
 
 @blueprint.post("/addons/accounts/<account_id>/adjustments")
@@ -69,8 +72,9 @@ def account_ledger(account_id: str) -> Response:
            response=AdjustmentSchema, status=201, errors=(402, 404, 409))
 def create_adjustment(account_id: str) -> Response:
     """Add (``value`` > 0) or take away (< 0) credits, with the reason in
-    ``description``; a ledger entry of kind ``adjustment``. 402
-    ``insufficient_credits`` if it would pass the overdraft limit."""
+    ``description``; a ledger entry of kind ``adjustment``. Added credits are
+    a grant (``category``, default promotional; optional future ``expires_at``).
+    402 ``insufficient_credits`` if it would pass the overdraft limit."""
     merchant_id = authenticate()
     data = load(_adjustment_schema)
 
@@ -79,7 +83,7 @@ def create_adjustment(account_id: str) -> Response:
         change = ledger.record(
             account_id, data["value"], "adjustment", description=data["description"],
             reference=data["reference"], metadata=data["metadata"],
-            idempotency_key=idempotency_key(data), actor=actor(),
+            idempotency_key=idempotency_key(data), actor=actor(), grant=grant_terms(data),
         )
         return adjustment_body(change), 201
 

@@ -23,7 +23,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
-from .. import idempotency, merchants
+from .. import grants, idempotency, merchants
 from ..errors import AuthenticationFailed, BadRequest, ValidationError
 from ..schemas import UNSTORABLE, UNSTORABLE_MESSAGE, coerce_form, refuse_unstorable
 
@@ -211,6 +211,14 @@ def respond(body: dict[str, Any], status: int = 200, headers: dict[str, str] | N
     return current_app.response_class(
         json.dumps(body, separators=(",", ":"), ensure_ascii=False), status,
         headers=headers, mimetype="application/json")
+
+
+def grant_terms(data: dict[str, Any]) -> grants.Terms | None:
+    """The grant a positive change creates, as the request describes it."""
+    if data.get("value", 1) < 0:
+        return None
+    return grants.Terms(category=data.get("category"), expires_at=data.get("expires_at"),
+                        priority=data.get("priority", 50))
 
 
 def idempotency_key(data: dict[str, Any]) -> str | None:

@@ -16,7 +16,7 @@ from ..errors import AccountNotFound, AmbiguousInvoice
 from ..present import usage_body
 from ..schemas import UsageAddSchema, UsageBalanceSchema, UsageResponseSchema
 from . import blueprint
-from .http import actor, authenticate, idempotency_key, load, respond, write
+from .http import actor, authenticate, grant_terms, idempotency_key, load, respond, write
 from .openapi import operation
 
 _balance_schema = UsageBalanceSchema()
@@ -55,7 +55,8 @@ def usage_balance() -> Response:
            response=UsageResponseSchema, errors=(402, 404, 409), form=True)
 def usage_add() -> Response:
     """``value`` < 0 deducts (kind ``usage``; 402 ``insufficient_credits`` past the
-    overdraft limit), > 0 adds (kind ``adjustment``; creates the account for a new
+    overdraft limit), > 0 adds (kind ``adjustment``, a grant: ``category`` default
+    promotional, optional future ``expires_at``; creates the account for a new
     buyer). ``balance`` in the answer is the balance right after this entry."""
     merchant_id = authenticate()
     data = load(_add_schema)
@@ -66,7 +67,7 @@ def usage_add() -> Response:
             _account_id(merchant_id, data, create=value > 0), value,
             "usage" if value < 0 else "adjustment",
             description=data["description"], reference=data["reference"], metadata=data["metadata"],
-            idempotency_key=idempotency_key(data), actor=actor(),
+            idempotency_key=idempotency_key(data), actor=actor(), grant=grant_terms(data),
         )
         return usage_body(change.account, change.entry), 200
 
