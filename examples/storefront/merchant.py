@@ -5,6 +5,7 @@ the developer page. Add-on pricing is the plugin's: the tab shows what
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -13,7 +14,7 @@ from markupsafe import Markup
 from marshmallow import ValidationError as SchemaError
 
 import storage
-from addon_plugin import ledger, merchants, products
+from addon_plugin import grants, ledger, merchants, products
 from addon_plugin.errors import (
     AccountNotFound,
     BalanceLimitExceeded,
@@ -157,8 +158,10 @@ def buyers() -> str:
 
 @merchant.route("/buyers/<account_id>", methods=["GET", "POST"])
 def buyer_account(account_id: str):
-    """One buyer's account: its ledger, and a manual adjustment with a reason
-    (validated by the API's own adjustment schema, applied by the ledger)."""
+    """One buyer's account: its grants and ledger, and a manual adjustment with
+    a reason (validated by the API's own adjustment schema, applied by the
+    ledger); credits added are a promotional grant, expiring after the days
+    given (if any)."""
     try:
         account = ledger.get_account(account_id, _merchant_id())
     except AccountNotFound:
@@ -168,9 +171,16 @@ def buyer_account(account_id: str):
         try:
             submitted = {name: request.form[name].strip() for name in ("value", "description", "idempotency_key")
                          if request.form.get(name, "").strip()}
+            days = request.form.get("expires_in_days", "").strip()
+            if days:
+                if not days.isascii() or not days.isdigit() or not 1 <= int(days) <= 3650:
+                    raise SchemaError({"expires_in_days": ["Whole days from 1 to 3650, or empty for never."]})
+                submitted["expires_at"] = storage.isoformat(storage.utcnow() + timedelta(days=int(days)))
             data = _adjustment_schema.load(coerce_form(_adjustment_schema, submitted))
+            terms = grants.Terms(expires_at=data.get("expires_at")) if data["value"] > 0 else None
             change = ledger.record(account_id, data["value"], "adjustment", description=data["description"],
-                                   idempotency_key=data.get("idempotency_key"), actor="storefront:merchant")
+                                   idempotency_key=data.get("idempotency_key"), actor="storefront:merchant",
+                                   grant=terms)
             flash(f"Adjusted by {change.entry.delta:+d}: the balance is {change.account.balance}.")
             return redirect(url_for(".buyer_account", account_id=account_id))
         except SchemaError as error:
@@ -179,9 +189,11 @@ def buyer_account(account_id: str):
             errors = {"value": [error.message]}
     entries = (storage.LedgerEntry.select().where(storage.LedgerEntry.account == account_id)
                .order_by(storage.LedgerEntry.sequence.desc()).limit(100))
+    account_grants = (storage.CreditGrant.select().where(storage.CreditGrant.account == account_id)
+                      .order_by(storage.CreditGrant.id.desc()).limit(100))
     return render_template("buyer_account.html", account=account,
                            addon=product_body(products.get_product(account.merchant_id, account.product_id)),
-                           entries=list(entries), errors=errors,
+                           entries=list(entries), grants=list(account_grants), errors=errors,
                            form=request.form if errors else {"idempotency_key": uuid.uuid4().hex}
                            ), 422 if errors else 200
 
