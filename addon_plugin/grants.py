@@ -29,7 +29,7 @@ from storage import db, dialect, new_id, transaction
 from . import ledger, signals
 from .errors import GrantNotFound, ValidationError
 
-__all__ = ["CATEGORIES", "STATUSES", "Terms", "create", "draw", "take", "allocations_of", "expire_due",
+__all__ = ["CATEGORIES", "STATUSES", "Terms", "create", "draw_first", "draw", "take", "allocations_of", "expire_due",
            "expire_due_accounts", "warn_expiring", "void", "refund_order", "get", "summary", "init_app"]
 
 CATEGORIES = ("paid", "promotional")
@@ -39,11 +39,12 @@ _ORDER = "priority, expires_at IS NULL, expires_at, category = 'paid', id"
 _SPENDABLE = "account_id = ? AND status = 'active' AND (expires_at IS NULL OR expires_at > ?)"
 
 #: Draw a whole deduction from the first grant in consumption order, if it
-#: covers it (``after``/``guard``: the ledger's PostgreSQL statement joins it).
-DRAW_FIRST_SQL = f"""UPDATE credit_grant
-   SET remaining = remaining - ?, status = CASE WHEN remaining = ? THEN 'depleted' ELSE status END {{after}}
+#: holds more (``after``/``guard``: the ledger's PostgreSQL statement joins it).
+#: Only ``remaining`` changes, a column no index holds, so no index is touched;
+#: a draw that empties the grant (its status changes) takes the slow path.
+DRAW_FIRST_SQL = f"""UPDATE credit_grant SET remaining = remaining - ? {{after}}
  WHERE credit_grant.id = (SELECT id FROM credit_grant WHERE {_SPENDABLE} ORDER BY {_ORDER} LIMIT 1)
-   AND credit_grant.remaining >= ? {{guard}}
+   AND credit_grant.remaining > ? {{guard}}
 RETURNING credit_grant.id"""
 
 _SQL_TEXT = {
@@ -120,34 +121,34 @@ def _insert_allocations(entry_id: str, allocations: list[tuple[str | None, int]]
         _run("allocation", (entry_id, position, grant_id, amount))
 
 
-def create(account: Any, entry_id: str, delta: int, previous_balance: int, terms: Terms, kind: str,
-           description: str, reference: str | None, metadata_json: str,
-           now: datetime) -> tuple[tuple[str, int], ...]:
-    """The grant of a positive entry: debt is repaid first, so it starts with
-    ``delta`` less what the balance owed. Returns the entry's allocations."""
+def create(grant_id: str, account: Any, delta: int, previous_balance: int, terms: Terms, kind: str,
+           description: str, reference: str | None, metadata_json: str, now: datetime) -> None:
+    """The grant of a positive entry (which names it): debt is repaid first, so
+    it starts with ``delta`` less what the balance owed."""
     remaining = delta - min(delta, max(0, -previous_balance))
     category = terms.category or ("promotional" if kind == "adjustment" else "paid")
     expires_at = _naive_utc(terms.expires_at) if terms.expires_at else None
     if expires_at is None and kind in ("purchase", "top_up"):
         days = _run("expiry_days", (account.product_id,)).fetchone()[0]
         expires_at = now + timedelta(days=days) if days else None
-    grant_id = new_id("grant")
     _run("insert", (grant_id, account.id, category, delta, remaining, terms.priority, expires_at,
                     "active" if remaining else "depleted", terms.source or kind, reference, description,
                     metadata_json, now))
-    _insert_allocations(entry_id, [(grant_id, delta)])
     if expires_at is not None and remaining:
         _run("sooner_expiry", (expires_at, account.id, expires_at))
-    return ((grant_id, delta),)
+
+
+def draw_first(account_id: str, credits: int, now: datetime) -> str | None:
+    """The fast path: the id of the first grant in consumption order, if it held
+    more than ``credits`` and they were drawn from it; else None (nothing done)."""
+    row = _run("draw_first", (credits, account_id, now, credits)).fetchone()
+    return None if row is None else row[0]
 
 
 def draw(account_id: str, entry_id: str, credits: int, now: datetime) -> tuple[tuple[str | None, int], ...]:
     """Draw ``credits`` from the spendable grants in consumption order; what
-    they do not cover is debt (``grant_id`` None). Returns the allocations."""
-    row = _run("draw_first", (credits, credits, account_id, now, credits)).fetchone()
-    if row is not None:
-        _insert_allocations(entry_id, [(row[0], -credits)])
-        return ((row[0], -credits),)
+    they do not cover is debt (``grant_id`` None). Returns the allocations,
+    written as the entry's allocation rows."""
     allocations: list[tuple[str | None, int]] = []
     need = credits
     for grant_id, remaining in _run("spendable", (account_id, now)).fetchall():
@@ -165,25 +166,32 @@ def draw(account_id: str, entry_id: str, credits: int, now: datetime) -> tuple[t
 
 def take(entry_id: str, grants: tuple[tuple[str, int], ...], status: str) -> tuple[tuple[str, int], ...]:
     """Take exactly these credits from these grants (expiry, void, refund); a
-    grant left with none gets ``status``. Returns the allocations."""
+    grant left with none gets ``status``. Returns the allocations (written as
+    rows when there are several; one is named on the entry)."""
     for grant_id, amount in grants:
         if _run("take", (amount, amount, status, grant_id, amount)).fetchone() is None:
             raise AssertionError(f"grant {grant_id} does not hold {amount} credits")
     allocations = [(grant_id, -amount) for grant_id, amount in grants]
-    _insert_allocations(entry_id, allocations)
+    if len(allocations) > 1:
+        _insert_allocations(entry_id, allocations)
     return tuple(allocations)
 
 
-def allocations_of(entry_ids: list[str]) -> dict[str, list[tuple[str | None, int]]]:
-    """Each entry's allocations, in order (one read for a page of entries)."""
-    if not entry_ids:
-        return {}
+def allocations_of(entries: list[tuple[str, str | None, int]]) -> dict[str, list[tuple[str | None, int]]]:
+    """The allocations of each ``(entry id, its grant_id, delta)``, in order:
+    its allocation rows, else its one grant, else none (an entry written before
+    grants existed). One read for a page of entries."""
+    found: dict[str, list[tuple[str | None, int]]] = {entry_id: [] for entry_id, _, _ in entries}
+    if not entries:
+        return found
     allocation = storage.GrantAllocation
     rows = (allocation.select(allocation.entry, allocation.grant, allocation.amount)
-            .where(allocation.entry.in_(entry_ids)).order_by(allocation.entry, allocation.position).tuples())
-    found: dict[str, list[tuple[str | None, int]]] = {}
+            .where(allocation.entry.in_(list(found))).order_by(allocation.entry, allocation.position).tuples())
     for entry_id, grant_id, amount in rows:
-        found.setdefault(entry_id, []).append((grant_id, amount))
+        found[entry_id].append((grant_id, amount))
+    for entry_id, grant_id, delta in entries:
+        if not found[entry_id] and grant_id is not None:
+            found[entry_id] = [(grant_id, delta)]
     return found
 
 

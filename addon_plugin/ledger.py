@@ -138,7 +138,7 @@ class Change:
 _ACCOUNT_COLUMNS = ("id, merchant_id, product_id, buyer_email, balance, threshold, "
                     "auto_top_up_enabled, payment_method, customer")
 _ENTRY_COLUMNS = ("id, account_id, sequence, delta, balance_after, kind, description, "
-                  "reference, metadata, idempotency_key, actor, created_at")
+                  "reference, metadata, idempotency_key, actor, created_at, grant_id")
 
 _UPDATE = """UPDATE credit_account
    SET balance = balance + ?, last_sequence = last_sequence + 1, updated_at = ?
@@ -149,7 +149,7 @@ _UPDATE = """UPDATE credit_account
    AND (next_expiry_at IS NULL OR next_expiry_at > ?){guard}
 RETURNING {columns}, last_sequence"""
 
-_INSERT_ENTRY = f"INSERT INTO ledger_entry ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_ENTRY = f"INSERT INTO ledger_entry ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 # The update also refuses a key this account already used (the slow path then
 # replays the first result), so a keyed change costs no extra read.
@@ -160,19 +160,19 @@ _GUARDED_UPDATE = _UPDATE.format(
 # PostgreSQL: the update and the entry insert in one round trip.
 _UPDATE_AND_INSERT_PG = f"""WITH u AS ({_GUARDED_UPDATE}),
 e AS (INSERT INTO ledger_entry ({_ENTRY_COLUMNS})
-      SELECT ?, u.id, u.last_sequence, ?, u.balance, ?, ?, ?, ?, ?, ?, ? FROM u)
+      SELECT ?, u.id, u.last_sequence, ?, u.balance, ?, ?, ?, ?, ?, ?, ?, ? FROM u)
 SELECT {_ACCOUNT_COLUMNS}, last_sequence FROM u"""
 
-# Also the first grant in consumption order, when it covers the deduction: the
-# update and the allocation run only if nothing changed the account since this
-# statement's snapshot (its sequence moved by exactly this entry), so a change
-# that committed while it waited for the account's lock is never missed.
-_UPDATE_INSERT_AND_DRAW_PG = f"""WITH u AS ({_GUARDED_UPDATE}),
-e AS (INSERT INTO ledger_entry ({_ENTRY_COLUMNS})
-      SELECT ?, u.id, u.last_sequence, ?, u.balance, ?, ?, ?, ?, ?, ?, ? FROM u),
+# A deduction also draws on the first grant in consumption order, when it
+# covers it, and names it on the entry. The draw runs only if nothing changed
+# the account since this statement's snapshot (its sequence moved by exactly
+# this entry), so a change that committed while it waited for the account's
+# lock is never missed; otherwise the slow path draws.
+_UPDATE_DRAW_AND_INSERT_PG = f"""WITH u AS ({_GUARDED_UPDATE}),
 g AS ({grants.DRAW_FIRST_SQL.format(after="FROM u", guard="AND u.last_sequence = "
                                     "(SELECT last_sequence FROM credit_account WHERE id = ?) + 1")}),
-a AS (INSERT INTO grant_allocation (entry_id, position, grant_id, amount) SELECT ?, 0, g.id, ? FROM g)
+e AS (INSERT INTO ledger_entry ({_ENTRY_COLUMNS})
+      SELECT ?, u.id, u.last_sequence, ?, u.balance, ?, ?, ?, ?, ?, ?, ?, (SELECT id FROM g) FROM u)
 SELECT {_ACCOUNT_COLUMNS}, last_sequence, (SELECT id FROM g) FROM u"""
 
 _SELECT_ACCOUNT = f"SELECT {_ACCOUNT_COLUMNS}, next_expiry_at FROM credit_account WHERE id = ?"
@@ -193,7 +193,7 @@ _SQL = {name: _for_dialect(sql) for name, sql in {
     "update": _GUARDED_UPDATE,
     "insert_entry": _INSERT_ENTRY,
     "update_and_insert": _UPDATE_AND_INSERT_PG,
-    "update_insert_and_draw": _UPDATE_INSERT_AND_DRAW_PG,
+    "update_draw_and_insert": _UPDATE_DRAW_AND_INSERT_PG,
     "select_account": _SELECT_ACCOUNT,
     "entry_by_key": _SELECT_ENTRY_BY_KEY,
     "refusal": _SELECT_REFUSAL,
@@ -220,7 +220,7 @@ def _entry_from_row(row: tuple) -> Entry:
         created = datetime.fromisoformat(created)
     return Entry(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
                  json.loads(row[8]), row[9], row[10], created,
-                 tuple(Allocation(g, n) for g, n in grants.allocations_of([row[0]]).get(row[0], ())))
+                 tuple(Allocation(g, n) for g, n in grants.allocations_of([(row[0], row[12], row[3])])[row[0]]))
 
 
 def _due(next_expiry_at: datetime | str | None, now: datetime) -> bool:
@@ -391,20 +391,25 @@ def _apply(account_id: str, delta: int, kind: str, description: str, reference: 
     update_params = (delta, now, account_id, delta, delta, delta, _ANY_TIME if take else now,
                      account_id, idempotency_key)
     entry_params = (entry_id, delta, kind, description, reference, metadata_json, idempotency_key, actor, now)
-    drawn = None
+    # The entry's one grant (created, drawn on or taken from) is named on its
+    # row; only entries that touch several grants, or debt, get allocation rows.
+    grant_id = new_id("grant") if delta > 0 else take[0][0] if len(take) == 1 else None
+    draws = delta < 0 and not take
     if dialect() == "postgresql":
-        if delta < 0 and not take:
-            row = _fetchone("update_insert_and_draw", update_params + entry_params + (
-                -delta, -delta, account_id, now, -delta, account_id, entry_id, delta))
-            drawn = row and row[10]
+        if draws:
+            row = _fetchone("update_draw_and_insert", update_params + (-delta, account_id, now, -delta, account_id)
+                            + entry_params)
+            grant_id = row and row[10]
         else:
-            row = _fetchone("update_and_insert", update_params + entry_params)
+            row = _fetchone("update_and_insert", update_params + entry_params + (grant_id,))
     else:
         row = _fetchone("update", update_params)
         if row is not None:
+            if draws:
+                grant_id = grants.draw_first(account_id, -delta, now)
             db.execute_sql(_sql("insert_entry"), (
                 entry_id, account_id, row[9], delta, row[4], kind, description, reference,
-                metadata_json, idempotency_key, actor, now))
+                metadata_json, idempotency_key, actor, now, grant_id))
     if row is None:  # nothing was written: a replay, a due expiry, or a refusal
         if idempotency_key is not None:
             _replay_if_used(account_id, idempotency_key, delta, kind, description, reference, metadata)
@@ -417,13 +422,13 @@ def _apply(account_id: str, delta: int, kind: str, description: str, reference: 
     account = _account_from_row(row)
     previous = account.balance - delta
     if delta > 0:
-        assert grant is not None
-        allocations = grants.create(account, entry_id, delta, previous, grant, kind, description, reference,
-                                    metadata_json, now)
+        assert grant is not None and grant_id is not None
+        grants.create(grant_id, account, delta, previous, grant, kind, description, reference, metadata_json, now)
+        allocations: tuple[tuple[str | None, int], ...] = ((grant_id, delta),)
     elif take:
         allocations = grants.take(entry_id, take, taken_status)
-    elif drawn is not None:
-        allocations = ((drawn, delta),)
+    elif grant_id is not None:
+        allocations = ((grant_id, delta),)
     else:
         allocations = grants.draw(account_id, entry_id, -delta, now)
     entry = Entry(entry_id, account_id, row[9], delta, account.balance, kind, description, reference,

@@ -52,7 +52,7 @@ def entry_body(entry: Entry | storage.LedgerEntry,
     if isinstance(entry, Entry):
         allocations = [(a.grant_id, a.amount) for a in entry.allocations]
     elif allocations is None:
-        allocations = grants.allocations_of([entry.id]).get(entry.id, [])
+        allocations = grants.allocations_of([(entry.id, entry.grant_id, entry.delta)])[entry.id]
     return {
         "id": entry.id,
         "sequence": entry.sequence,

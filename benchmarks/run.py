@@ -190,17 +190,15 @@ def _raw_same_statements(url: str, account_id: str, seconds: float) -> float:
         conn = sqlite3.connect(url[len("sqlite:///"):], isolation_level=None)
         conn.execute("PRAGMA synchronous=normal")
         update, insert = ledger._SQL["update"]["sqlite"], ledger._SQL["insert_entry"]["sqlite"]
-        draw, allocate = grants._SQL["draw_first"]["sqlite"], grants._SQL["allocation"]["sqlite"]
+        draw = grants._SQL["draw_first"]["sqlite"]
 
         def once() -> None:
             conn.execute("BEGIN IMMEDIATE")
             moment = now()
-            entry_id = storage.new_id("entry")
             row = conn.execute(update, (-1, moment, account_id, -1, -1, -1, moment, account_id, None)).fetchone()
-            conn.execute(insert, (entry_id, account_id, row[9], -1, row[4], "usage", "", None,
-                                  "{}", None, None, moment))
-            grant_id = conn.execute(draw, (1, 1, account_id, moment, 1)).fetchone()[0]
-            conn.execute(allocate, (entry_id, 0, grant_id, -1))
+            grant_id = conn.execute(draw, (1, account_id, moment, 1)).fetchone()[0]
+            conn.execute(insert, (storage.new_id("entry"), account_id, row[9], -1, row[4], "usage", "", None,
+                                  "{}", None, None, moment, grant_id))
             conn.execute("COMMIT")
     else:
         import psycopg2
@@ -208,15 +206,14 @@ def _raw_same_statements(url: str, account_id: str, seconds: float) -> float:
         conn = psycopg2.connect(url)
         conn.autocommit = True
         cursor = conn.cursor()
-        statement = ledger._SQL["update_insert_and_draw"]["postgresql"]
+        statement = ledger._SQL["update_draw_and_insert"]["postgresql"]
 
         def once() -> None:
             cursor.execute("BEGIN")
             moment = now()
-            entry_id = storage.new_id("entry")
             cursor.execute(statement, (-1, moment, account_id, -1, -1, -1, moment, account_id, None,
-                                       entry_id, -1, "usage", "", None, "{}", None, None, moment,
-                                       1, 1, account_id, moment, 1, account_id, entry_id, -1))
+                                       1, account_id, moment, 1, account_id,
+                                       storage.new_id("entry"), -1, "usage", "", None, "{}", None, None, moment))
             cursor.fetchone()
             cursor.execute("COMMIT")
 
@@ -601,7 +598,7 @@ their ledgers, and the ledger holds exactly the acknowledged writes.
 ## 1. In-process ledger
 
 One usage deduction through `ledger.record` (conditional `UPDATE … RETURNING`,
-ledger row, the draw on the account's one grant and its allocation row,
+the draw on the account's one grant, the ledger row naming it,
 signals with the plugin's own subscribers), on an account with 100 active
 grants, and with the API's
 idempotency record around it, against the raw driver in the same run: once

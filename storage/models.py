@@ -201,6 +201,9 @@ class LedgerEntry(BaseModel):
     idempotency_key = CharField(max_length=300, null=True)
     actor = CharField(max_length=100, null=True)
     created_at = DateTimeField(default=utcnow)
+    #: The one credit grant the entry created, drew on or took from; an entry
+    #: touching several grants (or debt) has ``GrantAllocation`` rows instead.
+    grant_id = CharField(max_length=40, null=True)
 
     class Meta:
         # The (account, sequence) index also serves the account foreign key.
@@ -409,7 +412,9 @@ class CreditGrant(BaseModel):
 
 class GrantAllocation(BaseModel):
     """Which grant a ledger entry moved credits of, and how many (signed like
-    the entry's delta); ``grant`` None is the debt part of a deduction."""
+    the entry's delta); ``grant`` None is the debt part of a deduction. Only
+    for entries that touch several grants or debt: an entry with one grant
+    names it in its own ``grant_id`` (one row less on the hot path)."""
 
     entry = ForeignKeyField(LedgerEntry, on_delete="CASCADE", index=False)
     position = IntegerField()

@@ -117,7 +117,8 @@ _CREATE_GRANTS = [
 ]
 
 _NEW_COLUMNS = (("credit_account", "next_expiry_at", "{timestamp}"),
-                ("addon_product", "credit_expiry_days", "INTEGER"))
+                ("addon_product", "credit_expiry_days", "INTEGER"),
+                ("ledger_entry", "grant_id", "VARCHAR(40)"))
 
 # Each positive balance becomes one paid grant that never expires; negative balances stay debt.
 _CARRY_OVER = """INSERT INTO credit_grant (id, account_id, category, amount, remaining, priority, status,

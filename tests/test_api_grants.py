@@ -164,7 +164,7 @@ def test_no_warning_when_the_window_is_none(app, account_id, clock):
 
 
 def test_entries_written_before_grants_existed_have_no_allocations(client, auth, funded_account_id):
-    storage.GrantAllocation.delete().execute()
+    storage.LedgerEntry.update(grant_id=None).execute()
     [entry] = client.get(f"{ACCOUNTS}/{funded_account_id}/ledger", headers=auth).get_json()["data"]
     assert entry["allocations"] == []
 

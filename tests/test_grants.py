@@ -212,7 +212,9 @@ def test_threads_drawing_on_several_grants_never_overdraw_any(app, merchant_id, 
         thread.join()
     assert failures == []
     assert ledger.balance(account_id) == 0 == ledger_sum(account_id)
+    rows = storage.LedgerEntry.select().where(storage.LedgerEntry.account == account_id)
+    parts = grants.allocations_of([(e.id, e.grant_id, e.delta) for e in rows])
     for grant in storage.CreditGrant.select().where(storage.CreditGrant.account == account_id):
-        drawn = sum(a.amount for a in storage.GrantAllocation.select().where(
-            (storage.GrantAllocation.grant == grant.id) & (storage.GrantAllocation.amount < 0)))
+        drawn = sum(n for allocations in parts.values() for grant_id, n in allocations
+                    if grant_id == grant.id and n < 0)
         assert grant.remaining == 0 and -drawn == grant.amount

@@ -27,7 +27,7 @@ def _time(value: datetime | str | None) -> datetime | None:
 def check_invariants(account_id: str, now: datetime, overdraft_limit: int) -> None:
     """Every invariant of grants for one account, straight from the tables."""
     balance = ledger.balance(account_id)  # writes what expired first, as every read does
-    entry, grant, allocation = storage.LedgerEntry, storage.CreditGrant, storage.GrantAllocation
+    entry, grant = storage.LedgerEntry, storage.CreditGrant
     entries = list(entry.select().where(entry.account == account_id).order_by(entry.sequence))
     assert balance == sum(e.delta for e in entries) and balance >= -overdraft_limit
     assert [e.sequence for e in entries] == list(range(1, len(entries) + 1))
@@ -38,26 +38,23 @@ def check_invariants(account_id: str, now: datetime, overdraft_limit: int) -> No
     assert max(balance, 0) == spendable
     assert balance >= 0 or spendable == 0
 
-    by_entry: dict[str, list] = {}
-    for a in allocation.select().where(allocation.entry.in_([e.id for e in entries])).order_by(
-            allocation.entry, allocation.position):
-        by_entry.setdefault(a.entry_id, []).append(a)
+    by_entry = grants.allocations_of([(e.id, e.grant_id, e.delta) for e in entries])
     drawn = {grant_id: 0 for grant_id in rows}
     repaid = {grant_id: 0 for grant_id in rows}
     for e in entries:
-        parts = by_entry.get(e.id, [])
-        assert sum(a.amount for a in parts) == e.delta
+        parts = by_entry[e.id]
+        assert sum(amount for _, amount in parts) == e.delta
         if e.delta > 0:
-            [created] = parts
-            repaid[created.grant_id] = min(e.delta, max(0, -(e.balance_after - e.delta)))
+            [(created, _)] = parts
+            repaid[created] = min(e.delta, max(0, -(e.balance_after - e.delta)))
             continue
-        for a in parts:
-            assert a.amount < 0
-            if a.grant_id is None:
+        for grant_id, amount in parts:
+            assert amount < 0
+            if grant_id is None:
                 assert e.kind in ("usage", "adjustment")  # only consumption runs into debt
                 continue
-            drawn[a.grant_id] += -a.amount
-            expires_at = _time(rows[a.grant_id].expires_at)
+            drawn[grant_id] += -amount
+            expires_at = _time(rows[grant_id].expires_at)
             if e.kind != "expiry" and expires_at is not None:
                 assert _time(e.created_at) < expires_at, "drew on a grant after it expired"
     for grant_id, g in rows.items():

@@ -62,8 +62,8 @@ def account_ledger(account_id: str) -> Response:
     ledger.get_account(account_id, merchant_id)
     query = storage.LedgerEntry.select().where(storage.LedgerEntry.account == account_id)
     page = paginate(query, storage.LedgerEntry.sequence, args, lambda row: row)
-    allocations = grants.allocations_of([row.id for row in page["data"]])
-    page["data"] = [entry_body(row, allocations.get(row.id, [])) for row in page["data"]]
+    allocations = grants.allocations_of([(row.id, row.grant_id, row.delta) for row in page["data"]])
+    page["data"] = [entry_body(row, allocations[row.id]) for row in page["data"]]
     return respond(page)
 
 
