@@ -122,9 +122,10 @@ def _insert_allocations(entry_id: str, allocations: list[tuple[str | None, int]]
 
 
 def create(grant_id: str, account: Any, delta: int, previous_balance: int, terms: Terms, kind: str,
-           description: str, reference: str | None, metadata_json: str, now: datetime) -> None:
+           description: str, reference: str | None, metadata_json: str, now: datetime) -> datetime | None:
     """The grant of a positive entry (which names it): debt is repaid first, so
-    it starts with ``delta`` less what the balance owed."""
+    it starts with ``delta`` less what the balance owed. Returns when it
+    expires, if it expires while still holding credits."""
     remaining = delta - min(delta, max(0, -previous_balance))
     category = terms.category or ("promotional" if kind == "adjustment" else "paid")
     expires_at = _naive_utc(terms.expires_at) if terms.expires_at else None
@@ -134,8 +135,10 @@ def create(grant_id: str, account: Any, delta: int, previous_balance: int, terms
     _run("insert", (grant_id, account.id, category, delta, remaining, terms.priority, expires_at,
                     "active" if remaining else "depleted", terms.source or kind, reference, description,
                     metadata_json, now))
-    if expires_at is not None and remaining:
-        _run("sooner_expiry", (expires_at, account.id, expires_at))
+    if expires_at is None or not remaining:
+        return None
+    _run("sooner_expiry", (expires_at, account.id, expires_at))
+    return expires_at
 
 
 def draw_first(account_id: str, credits: int, now: datetime) -> str | None:
@@ -195,10 +198,12 @@ def allocations_of(entries: list[tuple[str, str | None, int]]) -> dict[str, list
     return found
 
 
-def announce_created(change: Any) -> None:
+def announce_created(change: Any, expires_at: datetime) -> None:
     """A grant created inside the warning window is warned of at once."""
-    grant_id = change.entry.allocations[0].grant_id
-    _warn(grant_id, ledger.utcnow(), account=change.account)
+    window = _warning_window()
+    now = ledger.utcnow()
+    if window is not None and expires_at <= now + window:
+        _warn(change.entry.allocations[0].grant_id, now, account=change.account)
 
 
 # -- expiry ------------------------------------------------------------------------

@@ -421,9 +421,11 @@ def _apply(account_id: str, delta: int, kind: str, description: str, reference: 
 
     account = _account_from_row(row)
     previous = account.balance - delta
+    expires_at = None
     if delta > 0:
         assert grant is not None and grant_id is not None
-        grants.create(grant_id, account, delta, previous, grant, kind, description, reference, metadata_json, now)
+        expires_at = grants.create(grant_id, account, delta, previous, grant, kind, description, reference,
+                                   metadata_json, now)
         allocations: tuple[tuple[str | None, int], ...] = ((grant_id, delta),)
     elif take:
         allocations = grants.take(entry_id, take, taken_status)
@@ -435,8 +437,8 @@ def _apply(account_id: str, delta: int, kind: str, description: str, reference: 
                   metadata, idempotency_key, actor, now, tuple(Allocation(g, n) for g, n in allocations))
     change = Change(account, entry, previous)
     _announce(change)
-    if delta > 0:
-        grants.announce_created(change)
+    if expires_at is not None:
+        grants.announce_created(change, expires_at)
     return change
 
 
