@@ -24,7 +24,7 @@ from typing import Any
 from flask import Flask, current_app
 
 import storage
-from storage import db, dialect, new_id, transaction
+from storage import db, dialect, transaction
 
 from . import ledger, signals
 from .errors import GrantNotFound, ValidationError

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -151,7 +152,28 @@ def sequences(account_id: str) -> list[int]:
     return [row.sequence for row in rows]
 
 
-__all__ = ["Decimal", "make_app", "create_product", "ledger_sum", "sequences", "bearer"]
+__all__ = ["Decimal", "make_app", "create_product", "ledger_sum", "sequences", "bearer", "Clock"]
+
+
+class Clock:
+    """The ledger's clock, moved by hand (time-dependent rules, no sleeps)."""
+
+    def __init__(self) -> None:
+        self.now = storage.utcnow()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    """The ledger's clock (``ledger.utcnow``), frozen until advanced."""
+    clock = Clock()
+    monkeypatch.setattr(ledger, "utcnow", clock)
+    return clock
 
 
 # -- the HTTP API ---------------------------------------------------------------------

@@ -9,7 +9,6 @@ from datetime import timedelta
 
 import pytest
 from conftest import ledger_sum
-from test_grants import Clock
 
 import storage
 from addon_plugin import ledger, worker
@@ -18,13 +17,6 @@ from webhooks import endpoints
 ACCOUNTS = "/api/addons/accounts"
 GRANTS = "/api/addons/grants"
 USAGE_ADD = "/api/buyer-addon/usage/add"
-
-
-@pytest.fixture
-def clock(monkeypatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr(ledger, "utcnow", clock)
-    return clock
 
 
 def iso(moment) -> str:

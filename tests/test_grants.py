@@ -4,33 +4,13 @@ voids and exact refunds, on both databases. Time is an injectable clock."""
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from conftest import create_product, ledger_sum
 
 import storage
 from addon_plugin import errors, grants, ledger, signals, worker
-
-
-class Clock:
-    """The ledger's clock, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = storage.utcnow()
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture
-def clock(monkeypatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr(ledger, "utcnow", clock)
-    return clock
 
 
 def grant_of(change: ledger.Change) -> storage.CreditGrant:

@@ -7,12 +7,11 @@ from __future__ import annotations
 import itertools
 from datetime import datetime, timedelta
 
-from conftest import create_product
+from conftest import Clock, create_product
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 from peewee import fn
-from test_grants import Clock
 
 import storage
 from addon_plugin import errors, grants, ledger
