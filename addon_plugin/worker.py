@@ -11,7 +11,9 @@ import logging
 import threading
 from collections.abc import Callable
 
-from flask import Flask, current_app
+from flask import Flask
+
+from .state import get_state
 
 __all__ = ["register_task", "run_once", "run_forever"]
 
@@ -22,11 +24,7 @@ Task = Callable[[], int]
 
 def register_task(app: Flask, name: str, task: Task) -> None:
     """Add a task to the app's worker (called from ``init_app``)."""
-    app.extensions.setdefault("addons.worker_tasks", {})[name] = task
-
-
-def _tasks() -> dict[str, Task]:
-    return current_app.extensions.get("addons.worker_tasks", {})
+    get_state(app).worker_tasks[name] = task
 
 
 def run_once() -> int:
@@ -37,7 +35,7 @@ def run_once() -> int:
     total = 0
     while True:
         handled = 0
-        for name, task in _tasks().items():
+        for name, task in get_state().worker_tasks.items():
             try:
                 handled += task()
             except Exception:

@@ -53,14 +53,20 @@ def _check_config(app: Flask) -> None:
                          "together shorter than ADDONS_WEBHOOK_LEASE.")
 
 
-def _prune_when_due() -> int:
-    """The worker's pruning task: at most once per ``ADDONS_WEBHOOK_PRUNE_INTERVAL`` per process."""
-    state = current_app.extensions["webhooks"]
-    now = time.monotonic()
-    if state["pruned_at"] is not None and now - state["pruned_at"] < current_app.config["ADDONS_WEBHOOK_PRUNE_INTERVAL"]:
-        return 0
-    state["pruned_at"] = now
-    return delivery.prune(float(current_app.config["ADDONS_WEBHOOK_PRUNE_AFTER"]))
+class _PruneWhenDue:
+    """The worker's pruning task (one per app): at most once per
+    ``ADDONS_WEBHOOK_PRUNE_INTERVAL`` per process."""
+
+    def __init__(self) -> None:
+        self.pruned_at: float | None = None
+
+    def __call__(self) -> int:
+        now = time.monotonic()
+        interval = current_app.config["ADDONS_WEBHOOK_PRUNE_INTERVAL"]
+        if self.pruned_at is not None and now - self.pruned_at < interval:
+            return 0
+        self.pruned_at = now
+        return delivery.prune(float(current_app.config["ADDONS_WEBHOOK_PRUNE_AFTER"]))
 
 
 def init_app(app: Flask) -> None:
@@ -70,7 +76,6 @@ def init_app(app: Flask) -> None:
     Reads the ``ADDONS_WEBHOOK_*`` keys (defaults in ``addon_plugin.config``).
     """
     _check_config(app)
-    app.extensions["webhooks"] = {"pruned_at": None}
     dispatcher.connect(app)
     register_task(app, "webhooks.deliver", delivery.deliver_due)
-    register_task(app, "webhooks.prune", _prune_when_due)
+    register_task(app, "webhooks.prune", _PruneWhenDue())

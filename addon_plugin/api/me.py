@@ -10,12 +10,13 @@ is honoured in a key space of the buyer's own.
 
 from __future__ import annotations
 
-from flask import Response, current_app, request
+from flask import Response, request
 
 import storage
 
 from ..errors import AuthenticationFailed, CrossOriginRequest
 from ..schemas import AccountSchema, AutoTopUpSettingsSchema, ListQuerySchema
+from ..state import get_state
 from ..topup import set_auto_top_up
 from . import blueprint
 from .http import UnsupportedMediaType, load, load_query, respond, write
@@ -29,7 +30,7 @@ _settings_schema = AutoTopUpSettingsSchema()
 
 def _buyer() -> tuple[str, str]:
     """``(merchant_id, buyer_email)`` of the host's signed-in buyer, else 401."""
-    buyer = current_app.extensions["addons"].current_buyer()
+    buyer = get_state().plugin.current_buyer()
     if buyer is None:
         raise AuthenticationFailed("Sign in to the shop first.")
     return buyer

@@ -15,6 +15,7 @@ from flask import Flask, current_app
 from marshmallow import Schema
 
 from ..schemas import ErrorSchema
+from ..state import get_state
 
 __all__ = ["operation", "document"]
 
@@ -58,10 +59,10 @@ def _resolver(schema: Any) -> str:
 def document(app: Flask | None = None) -> dict[str, Any]:
     """The OpenAPI document for the API mounted on ``app`` (cached per app)."""
     app = app or current_app._get_current_object()
-    cached = app.extensions.get("addons.openapi")
-    if cached is None:
-        cached = app.extensions["addons.openapi"] = _build(app)
-    return cached
+    state = get_state(app)
+    if state.openapi is None:
+        state.openapi = _build(app)
+    return state.openapi
 
 
 def _build(app: Flask) -> dict[str, Any]:

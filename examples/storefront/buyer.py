@@ -38,7 +38,7 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
 def _addons():
-    return current_app.extensions["addons"]
+    return current_app.extensions["addons"].plugin
 
 
 def _merchant_id() -> str:

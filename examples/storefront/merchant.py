@@ -34,8 +34,8 @@ _adjustment_schema = AdjustmentCreateSchema()
 
 
 def _addons():
-    """The plugin mounted on this app (``app.extensions["addons"]``)."""
-    return current_app.extensions["addons"]
+    """The plugin mounted on this app (``app.extensions["addons"].plugin``)."""
+    return current_app.extensions["addons"].plugin
 
 
 def _merchant_id() -> str:

@@ -28,7 +28,7 @@ def seed(app: Flask) -> None:
                             subscription_price=Decimal("29.00"), subscription_interval="month",
                             description="Unlimited projects.")
     # The add-on's pricing lives in the plugin, saved through the same hook the Pricing tab uses.
-    app.extensions["addons"].save_pricing(
+    app.extensions["addons"].plugin.save_pricing(
         "addon", {"price": "19.00", "credit_amount": "100", "top_up_allowed": "true"}, None,
         merchant=store.addons_merchant_id, host_product_id=str(renders.id))
     print(f" * Demo merchant {store.name}: merchant_id {merchant.id}\n"
