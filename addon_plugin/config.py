@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 __all__ = ["Setting", "SETTINGS", "DEFAULTS", "DEFAULT_CONFIGURATION", "CONFIG_STRUCTURE", "from_environ"]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from flask import Flask
 

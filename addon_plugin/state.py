@@ -38,7 +38,7 @@ class AddonsState:
 def get_state(app: Flask | None = None) -> AddonsState:
     """The plugin's state for ``app`` (default: the current app); a
     :class:`RuntimeError` if the plugin was never mounted on it."""
-    app = app if app is not None else current_app._get_current_object()
+    app = app if app is not None else current_app
     state = app.extensions.get("addons")
     if state is None:
         raise RuntimeError(f"The credit add-ons plugin is not mounted on the app {app.name!r}: "

@@ -12,17 +12,13 @@ from __future__ import annotations
 
 from flask import Response, request
 
-import storage
-
+from .. import accounts
 from ..errors import AuthenticationFailed, CrossOriginRequest
 from ..schemas import AccountSchema, AutoTopUpSettingsSchema, ListQuerySchema
 from ..state import get_state
-from ..topup import set_auto_top_up
 from . import blueprint
 from .http import UnsupportedMediaType, load, load_query, respond, write
 from .openapi import operation
-from .pagination import paginate
-from .present import account_body
 
 _list_schema = ListQuerySchema()
 _settings_schema = AutoTopUpSettingsSchema()
@@ -50,10 +46,7 @@ def _check_same_origin_json() -> None:
 def me_accounts() -> Response:
     """The buyer's credit accounts with this merchant, newest first (host session, no API key)."""
     merchant_id, email = _buyer()
-    args = load_query(_list_schema)
-    query = storage.CreditAccount.select().where((storage.CreditAccount.merchant == merchant_id)
-                                                 & (storage.CreditAccount.buyer_email == email))
-    return respond(paginate(query, storage.CreditAccount.id, args, account_body))
+    return respond(accounts.list_accounts(merchant_id, buyer_email=email, **load_query(_list_schema)))
 
 
 @blueprint.put("/addons/me/accounts/<account_id>/auto-top-up")
@@ -68,9 +61,8 @@ def me_auto_top_up(account_id: str) -> Response:
     data = load(_settings_schema)
 
     def apply() -> tuple[dict, int]:
-        account = set_auto_top_up(account_id, merchant_id=merchant_id, buyer_email=email,
-                                  enabled=data["enabled"], threshold=data["threshold"],
-                                  payment_method=data["payment_method"], customer=data["customer"])
-        return account_body(account), 200
+        return accounts.set_auto_top_up(merchant_id, account_id, buyer_email=email, enabled=data["enabled"],
+                                        threshold=data["threshold"], payment_method=data["payment_method"],
+                                        customer=data["customer"]), 200
 
     return write(merchant_id, data, apply, scope=f"buyer:{email}")

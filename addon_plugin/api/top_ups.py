@@ -7,12 +7,11 @@ from typing import Any
 
 from flask import Response
 
-from .. import topup
+from .. import accounts, topup
 from ..schemas import AccountSchema, AutoTopUpSettingsSchema, ListQuerySchema, TopUpSchema
 from . import blueprint
 from .http import authenticate, load, load_query, respond, write
 from .openapi import operation
-from .present import account_body
 
 _settings_schema = AutoTopUpSettingsSchema()
 _list_schema = ListQuerySchema()
@@ -31,10 +30,8 @@ def put_auto_top_up(account_id: str) -> Response:
     data = load(_settings_schema)
 
     def apply() -> tuple[dict[str, Any], int]:
-        account = topup.set_auto_top_up(
-            account_id, merchant_id=merchant_id, enabled=data["enabled"], threshold=data["threshold"],
-            payment_method=data["payment_method"], customer=data["customer"])
-        return account_body(account), 200
+        return accounts.set_auto_top_up(merchant_id, account_id, enabled=data["enabled"], threshold=data["threshold"],
+                                        payment_method=data["payment_method"], customer=data["customer"]), 200
 
     return write(merchant_id, data, apply)
 
