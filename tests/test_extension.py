@@ -6,10 +6,9 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from addon_plugin import AddonPlugin, worker
+from addon_plugin import AddonPlugin, current_gateway, worker
 from addon_plugin.config import DEFAULTS, SETTINGS
 from addon_plugin.state import AddonsState, get_state
-from addon_plugin.topup import current_gateway
 
 
 def test_init_app_registers_the_extension_and_defaults(tmp_path):
@@ -60,8 +59,8 @@ def test_an_app_without_the_plugin_says_so():
 
 
 def test_every_setting_is_declared_once_and_the_plugin_metadata_derives_from_it():
-    assert DEFAULTS == {name: setting.default for name, setting in SETTINGS.items()}
-    assert AddonPlugin.DEFAULT_CONFIGURATION == [{"name": name, "value": value} for name, value in DEFAULTS.items()]
+    assert {name: setting.default for name, setting in SETTINGS.items()} == DEFAULTS
+    assert [{"name": name, "value": value} for name, value in DEFAULTS.items()] == AddonPlugin.DEFAULT_CONFIGURATION
     python_types = {"Boolean": bool, "Integer": int, "List": (list, tuple)}
     for name, setting in SETTINGS.items():
         assert AddonPlugin.CONFIG_STRUCTURE[name] == {"type": setting.type, "label": setting.label,
