@@ -16,6 +16,7 @@ from flask import current_app
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from . import errors
+from .emails import normalise_email
 from .ledger import MAX_CREDITS
 from .money import CURRENCIES, from_minor, parse_price
 
@@ -26,6 +27,7 @@ __all__ = [
     "coerce_form",
     "Credits",
     "Metadata",
+    "BuyerEmail",
     "ProductSchema",
     "ProductCreateSchema",
     "ProductUpdateSchema",
@@ -130,6 +132,14 @@ def Price(**kwargs: Any) -> fields.String:
     return fields.String(validate=_decimal_string, metadata={
         "pattern": "^[0-9]+(\\.[0-9]+)?$", "example": "19.00",
         "description": "Decimal string > 0 with at most the currency's minor-unit digits."}, **kwargs)
+
+
+class BuyerEmail(fields.Email):
+    """A buyer's e-mail, normalised (NFC, trimmed, lower-cased) before it is
+    checked, so a decomposed or capitalised spelling names the same buyer."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return normalise_email(super()._deserialize(value, attr, data, **kwargs))
 
 
 def _not_blank(value: str) -> None:
@@ -257,7 +267,7 @@ class UsageBalanceSchema(_Strict):
     """Names the add-on account: ``product_id`` + ``buyer_email``, or ``invoice_id``."""
 
     product_id = fields.String(validate=validate.Length(1, 40))
-    buyer_email = fields.Email(validate=validate.Length(max=320))
+    buyer_email = BuyerEmail(validate=validate.Length(max=320))
     invoice_id = fields.String(validate=validate.Length(1, 255))
     auth_token = fields.String(load_only=True, metadata={"description": "The API key, if not sent as a Bearer token."})
 
@@ -267,10 +277,8 @@ class UsageBalanceSchema(_Strict):
             raise ValidationError("Give product_id and buyer_email, or invoice_id.", "buyer_email")
 
     @post_load
-    def _normalise(self, data: dict, **kwargs: Any) -> dict:
+    def _without_auth_token(self, data: dict, **kwargs: Any) -> dict:
         data.pop("auth_token", None)
-        if "buyer_email" in data:
-            data["buyer_email"] = data["buyer_email"].strip().lower()
         return data
 
 
@@ -311,14 +319,8 @@ class ListQuerySchema(_Strict):
 class AccountListQuerySchema(ListQuerySchema):
     """``GET /addons/accounts`` filters, all optional, plus ``limit`` and ``cursor``."""
 
-    buyer_email = fields.Email(validate=validate.Length(max=320))
+    buyer_email = BuyerEmail(validate=validate.Length(max=320))
     product_id = fields.String(validate=validate.Length(1, 40))
-
-    @post_load
-    def _normalise(self, data: dict, **kwargs: Any) -> dict:
-        if "buyer_email" in data:
-            data["buyer_email"] = data["buyer_email"].lower()
-        return data
 
 
 class WriteSchema(_Strict):
