@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 _CREDIT_RANGE = validate.Range(-MAX_CREDITS, MAX_CREDITS)
-_INTEGER = re.compile(r"[+-]?\d{1,20}")
+_INTEGER = re.compile(r"-?[0-9]{1,20}")  # ASCII only: int() would also read "٥" or "５"
 
 #: What no database stores byte-for-byte: NUL (PostgreSQL refuses it) and
 #: unpaired surrogates (not encodable as UTF-8).
@@ -84,12 +84,14 @@ def refuse_unstorable(data: dict[str, Any]) -> None:
 
 
 def coerce_form(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
-    """Form fields are strings: make strict integer fields' digit strings ints
-    (shared by the API's form bodies and the host's pricing form)."""
+    """Form fields are strings: make strict integer fields' ASCII digit strings
+    (optional leading minus, nothing else) ints; any other string stays a string,
+    which the strict field refuses (shared by the API's form bodies, query
+    strings and the host's pricing form)."""
     coerced = dict(data)
     for name, field in schema.load_fields.items():
         value = coerced.get(name)
-        if isinstance(field, fields.Integer) and isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        if isinstance(field, fields.Integer) and isinstance(value, str) and _INTEGER.fullmatch(value):
             coerced[name] = int(value)
     return coerced
 

@@ -166,6 +166,25 @@ def test_a_form_value_that_is_not_an_integer_is_refused(client, api_key, product
     _unchanged(funded_account_id)
 
 
+#: Integers a form must not carry: other scripts' digits (which ``int()`` reads), a plus
+#: sign, padding, the minus sign U+2212, digit separators. Only ``-?[0-9]+`` is an integer.
+NOT_ASCII_INTEGERS = ["-\u0665", "\u0665", "-\uff15", "-\u06f5", "-\U0001d7d3", "+5", " -5", "-5 ", "\u22125", "-1_0"]
+
+
+@pytest.mark.parametrize("value", NOT_ASCII_INTEGERS)
+def test_form_integers_are_ascii_digits_only(client, auth, route, funded_account_id, value):
+    path, body = route
+    form = {**body, "value": value}
+    _refused(client.post(path, data=form, headers=auth), 422, "validation_error")
+    _unchanged(funded_account_id)
+
+
+@pytest.mark.parametrize("value", NOT_ASCII_INTEGERS)
+def test_query_integers_are_ascii_digits_only(client, auth, funded_account_id, value):
+    _refused(client.get("/api/addons/accounts", query_string={"limit": value.replace("-", "")}, headers=auth),
+             422, "validation_error")
+
+
 def test_a_nul_in_an_id_is_404_not_500(client, auth, funded_account_id):
     for path in (f"/api/addons/accounts/{funded_account_id}%00", "/api/addons/products/a%00b",
                  f"/api/addons/accounts/{funded_account_id}%00/ledger"):

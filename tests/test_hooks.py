@@ -247,6 +247,9 @@ def test_save_pricing_refuses_bad_fields_one_message_list_each_and_saves_nothing
     {"price": "-3", "credit_amount": "100"},
     {"price": "19.00", "credit_amount": "100", "currency": "usd"},
     {"price": "19.00", "credit_amount": "9007199254740992"},
+    {"price": "19.00", "credit_amount": "\u0661\u0660\u0660"},  # Arabic-Indic "100": ASCII digits only
+    {"price": "19.00", "credit_amount": "+100"},
+    {"price": "19.00", "credit_amount": "100", "overdraft_limit": "\uff15"},
 ])
 def test_save_pricing_and_the_api_schema_never_disagree(plugin, merchant_id, data):
     schema = ProductCreateSchema()
