@@ -186,15 +186,17 @@ class ProductUpdateSchema(_Strict):
 
     @validates_schema(skip_on_field_errors=False)  # a form shows every bad field at once
     def _price_fits_currency(self, data: dict, **kwargs: Any) -> None:
-        if "price" in data:
-            currency = data.get("currency") or self.context_currency()
+        currency = data.get("currency") or self.default_currency()
+        if "price" in data and currency is not None:
             try:
                 parse_price(data["price"], currency)
             except ValueError as error:
                 raise ValidationError(str(error), "price") from None
 
-    def context_currency(self) -> str:
-        return current_app.config["ADDONS_DEFAULT_CURRENCY"]
+    def default_currency(self) -> str | None:
+        """The currency of a price given without one: for a change, the product's
+        own, which only :mod:`addon_plugin.products` knows (and checks)."""
+        return None
 
     @post_load
     def _typed_price(self, data: dict, **kwargs: Any) -> dict:
@@ -208,6 +210,9 @@ class ProductCreateSchema(ProductUpdateSchema):
 
     price = Price(required=True)
     credit_amount = Credits(minimum=1, required=True)
+
+    def default_currency(self) -> str:
+        return current_app.config["ADDONS_DEFAULT_CURRENCY"]
 
 
 # -- accounts and the ledger ------------------------------------------------------
