@@ -205,6 +205,20 @@ def test_unknown_routes_and_methods_answer_json(client, auth, funded_account_id)
     _refused(client.delete("/api/addons/products", headers=auth), 405, "method_not_allowed")
 
 
+def test_every_405_names_the_allowed_methods(app, client, auth):
+    """RFC 9110: a 405 carries ``Allow``; on every route of the API, for every method it refuses."""
+    checked = 0
+    for path, operations in app.test_client().get("/api/openapi.json").get_json()["paths"].items():
+        allowed = {method.upper() for method in operations}
+        for method in {"GET", "POST", "PUT", "PATCH", "DELETE"} - allowed:
+            response = client.open(path.replace("{", "").replace("}", ""), method=method, headers=auth)
+            _refused(response, 405, "method_not_allowed")
+            header = {m.strip() for m in response.headers.get("Allow", "").split(",")}
+            assert allowed <= header and method not in header, f"{method} {path}: Allow {header}"
+            checked += 1
+    assert checked > 50
+
+
 def test_a_form_that_is_not_utf8_is_400_not_stored_mangled(client, auth, api_key, product, funded_account_id):
     """Werkzeug's own form parser would keep ``%FF`` as text, replace raw bytes
     with U+FFFD, or drop the whole form: each is refused instead."""
