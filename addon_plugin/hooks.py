@@ -34,8 +34,8 @@ import storage
 from storage import transaction
 
 from . import ledger, products
-from .emails import normalise_email
 from .api.present import product_body
+from .emails import normalise_email
 from .errors import AddonError, MerchantNotFound, ValidationError
 from .schemas import ProductCreateSchema, coerce_form, refuse_unstorable
 from .topup import set_auto_top_up

@@ -47,9 +47,9 @@ def _check_largest_top_up(price_minor: int, currency: str) -> None:
     banks = int(current_app.config["ADDONS_TOP_UP_MAX_BANKS"])
     if price_minor * banks > MAX_MINOR:
         largest = from_minor(MAX_MINOR // banks, currency)
-        raise ValidationError(fields={"price": [
-            f"Too large: one auto top-up may buy {banks} banks at this price, and that amount is more than "
-            f"can be stored. The largest price is {largest} {currency}."]})
+        message = (f"Too large: one auto top-up may buy {banks} banks at this price, and that amount is more "
+                   f"than can be stored. The largest price is {largest} {currency}.")
+        raise ValidationError(fields={"price": [message]})
 
 
 def create_product(merchant_id: str, data: dict[str, Any]) -> storage.Product:
@@ -72,8 +72,8 @@ def update_product(merchant_id: str, product_id: str, data: dict[str, Any]) -> s
         currency = data.get("currency") or product.currency
         if currency != product.currency and "price" not in data:
             # 19.00 USD is not 19.00 EUR, and may not even be a valid JPY amount.
-            raise ValidationError(fields={"price": ["Required when the currency changes: give the price in "
-                                                    f"{currency}."]})
+            message = f"Required when the currency changes: give the price in {currency}."
+            raise ValidationError(fields={"price": [message]})
         columns = _columns(data, currency)
         _check_host_product_id(merchant_id, columns.get("host_product_id"), product.id)
         if columns:
