@@ -35,6 +35,7 @@ import storage
 from storage import transaction
 
 from . import ledger, orders, products
+from .emails import normalise_email
 from .errors import AddonError, MerchantNotFound, ValidationError
 from .present import product_body
 from .schemas import ProductCreateSchema, coerce_form, refuse_unstorable
@@ -162,7 +163,7 @@ class HostHooks:
         if not buyer:
             return None
         merchant_id, email = buyer
-        return str(merchant_id), email.strip().lower()
+        return str(merchant_id), normalise_email(email)
 
     # -- hooks -----------------------------------------------------------------
 
@@ -299,6 +300,7 @@ def _line_key(order_id: str, line_id: str) -> str:
 def _order_identity(order: Any, *, need_buyer: bool = True) -> tuple[str, str, str]:
     """``(order id, merchant id, buyer email)``, or a ValidationError naming what is missing."""
     values = {name: _get(order, name) for name in ("id", "merchant_id", "buyer_email")}
+    values["buyer_email"] = normalise_email(str(values["buyer_email"] or ""))
     required = ("id", "merchant_id", "buyer_email") if need_buyer else ("id", "merchant_id")
     missing = {name: ["Missing."] for name in required if values[name] in (None, "")}
     if missing:
@@ -307,7 +309,7 @@ def _order_identity(order: Any, *, need_buyer: bool = True) -> tuple[str, str, s
     if len(order_id) > _ORDER_ID_LENGTH:
         raise ValidationError(fields={"id": [f"Must be at most {_ORDER_ID_LENGTH} characters."]})
     refuse_unstorable({"id": order_id})
-    return order_id, _known_merchant(values["merchant_id"]), str(values["buyer_email"] or "")
+    return order_id, _known_merchant(values["merchant_id"]), values["buyer_email"]
 
 
 def _known_merchant(merchant_id: Any) -> str:

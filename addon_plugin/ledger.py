@@ -30,6 +30,7 @@ import storage
 from storage import db, dialect, new_id, transaction, utcnow
 
 from . import signals
+from .emails import normalise_email
 from .errors import (
     AccountNotFound,
     BalanceLimitExceeded,
@@ -261,14 +262,14 @@ def balance(account_id: str) -> int:
 
 def find_account_id(merchant_id: str, product_id: str, buyer_email: str) -> str | None:
     """The id of the buyer's account for that product, if the merchant has one."""
-    row = _fetchone("find_account", (product_id, buyer_email.lower(), merchant_id))
+    row = _fetchone("find_account", (product_id, normalise_email(buyer_email), merchant_id))
     return row[0] if row else None
 
 
 def open_account(merchant_id: str, product_id: str, buyer_email: str, *,
                  host_customer_id: str | None = None) -> str:
     """The buyer's account for that product, created (with the buyer) if new."""
-    email = buyer_email.strip().lower()
+    email = normalise_email(buyer_email)
     existing = find_account_id(merchant_id, product_id, email)
     if existing:
         return existing

@@ -16,6 +16,7 @@ from flask import current_app
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from . import errors
+from .emails import normalise_email
 from .ledger import MAX_CREDITS
 from .money import CURRENCIES, from_minor, parse_price
 
@@ -26,6 +27,7 @@ __all__ = [
     "coerce_form",
     "Credits",
     "Metadata",
+    "BuyerEmail",
     "ProductSchema",
     "ProductCreateSchema",
     "ProductUpdateSchema",
@@ -48,7 +50,7 @@ __all__ = [
 ]
 
 _CREDIT_RANGE = validate.Range(-MAX_CREDITS, MAX_CREDITS)
-_INTEGER = re.compile(r"[+-]?\d{1,20}")
+_INTEGER = re.compile(r"-?[0-9]{1,20}")  # ASCII only: int() would also read "٥" or "５"
 
 #: What no database stores byte-for-byte: NUL (PostgreSQL refuses it) and
 #: unpaired surrogates (not encodable as UTF-8).
@@ -82,12 +84,14 @@ def refuse_unstorable(data: dict[str, Any]) -> None:
 
 
 def coerce_form(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
-    """Form fields are strings: make strict integer fields' digit strings ints
-    (shared by the API's form bodies and the host's pricing form)."""
+    """Form fields are strings: make strict integer fields' ASCII digit strings
+    (optional leading minus, nothing else) ints; any other string stays a string,
+    which the strict field refuses (shared by the API's form bodies, query
+    strings and the host's pricing form)."""
     coerced = dict(data)
     for name, field in schema.load_fields.items():
         value = coerced.get(name)
-        if isinstance(field, fields.Integer) and isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        if isinstance(field, fields.Integer) and isinstance(value, str) and _INTEGER.fullmatch(value):
             coerced[name] = int(value)
     return coerced
 
@@ -132,6 +136,14 @@ def Price(**kwargs: Any) -> fields.String:
         "description": "Decimal string > 0 with at most the currency's minor-unit digits."}, **kwargs)
 
 
+class BuyerEmail(fields.Email):
+    """A buyer's e-mail, normalised (NFC, trimmed, lower-cased) before it is
+    checked, so a decomposed or capitalised spelling names the same buyer."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return normalise_email(super()._deserialize(value, attr, data, **kwargs))
+
+
 def _not_blank(value: str) -> None:
     if not value.strip():
         raise ValidationError("Must not be blank.")
@@ -174,15 +186,17 @@ class ProductUpdateSchema(_Strict):
 
     @validates_schema(skip_on_field_errors=False)  # a form shows every bad field at once
     def _price_fits_currency(self, data: dict, **kwargs: Any) -> None:
-        if "price" in data:
-            currency = data.get("currency") or self.context_currency()
+        currency = data.get("currency") or self.default_currency()
+        if "price" in data and currency is not None:
             try:
                 parse_price(data["price"], currency)
             except ValueError as error:
                 raise ValidationError(str(error), "price") from None
 
-    def context_currency(self) -> str:
-        return current_app.config["ADDONS_DEFAULT_CURRENCY"]
+    def default_currency(self) -> str | None:
+        """The currency of a price given without one: for a change, the product's
+        own, which only :mod:`addon_plugin.products` knows (and checks)."""
+        return None
 
     @post_load
     def _typed_price(self, data: dict, **kwargs: Any) -> dict:
@@ -196,6 +210,9 @@ class ProductCreateSchema(ProductUpdateSchema):
 
     price = Price(required=True)
     credit_amount = Credits(minimum=1, required=True)
+
+    def default_currency(self) -> str:
+        return current_app.config["ADDONS_DEFAULT_CURRENCY"]
 
 
 # -- accounts and the ledger ------------------------------------------------------
@@ -257,7 +274,7 @@ class UsageBalanceSchema(_Strict):
     """Names the add-on account: ``product_id`` + ``buyer_email``, or ``invoice_id``."""
 
     product_id = fields.String(validate=validate.Length(1, 40))
-    buyer_email = fields.Email(validate=validate.Length(max=320))
+    buyer_email = BuyerEmail(validate=validate.Length(max=320))
     invoice_id = fields.String(validate=validate.Length(1, 255))
     auth_token = fields.String(load_only=True, metadata={"description": "The API key, if not sent as a Bearer token."})
 
@@ -267,10 +284,8 @@ class UsageBalanceSchema(_Strict):
             raise ValidationError("Give product_id and buyer_email, or invoice_id.", "buyer_email")
 
     @post_load
-    def _normalise(self, data: dict, **kwargs: Any) -> dict:
+    def _without_auth_token(self, data: dict, **kwargs: Any) -> dict:
         data.pop("auth_token", None)
-        if "buyer_email" in data:
-            data["buyer_email"] = data["buyer_email"].strip().lower()
         return data
 
 
@@ -311,14 +326,8 @@ class ListQuerySchema(_Strict):
 class AccountListQuerySchema(ListQuerySchema):
     """``GET /addons/accounts`` filters, all optional, plus ``limit`` and ``cursor``."""
 
-    buyer_email = fields.Email(validate=validate.Length(max=320))
+    buyer_email = BuyerEmail(validate=validate.Length(max=320))
     product_id = fields.String(validate=validate.Length(1, 40))
-
-    @post_load
-    def _normalise(self, data: dict, **kwargs: Any) -> dict:
-        if "buyer_email" in data:
-            data["buyer_email"] = data["buyer_email"].lower()
-        return data
 
 
 class WriteSchema(_Strict):

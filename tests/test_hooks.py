@@ -247,6 +247,9 @@ def test_save_pricing_refuses_bad_fields_one_message_list_each_and_saves_nothing
     {"price": "-3", "credit_amount": "100"},
     {"price": "19.00", "credit_amount": "100", "currency": "usd"},
     {"price": "19.00", "credit_amount": "9007199254740992"},
+    {"price": "19.00", "credit_amount": "\u0661\u0660\u0660"},  # Arabic-Indic "100": ASCII digits only
+    {"price": "19.00", "credit_amount": "+100"},
+    {"price": "19.00", "credit_amount": "100", "overdraft_limit": "\uff15"},
 ])
 def test_save_pricing_and_the_api_schema_never_disagree(plugin, merchant_id, data):
     schema = ProductCreateSchema()
@@ -273,6 +276,29 @@ def test_save_pricing_creates_then_updates_the_addon_for_the_host_product(plugin
     assert (row.merchant_id, row.host_product_id, row.name, row.price_minor, row.currency, row.credit_amount,
             row.top_up_allowed, row.overdraft_limit) == (merchant_id, "42", "100 credits", 2550, "USD", 100, True, 0)
     assert storage.Product.select().count() == 1
+
+
+def test_save_pricing_refuses_a_price_whose_largest_top_up_would_not_fit(plugin, merchant_id):
+    """10 banks (ADDONS_TOP_UP_MAX_BANKS) of this KWD price pass the amount column: refused at save, on
+    create and on update, with the largest price that fits."""
+    form = {"price": "922337203685477.581", "credit_amount": "100", "currency": "KWD"}
+    for existing in (None, create_product(merchant_id, currency="KWD", price_minor=19000, host_product_id="h")):
+        with pytest.raises(ValidationError) as caught:
+            plugin.save_pricing("addon", form, None, merchant=merchant_id, host_product_id="h" if existing else "n")
+        assert list(caught.value.messages) == ["price"]
+        assert "922337203685477.580 KWD" in caught.value.messages["price"][0]
+    assert [(p.host_product_id, p.price_minor) for p in storage.Product.select()] == [("h", 19000)]
+
+
+def test_save_pricing_changes_the_currency_only_with_its_price(plugin, merchant_id):
+    create_product(merchant_id, host_product_id="h")
+    with pytest.raises(ValidationError) as caught:
+        plugin.save_pricing("addon", {"price": "", "credit_amount": "100", "currency": "JPY"}, None,
+                            merchant=merchant_id, host_product_id="h")
+    assert list(caught.value.messages) == ["price"]
+    saved = plugin.save_pricing("addon", {"price": "2800", "credit_amount": "100", "currency": "JPY"}, None,
+                                merchant=merchant_id, host_product_id="h")
+    assert (saved.currency, saved.price_minor) == ("JPY", 2800)
 
 
 # -- order_paid -------------------------------------------------------------------------

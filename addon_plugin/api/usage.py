@@ -41,7 +41,7 @@ def _account_id(merchant_id: str, data: dict[str, Any], *, create: bool = False)
 
 
 @blueprint.post("/buyer-addon/usage")
-@operation(summary="Read a buyer's balance", tag="usage", body=UsageBalanceSchema,
+@operation(summary="Read a buyer's balance", tag="usage", body=UsageBalanceSchema, body_required=True,
            response=UsageResponseSchema, errors=(404,), form=True, idempotent=False)
 def usage_balance() -> Response:
     """The buyer's balance for the add-on; 404 ``account_not_found`` for an unknown buyer."""

@@ -30,6 +30,7 @@ from test_api_openapi import CHECKS, EXAMPLES, _aim_at_real_objects, real_ids  #
 
 import storage
 from addon_plugin import merchants
+from addon_plugin.emails import normalise_email
 
 from . import apiwalk
 from .harness import Server, Worker
@@ -391,7 +392,7 @@ def test_sql_metacharacters_in_every_string_field(server, env, merchant, auth, p
                 answer = response.json()
                 if field.where in ("body", "query", "header"):
                     key = "idempotency_key" if field.where == "header" else field.name
-                    wanted = text.lower() if field.name == "buyer_email" else text
+                    wanted = normalise_email(text) if field.name == "buyer_email" else text
                     for value in _echoed(answer, key):
                         assert value == wanted, (str(op), str(field), text, value)
                 elif field.where in ("body-key", "body-value"):
