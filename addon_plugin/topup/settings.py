@@ -3,9 +3,11 @@ off by the plugin when the product stops allowing top-ups.
 
 The settings are replaced as a whole (PUT semantics): ``enabled`` is required,
 ``threshold`` and ``payment_method`` too when enabling, and an omitted optional
-field is cleared. A change resets the consecutive-failure count and the retry
-block: the buyer fixing a card is what may charge it again. Setting the same
-values twice changes nothing.
+field is cleared. Setting the same values twice changes nothing. A change at or
+below the threshold decides a top-up, within the decline budget (:mod:`.decide`).
+Switching on starts the consecutive-failure count afresh; a new card (payment
+method or customer) lifts the retry block. Neither lifts the decline budget, so
+no sequence of changes can hammer a card.
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ def set_auto_top_up(account_id: str, *, merchant_id: str, enabled: bool, thresho
 
     ``buyer_email`` limits it to that buyer's account (the buyer-facing route).
     Refuses with :class:`ValidationError` (422), :class:`AccountNotFound` (404),
-    :class:`TopUpNotAllowed` or :class:`NoPaymentGateway` (409). Switching on
-    with the balance already at or below the threshold decides a top-up at once.
+    :class:`TopUpNotAllowed` or :class:`NoPaymentGateway` (409). A change with
+    the balance at or below the threshold decides a top-up at once (within the
+    retry block and the decline budget).
     """
     _check(enabled, threshold, payment_method, customer)
     now = now or utcnow()
@@ -74,8 +77,12 @@ def set_auto_top_up(account_id: str, *, merchant_id: str, enabled: bool, thresho
                 raise ValidationError(fields={"customer": ["Required by the payment gateway."]})
         new = dict(auto_top_up_enabled=enabled, threshold=threshold, payment_method=payment_method,
                    customer=customer)
-        if any(getattr(row, name) != value for name, value in new.items()):
-            new.update(top_up_failures=0, top_up_blocked_until=None)
+        if all(getattr(row, name) == value for name, value in new.items()):
+            return ledger.get_account(account_id)
+        if enabled and not row.auto_top_up_enabled:  # switching on: the failure count starts afresh
+            new["top_up_failures"] = 0
+        if (payment_method, customer) != (row.payment_method, row.customer):  # a new card: no retry block
+            new["top_up_blocked_until"] = None
         CreditAccount.update(**new).where(CreditAccount.id == account_id).execute()
         account = ledger.get_account(account_id)
         decide.decide(account, now=now)
