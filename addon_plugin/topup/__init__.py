@@ -27,7 +27,7 @@ from .gateways import (
     resolve_gateway,
 )
 from .records import as_resource, list_top_ups
-from .settings import disable_for_product, set_auto_top_up
+from .settings import check_owner, disable_for_product, set_auto_top_up
 
 __all__ = [
     "Declined",
@@ -37,6 +37,7 @@ __all__ = [
     "StripeGateway",
     "TestGateway",
     "as_resource",
+    "check_owner",
     "current_gateway",
     "disable_for_product",
     "init_app",
