@@ -302,7 +302,8 @@ def record(account_id: str, delta: int, kind: str, *, description: str = "",
     Joins the caller's transaction or opens its own. Refusals
     (:class:`InsufficientCredits`, :class:`BalanceLimitExceeded`,
     :class:`AccountNotFound`, :class:`IdempotencyKeyReused`) are raised before
-    anything is written. With an ``idempotency_key`` already used on this account,
+    anything is written; a refused deduction also sends ``deduction_refused``
+    once the transaction it was refused in has ended. With an ``idempotency_key`` already used on this account,
     the same request returns the first result (``replayed=True``, no signal) and a
     different one raises :class:`IdempotencyKeyReused`.
     """
