@@ -7,7 +7,8 @@ with, so a view never translates errors by hand::
     ├── ValidationError (ValueError)          422 validation_error
     │   ├── InvalidAmount                     422 invalid_value
     │   ├── IdempotencyKeyReused              422 idempotency_key_reused
-    │   └── AmbiguousInvoice                  422 ambiguous_invoice
+    │   ├── AmbiguousInvoice                  422 ambiguous_invoice
+    │   └── InvalidPaymentMethod              422 invalid_payment_method
     ├── BadRequest                            400 bad_request
     ├── AuthenticationFailed                  401 unauthorized
     ├── InsufficientCredits                   402 insufficient_credits
@@ -24,7 +25,8 @@ with, so a view never translates errors by hand::
     ├── BalanceLimitExceeded                  422 balance_limit_exceeded
     └── ServiceUnavailable                    503 service_unavailable
         ├── PluginInactive                    503 plugin_inactive
-        └── DatabaseUnavailable               503 database_unavailable
+        ├── DatabaseUnavailable               503 database_unavailable
+        └── PaymentGatewayUnavailable         503 payment_gateway_unavailable
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = [
     "InvalidAmount",
     "IdempotencyKeyReused",
     "AmbiguousInvoice",
+    "InvalidPaymentMethod",
     "BadRequest",
     "AuthenticationFailed",
     "InsufficientCredits",
@@ -54,6 +57,7 @@ __all__ = [
     "ServiceUnavailable",
     "PluginInactive",
     "DatabaseUnavailable",
+    "PaymentGatewayUnavailable",
 ]
 
 
@@ -106,6 +110,13 @@ class AmbiguousInvoice(ValidationError):
 
     code = "ambiguous_invoice"
     default_message = "That invoice bought several add-ons: give product_id too."
+
+
+class InvalidPaymentMethod(ValidationError):
+    """The gateway does not confirm that the payment method belongs to the buyer's customer."""
+
+    code = "invalid_payment_method"
+    default_message = "That payment method is not one of yours."
 
 
 class BadRequest(AddonError):
@@ -233,3 +244,10 @@ class DatabaseUnavailable(ServiceUnavailable):
 
     code = "database_unavailable"
     default_message = "The database is unavailable; retry later."
+
+
+class PaymentGatewayUnavailable(ServiceUnavailable):
+    """The payment gateway did not answer a question the request depends on."""
+
+    code = "payment_gateway_unavailable"
+    default_message = "The payment gateway is unavailable; retry later."

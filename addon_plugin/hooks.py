@@ -22,7 +22,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from flask import current_app
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -41,7 +41,7 @@ from .present import product_body
 from .schemas import ProductCreateSchema, coerce_form, refuse_unstorable
 from .topup import set_auto_top_up
 
-__all__ = ["HostHooks", "ADDON", "PRICING_FIELDS"]
+__all__ = ["HostHooks", "SignedInBuyer", "ADDON", "PRICING_FIELDS"]
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,15 @@ def _decode_form(data: Mapping[str, Any]) -> dict[str, Any]:
     return coerce_form(_schema, picked)
 
 
+class SignedInBuyer(NamedTuple):
+    """The buyer the host's session names: its merchant, lower-cased e-mail, and
+    the gateway's customer the host knows for them (None if it gave none)."""
+
+    merchant_id: str
+    buyer_email: str
+    customer: str | None = None
+
+
 @dataclass(frozen=True)
 class _Line:
     """An order line that bought an add-on."""
@@ -139,7 +148,7 @@ class HostHooks:
     """Saleor-style hooks and host loaders, mixed into :class:`~addon_plugin.AddonPlugin`."""
 
     _merchant_loader: Callable[[], str | None] | None = None
-    _buyer_loader: Callable[[], tuple[str, str] | None] | None = None
+    _buyer_loader: Callable[[], tuple[str, str] | tuple[str, str, str | None] | None] | None = None
 
     # -- loaders ---------------------------------------------------------------
 
@@ -149,7 +158,10 @@ class HostHooks:
         return fn
 
     def buyer_loader(self, fn: F) -> F:
-        """Register ``fn() -> (merchant_id, buyer_email) | None``: the signed-in buyer (a decorator)."""
+        """Register ``fn() -> (merchant_id, buyer_email[, customer]) | None``: the
+        signed-in buyer (a decorator). ``customer`` is the gateway's customer of
+        that buyer (Stripe's ``cus_…``): the buyer's own routes take it from here,
+        never from the browser."""
         self._buyer_loader = fn
         return fn
 
@@ -157,13 +169,16 @@ class HostHooks:
         """The signed-in merchant's id, from the host's :meth:`merchant_loader`."""
         return self._merchant_loader() if self._merchant_loader else None
 
-    def current_buyer(self) -> tuple[str, str] | None:
-        """``(merchant_id, buyer_email)`` of the signed-in buyer, from :meth:`buyer_loader`."""
+    def current_buyer(self) -> SignedInBuyer | None:
+        """The signed-in buyer ``(merchant_id, buyer_email, customer)``, from :meth:`buyer_loader`."""
         buyer = self._buyer_loader() if self._buyer_loader else None
         if not buyer:
             return None
-        merchant_id, email = buyer
-        return str(merchant_id), normalise_email(email)
+        if len(buyer) not in (2, 3):
+            raise TypeError("buyer_loader must return (merchant_id, buyer_email[, customer]) or None, "
+                            f"not {len(buyer)} values.")
+        merchant_id, email, customer = (*buyer, None)[:3]
+        return SignedInBuyer(str(merchant_id), normalise_email(email), str(customer) if customer else None)
 
     # -- hooks -----------------------------------------------------------------
 

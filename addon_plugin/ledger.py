@@ -152,8 +152,8 @@ SELECT {_ACCOUNT_COLUMNS}, last_sequence FROM u"""
 
 _SELECT_ACCOUNT = f"SELECT {_ACCOUNT_COLUMNS} FROM credit_account WHERE id = ?"
 _SELECT_ENTRY_BY_KEY = f"SELECT {_ENTRY_COLUMNS} FROM ledger_entry WHERE account_id = ? AND idempotency_key = ?"
-_SELECT_REFUSAL = """SELECT a.balance, p.overdraft_limit FROM credit_account a
-JOIN addon_product p ON p.id = a.product_id WHERE a.id = ?"""
+_SELECT_REFUSAL = f"""SELECT {", ".join("a." + c for c in _ACCOUNT_COLUMNS.split(", "))}, p.overdraft_limit
+FROM credit_account a JOIN addon_product p ON p.id = a.product_id WHERE a.id = ?"""
 _SELECT_BALANCE = "SELECT balance FROM credit_account WHERE id = ?"
 _FIND_ACCOUNT = "SELECT id FROM credit_account WHERE product_id = ? AND buyer_email = ? AND merchant_id = ?"
 _LOCK_ACCOUNT = {"sqlite": "SELECT balance FROM credit_account WHERE id = ?",  # BEGIN IMMEDIATE holds the lock
@@ -303,7 +303,8 @@ def record(account_id: str, delta: int, kind: str, *, description: str = "",
     Joins the caller's transaction or opens its own. Refusals
     (:class:`InsufficientCredits`, :class:`BalanceLimitExceeded`,
     :class:`AccountNotFound`, :class:`IdempotencyKeyReused`) are raised before
-    anything is written. With an ``idempotency_key`` already used on this account,
+    anything is written; a refused deduction also sends ``deduction_refused``
+    once the transaction it was refused in has ended. With an ``idempotency_key`` already used on this account,
     the same request returns the first result (``replayed=True``, no signal) and a
     different one raises :class:`IdempotencyKeyReused`.
     """
@@ -340,7 +341,7 @@ def _apply(account_id: str, delta: int, kind: str, description: str, reference: 
     if row is None:  # nothing was written: a replay, or a refusal
         if idempotency_key is not None:
             _replay_if_used(account_id, idempotency_key, delta, kind, description, reference, metadata)
-        _raise_refusal(account_id, delta)
+        _raise_refusal(account_id, delta, kind)
 
     account = _account_from_row(row)
     entry = Entry(entry_id, account_id, row[9], delta, account.balance, kind, description, reference,
@@ -373,18 +374,29 @@ def _replay(entry: Entry, delta: int, kind: str, description: str, reference: st
     return Change(get_account(entry.account_id), entry, entry.balance_after - entry.delta, replayed=True)
 
 
-def _raise_refusal(account_id: str, delta: int) -> None:
+def _raise_refusal(account_id: str, delta: int, kind: str) -> None:
     row = _fetchone("refusal", (account_id,))
     if row is None:
         raise AccountNotFound(account_id=account_id)
-    current, overdraft_limit = row
+    account, overdraft_limit = _account_from_row(row), row[-1]
+    current = account.balance
     if delta > 0:
         raise BalanceLimitExceeded(account_id=account_id, balance=current)
+    _announce_refusal(account, kind, -delta)
     raise InsufficientCredits(
         f"The balance is {current} and this deduction needs {-delta}"
         + (f" (overdraft limit {overdraft_limit})." if overdraft_limit else "."),
         account_id=account_id, balance=current, overdraft_limit=overdraft_limit, requested=-delta,
     )
+
+
+def _announce_refusal(account: Account, kind: str, requested: int) -> None:
+    """Send :data:`~addon_plugin.signals.deduction_refused` once the refused
+    change's transaction has ended (it wrote nothing; receivers write in their own)."""
+    app = current_app._get_current_object()
+    if signals.deduction_refused.has_receivers_for(app):
+        storage.after_transaction(lambda: signals.deduction_refused.send(
+            app, account=account, kind=kind, requested=requested))
 
 
 def _announce(change: Change) -> None:

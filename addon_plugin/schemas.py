@@ -46,6 +46,7 @@ __all__ = [
     "ApiKeyCreatedSchema",
     "ErrorSchema",
     "AutoTopUpSettingsSchema",
+    "BuyerAutoTopUpSettingsSchema",
     "TopUpSchema",
 ]
 
@@ -368,16 +369,15 @@ class ErrorSchema(_Strict):
 
 # -- auto top-up ---------------------------------------------------------------------
 
-class AutoTopUpSettingsSchema(_Strict):
-    """``PUT …/auto-top-up``: replaces the settings; an omitted optional field is cleared."""
+class BuyerAutoTopUpSettingsSchema(_Strict):
+    """``PUT /addons/me/…/auto-top-up``: the buyer's own settings, replaced as a
+    whole. No ``customer``: the host names it (``buyer_loader``), never the browser."""
 
     enabled = fields.Boolean(required=True, truthy={True}, falsy={False})
     threshold = Credits(minimum=0, allow_none=True, load_default=None,
                         metadata={"description": "Top up when the balance is at or below this."})
     payment_method = fields.String(validate=validate.Length(1, 255), allow_none=True, load_default=None,
                                    metadata={"example": "pm_card_visa"})
-    customer = fields.String(validate=validate.Length(1, 255), allow_none=True, load_default=None,
-                             metadata={"description": "The gateway's customer (required by Stripe)."})
     idempotency_key = fields.String(load_only=True, validate=validate.Length(1, 255))
 
     @validates_schema
@@ -387,6 +387,13 @@ class AutoTopUpSettingsSchema(_Strict):
                        for name in ("threshold", "payment_method") if data.get(name) is None}
             if missing:
                 raise ValidationError(missing)
+
+
+class AutoTopUpSettingsSchema(BuyerAutoTopUpSettingsSchema):
+    """``PUT …/auto-top-up``: replaces the settings; an omitted optional field is cleared."""
+
+    customer = fields.String(validate=validate.Length(1, 255), allow_none=True, load_default=None,
+                             metadata={"description": "The gateway's customer (required by Stripe)."})
 
 
 class TopUpSchema(_Strict):

@@ -36,6 +36,13 @@ balance_low = _signals.signal("balance-low")
 #: ``previous_balance``.
 balance_depleted = _signals.signal("balance-depleted")
 
+#: Sent when the ledger refused a deduction for insufficient credits, once the
+#: transaction it was refused in has ended: nothing was written for it, and
+#: receivers run outside any transaction (open one to write). Kwargs:
+#: ``account`` (as it stood at the refusal), ``kind`` (of the refused entry,
+#: e.g. ``"usage"``) and ``requested`` (the credits it needed, > 0).
+deduction_refused = _signals.signal("deduction-refused")
+
 #: Sent when an order line granted add-on credits (after its ``purchase`` entry,
 #: inside the transaction). Kwargs: ``account``, ``entry``, ``order_id``,
 #: ``quantity``, ``credits``.
@@ -72,6 +79,7 @@ __all__ = [
     "balance_changed",
     "balance_low",
     "balance_depleted",
+    "deduction_refused",
     "addon_purchased",
     "top_up_succeeded",
     "top_up_failed",

@@ -3,7 +3,7 @@
 Holds every table and no business logic; knows nothing of Flask or HTTP.
 """
 
-from .database import bind, db, dialect, on_commit, transaction
+from .database import after_transaction, bind, db, dialect, on_commit, transaction
 from .ids import new_id
 from .models import (
     ALL_MODELS,
@@ -44,6 +44,7 @@ __all__ = [
     "WebhookDelivery",
     "WebhookEndpoint",
     "WebhookEvent",
+    "after_transaction",
     "bind",
     "current_version",
     "db",

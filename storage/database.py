@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Iterator
@@ -19,7 +20,7 @@ from peewee import Database, DatabaseProxy, SqliteDatabase
 from playhouse.db_url import connect as connect_url
 from playhouse.pool import PooledSqliteDatabase
 
-__all__ = ["db", "bind", "dialect", "transaction", "on_commit", "SQLITE_BUSY_TIMEOUT"]
+__all__ = ["db", "bind", "dialect", "transaction", "on_commit", "after_transaction", "SQLITE_BUSY_TIMEOUT"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,11 @@ def dialect() -> str:
     return "sqlite" if isinstance(db.obj, SqliteDatabase) else "postgresql"
 
 
+# Per thread: how deep this thread is in transaction() blocks, and what runs
+# when the outermost one ends (see after_transaction).
+_blocks = threading.local()
+
+
 @contextmanager
 def transaction() -> Iterator[None]:
     """Join the current transaction, or begin one.
@@ -102,8 +108,27 @@ def transaction() -> Iterator[None]:
     rolls the whole transaction back. Code that catches an error inside a
     transaction and carries on must only catch errors raised before it wrote.
     """
-    with db.transaction():
-        yield
+    depth = getattr(_blocks, "depth", 0)
+    _blocks.depth = depth + 1
+    try:
+        with db.transaction():
+            yield
+    finally:
+        _blocks.depth = depth
+        if depth == 0:
+            _run_after_transaction()
+
+
+def _guarded(fn: Callable[[], object], what: str) -> Callable[[], None]:
+    """``fn`` with its errors logged, never raised: what it follows is already over."""
+
+    def guarded() -> None:
+        try:
+            fn()
+        except Exception:
+            log.exception("%s callback %r failed", what, fn)
+
+    return guarded
 
 
 def on_commit(fn: Callable[[], object]) -> None:
@@ -112,14 +137,29 @@ def on_commit(fn: Callable[[], object]) -> None:
     Nothing runs if the transaction rolls back. Errors ``fn`` raises are logged,
     never raised: the change they follow is already committed.
     """
-
-    def guarded() -> None:
-        try:
-            fn()
-        except Exception:
-            log.exception("on_commit callback %r failed", fn)
-
+    guarded = _guarded(fn, "on_commit")
     if db.obj is not None and db.in_transaction():
         db.after_commit(guarded)
     else:
         guarded()
+
+
+def after_transaction(fn: Callable[[], object]) -> None:
+    """Run ``fn`` once the outermost :func:`transaction` block has ended,
+    committed or rolled back (now, if none is open).
+
+    For what follows a refusal: a refused change rolls its transaction back, yet
+    what it tells (a deduction was refused) stays true. ``fn`` runs outside the
+    transaction and opens its own to write. Errors are logged, never raised.
+    """
+    guarded = _guarded(fn, "after_transaction")
+    if getattr(_blocks, "depth", 0) == 0:
+        guarded()
+    else:
+        _blocks.pending = [*getattr(_blocks, "pending", ()), guarded]
+
+
+def _run_after_transaction() -> None:
+    pending, _blocks.pending = getattr(_blocks, "pending", ()), []
+    for fn in pending:
+        fn()

@@ -180,6 +180,13 @@ class CreditAccount(BaseModel):
         )
 
 
+# The worker finds the accounts whose retry block has passed (few ever have one).
+CreditAccount.add_index(CreditAccount.index(
+    CreditAccount.top_up_blocked_until, name="credit_account_retry_at",
+    where=SQL("top_up_blocked_until IS NOT NULL"),
+))
+
+
 class LedgerEntry(BaseModel):
     """One balance change; append-only. ``balance_after`` is the balance it left."""
 
@@ -359,6 +366,9 @@ TopUp.add_index(TopUp.index(
     TopUp.account, unique=True, name="top_up_one_in_flight",
     where=SQL("status IN (%s)" % ", ".join(f"'{s}'" for s in TOP_UP_IN_FLIGHT)),
 ))
+
+# The decline budget and the daily limit count an account's recent outcomes.
+TopUp.add_index(TopUp.index(TopUp.account, TopUp.completed_at, name="top_up_account_completed"))
 
 
 class Order(BaseModel):

@@ -79,12 +79,28 @@ def _backfill_orders() -> None:
     db.execute_sql(_BACKFILL_ORDERS)
 
 
+def _index_top_up_decisions() -> None:
+    # Same SQL on both dialects (both take partial indexes and IF NOT EXISTS).
+    statements = {
+        "sqlite": [
+            "CREATE INDEX IF NOT EXISTS top_up_account_completed ON top_up (account_id, completed_at)",
+            "CREATE INDEX IF NOT EXISTS credit_account_retry_at ON credit_account (top_up_blocked_until) "
+            "WHERE top_up_blocked_until IS NOT NULL",
+        ],
+    }
+    statements["postgresql"] = statements["sqlite"]
+    for sql in statements[dialect()]:
+        db.execute_sql(sql)
+
+
 #: (version, what it does, function): applied in order, each exactly once.
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "merchants, keys, products, buyers, accounts, ledger, idempotency", _create_base),
     (2, "webhook endpoints, events, deliveries (the outbox) and attempts", _create_webhooks),
     (3, "automatic top-ups (at most one in flight per account)", _create_top_ups),
     (4, "orders the hooks reported: paid and refunded, in either order", _create_orders),
+    (5, "indexes for deciding top-ups: recent outcomes per account, passed retry blocks",
+     _index_top_up_decisions),
 ]
 
 

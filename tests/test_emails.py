@@ -70,7 +70,7 @@ def test_credits_added_over_the_api_reach_the_signed_in_buyer(app, client, auth,
     assert added.status_code == 200, added.get_json()
     plugin = app.extensions["addons"]
     plugin.buyer_loader(lambda: (merchant_id, NFC.upper()))
-    assert plugin.current_buyer() == (merchant_id, NFC)
+    assert plugin.current_buyer() == (merchant_id, NFC, None)
     mine = client.get("/api/addons/me/accounts")
     assert [a["balance"] for a in mine.get_json()["data"]] == [5]
     assert ledger.find_account_id(merchant_id, addon.id, NFD) == added.get_json()["data"]["account_id"]

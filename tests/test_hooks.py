@@ -98,7 +98,17 @@ def test_loaders_are_decorators_the_plugin_calls(plugin):
 
     assert merchant() == "mer_1"  # the decorator hands the function back
     assert plugin.current_merchant_id() == "mer_1"
-    assert plugin.current_buyer() == ("mer_1", "bob@example.com")
+    assert plugin.current_buyer() == ("mer_1", "bob@example.com", None)
+
+
+def test_the_buyer_loader_may_name_the_gateway_customer(plugin):
+    plugin.buyer_loader(lambda: ("mer_1", "bob@example.com", "cus_bob"))
+    buyer = plugin.current_buyer()
+    assert (buyer.merchant_id, buyer.buyer_email, buyer.customer) == ("mer_1", "bob@example.com", "cus_bob")
+
+    plugin.buyer_loader(lambda: ("mer_1",))
+    with pytest.raises(TypeError, match="buyer_loader must return"):
+        plugin.current_buyer()
 
 
 # -- chaining and the inactive plugin --------------------------------------------

@@ -67,3 +67,43 @@ def test_secret_columns_never_reach_the_query_log(app, merchant_id, caplog):
     assert (found.secret, found.previous_secret) == (secret, secret)
     assert type(found.secret) is str
     assert "'<secret>'" in caplog.text and "whsec_" not in caplog.text
+
+
+def test_after_transaction_runs_once_the_outermost_block_ends_committed_or_rolled_back(app, caplog):
+    seen: list[tuple[str, bool]] = []
+
+    def note(name: str):
+        return lambda: seen.append((name, storage.db.in_transaction()))
+
+    with storage.transaction():
+        with storage.transaction():
+            storage.after_transaction(note("inner"))
+        assert seen == []  # the inner block ended, the transaction did not
+        storage.after_transaction(lambda: 1 / 0)  # logged, never raised
+        storage.after_transaction(note("committed"))
+    assert seen == [("inner", False), ("committed", False)]
+    assert "after_transaction callback" in caplog.text
+
+    with pytest.raises(RuntimeError):
+        with storage.transaction():
+            storage.after_transaction(note("rolled back"))
+            raise RuntimeError("abort")
+    storage.after_transaction(note("no transaction: at once"))
+    assert seen[2:] == [("rolled back", False), ("no transaction: at once", False)]
+
+
+def _index_names() -> set[str]:
+    if storage.dialect() == "sqlite":
+        return {row[0] for row in storage.db.execute_sql("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    return {row[0] for row in storage.db.execute_sql("SELECT indexname FROM pg_indexes")}
+
+
+def test_migration_5_adds_the_indexes_that_decide_top_ups_to_an_older_database(app):
+    decisions = {"top_up_account_completed", "credit_account_retry_at"}
+    with storage.transaction():  # a database made before migration 5
+        for name in decisions:
+            storage.db.execute_sql(f"DROP INDEX {name}")
+        storage.SchemaVersion.delete().where(storage.SchemaVersion.version == 5).execute()
+    assert not decisions & _index_names()
+    assert storage.migrate() == [5]
+    assert decisions <= _index_names()

@@ -177,6 +177,63 @@ def test_a_stripe_decline_fails_the_top_up(app, auto_account_id):
         "failed", "card_declined", "Your card was declined.")
 
 
+# -- who owns a payment method ---------------------------------------------------------
+
+@pytest.mark.parametrize(("payment_method", "owned"), [
+    ("pm_card_visa", True), ("pm_card_chargeDeclined", True), ("pm_1Nabc", False), ("card_visa", False),
+])
+def test_every_test_token_belongs_to_every_customer(payment_method, owned):
+    assert TestGateway().owns("cus_anyone", payment_method) is owned
+    assert TestGateway().owns(None, payment_method) is owned
+
+
+def _payment_method(customer: str | None) -> dict:
+    return {"id": "pm_1", "object": "payment_method", "type": "card", "customer": customer}
+
+
+@pytest.mark.parametrize(("reply", "owned"), [
+    ({"json": _payment_method("cus_1")}, True),
+    ({"json": {**_payment_method(None), "customer": {"id": "cus_1", "object": "customer"}}}, True),  # expanded
+    ({"json": _payment_method("cus_other")}, False),
+    ({"json": _payment_method(None)}, False),  # attached to nobody
+    ({"json": _error("resource_missing", "invalid_request_error", "No such PaymentMethod."), "status": 404}, False),
+    ({"json": _error("parameter_invalid", "invalid_request_error", "Invalid id."), "status": 400}, False),
+])
+@responses.activate
+def test_stripe_owns_retrieves_the_payment_method_and_compares_its_customer(reply, owned):
+    responses.get(f"{API}/v1/payment_methods/pm_1", **reply)
+    assert stripe().owns("cus_1", "pm_1") is owned
+    [call] = responses.calls
+    assert call.request.headers["Authorization"] == "Bearer sk_test_abc"
+
+
+@responses.activate
+def test_stripe_owns_quotes_the_id_into_one_path_segment():
+    responses.get(f"{API}/v1/payment_methods/pm_x%2F..%2F..%2Fv1%2Fcustomers%2Fcus_1%3Fa%3Db",
+                  json=_payment_method("cus_1"))
+    assert stripe().owns("cus_1", "pm_x/../../v1/customers/cus_1?a=b") is True
+
+
+@responses.activate
+def test_stripe_owns_nothing_for_no_customer_without_asking():
+    assert stripe().owns(None, "pm_1") is False
+    assert len(responses.calls) == 0
+
+
+@pytest.mark.parametrize("reply", [
+    {"json": _error("api_error", "api_error", "Something went wrong."), "status": 500},
+    {"json": _error("rate_limit", "invalid_request_error", "Too many requests."), "status": 429},
+    {"json": _error("authentication_error", "invalid_request_error", "Bad key."), "status": 401},
+    {"body": "<html>Bad gateway</html>", "status": 200},
+    {"body": requests.exceptions.ConnectionError("connection refused")},
+])
+@responses.activate
+def test_stripe_owns_raises_unavailable_when_stripe_cannot_tell(reply):
+    responses.get(f"{API}/v1/payment_methods/pm_1", **reply)
+    with pytest.raises(GatewayUnavailable):
+        stripe().owns("cus_1", "pm_1")
+
+
 # -- configuration -------------------------------------------------------------------
 
 class CustomGateway:

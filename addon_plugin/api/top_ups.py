@@ -25,8 +25,8 @@ def put_auto_top_up(account_id: str) -> Response:
     """Replaces the settings: ``enabled`` is required, ``threshold`` and
     ``payment_method`` too when enabling; omitted optional fields are cleared.
     409 ``top_up_not_allowed`` for a one-time product, 409 ``no_payment_gateway``
-    when none is configured. Switching on at or below the threshold decides a
-    top-up at once."""
+    when none is configured. A change at or below the threshold decides a
+    top-up at once (within the retry block and the decline budget)."""
     merchant_id = authenticate()
     data = load(_settings_schema)
 

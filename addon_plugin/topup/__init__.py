@@ -1,8 +1,9 @@
 """Auto top-up: when a buyer's balance drops to the threshold they chose, their
 payment method on file is charged for new banks of credits.
 
-Decide, then act: :mod:`.decide` subscribes to ``balance_changed`` and records
-a pending top-up in the change's own transaction; :mod:`.execute` charges it
+Decide, then act: :mod:`.decide` subscribes to ``balance_changed`` and
+``deduction_refused`` and records a pending top-up in the transaction of what
+decides it; :mod:`.execute` charges it
 after the commit (``ADDONS_TOP_UP_MODE="inline"``) or from the worker
 (``"worker"``; the worker also resumes retries and crashed attempts in both
 modes). :mod:`.settings` is the service behind the auto top-up routes and
@@ -26,7 +27,7 @@ from .gateways import (
     resolve_gateway,
 )
 from .records import as_resource, list_top_ups
-from .settings import disable_for_product, set_auto_top_up
+from .settings import check_owner, disable_for_product, set_auto_top_up
 
 __all__ = [
     "Declined",
@@ -36,6 +37,7 @@ __all__ = [
     "StripeGateway",
     "TestGateway",
     "as_resource",
+    "check_owner",
     "current_gateway",
     "disable_for_product",
     "init_app",
@@ -57,5 +59,7 @@ def init_app(app: Flask) -> None:
         raise ValueError(f"ADDONS_TOP_UP_MODE must be one of {_MODES}, not {app.config['ADDONS_TOP_UP_MODE']!r}.")
     current_gateway(app)
     signals.balance_changed.connect(decide.on_balance_changed, sender=app)
+    signals.deduction_refused.connect(decide.on_deduction_refused, sender=app)
     signals.product_saved.connect(settings.on_product_saved, sender=app)
     worker.register_task(app, "top_ups", execute.run_due)
+    worker.register_task(app, "top_up_retries", decide.retry_due)

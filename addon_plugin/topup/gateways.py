@@ -10,7 +10,12 @@ returns the charge id, or raises one of::
                             retried later with the same idempotency key
 
 The idempotency key is the whole exactly-once story: a gateway must answer a
-repeat of a key with the first charge, never a second one. Both shipped
+repeat of a key with the first charge, never a second one.
+
+Optional: ``owns(customer, payment_method) -> bool``, whether the payment
+method belongs to that customer. The buyer's own route stores a payment method
+the browser named only when the gateway confirms it, so a gateway without
+``owns`` takes payment methods from the merchant's API and checkout only. Both shipped
 gateways do: :class:`TestGateway` (Stripe's test tokens, in memory) and
 :class:`StripeGateway` (PaymentIntents over ``requests``).
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+from urllib.parse import quote
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Mapping, Protocol, runtime_checkable
@@ -99,7 +105,8 @@ class TestGateway:
     ``card_declined``; ``pm_card_authenticationRequired`` with
     ``authentication_required``; anything else with ``invalid_payment_method``.
     Charges are kept in :attr:`charges`, keyed by idempotency key, so a repeated
-    key returns the first charge; :attr:`calls` counts every call.
+    key returns the first charge; :attr:`calls` counts every charge call. Every
+    ``pm_card_*`` token belongs to every customer (:meth:`owns`).
     """
 
     __test__ = False  # not a pytest test class
@@ -115,6 +122,10 @@ class TestGateway:
         self.charges: dict[str, Charge] = {}
         self.calls = 0
         self._lock = threading.Lock()
+
+    def owns(self, customer: str | None, payment_method: str) -> bool:
+        """Every ``pm_card_*`` test token belongs to every customer; nothing else exists."""
+        return payment_method.startswith("pm_card_")
 
     def charge(self, *, amount: Decimal, currency: str, customer: str | None, payment_method: str,
                idempotency_key: str, description: str, metadata: Mapping[str, str]) -> str:
@@ -179,6 +190,31 @@ class StripeGateway:
         """A gateway from ``ADDONS_STRIPE_API_KEY`` and ``ADDONS_STRIPE_API_BASE``."""
         return cls(config.get("ADDONS_STRIPE_API_KEY") or "",
                    api_base=config.get("ADDONS_STRIPE_API_BASE") or "https://api.stripe.com")
+
+    def owns(self, customer: str | None, payment_method: str) -> bool:
+        """Retrieve the PaymentMethod (``GET /v1/payment_methods/<id>``) and
+        compare its customer; a method Stripe does not know belongs to nobody.
+        Raises :class:`GatewayUnavailable` when Stripe cannot tell."""
+        if not customer:
+            return False  # a method attached to no customer cannot be charged off-session
+        url = f"{self.api_base}/v1/payment_methods/{quote(payment_method, safe='')}"
+        try:
+            response = self.session.get(url, headers={"Authorization": f"Bearer {self.api_key}"},
+                                        timeout=self.timeout, allow_redirects=False)
+        except requests.RequestException as error:
+            raise GatewayUnavailable(f"Stripe did not answer: {error.__class__.__name__}.") from error
+        if response.status_code in (400, 404):  # malformed or unknown id: no such payment method
+            return False
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code != 200 or not isinstance(body, dict):
+            raise GatewayUnavailable(f"Stripe answered {response.status_code} to a payment method lookup.")
+        owner = body.get("customer")
+        if isinstance(owner, dict):  # expanded
+            owner = owner.get("id")
+        return owner == customer
 
     def charge(self, *, amount: Decimal, currency: str, customer: str | None, payment_method: str,
                idempotency_key: str, description: str, metadata: Mapping[str, str]) -> str:

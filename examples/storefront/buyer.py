@@ -152,7 +152,7 @@ def account() -> str:
     signed_in = _addons().current_buyer()
     if signed_in is None:
         return render_template("account.html", accounts=None)
-    merchant_id, email = signed_in
+    merchant_id, email, _ = signed_in
     rows = storage.CreditAccount.select().where((storage.CreditAccount.merchant == merchant_id)
                                                 & (storage.CreditAccount.buyer_email == email))
     accounts = []
@@ -172,7 +172,7 @@ def render_video(account_id: str):
         found = ledger.get_account(account_id)
     except AccountNotFound:
         abort(404)
-    if (found.merchant_id, found.buyer_email) != signed_in:
+    if signed_in is None or (found.merchant_id, found.buyer_email) != signed_in[:2]:
         abort(404)
     try:
         ledger.record(account_id, -RENDER_COST, "usage", description="Rendered one video", actor="storefront")
