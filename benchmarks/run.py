@@ -45,6 +45,7 @@ def sqlite_url() -> Iterator[str]:
     try:
         yield f"sqlite:///{folder}/bench.sqlite3"
     finally:
+        storage.unbind()
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -64,7 +65,7 @@ def postgres_url() -> Iterator[str | None]:
     try:
         yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
     finally:
-        storage.bind("sqlite:///:memory:")
+        storage.unbind()
         admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
 

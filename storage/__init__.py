@@ -3,7 +3,7 @@
 Holds every table and no business logic; knows nothing of Flask or HTTP.
 """
 
-from .database import bind, db, dialect, on_commit, transaction
+from .database import bind, db, dialect, on_commit, transaction, unbind
 from .ids import new_id
 from .models import (
     ALL_MODELS,
@@ -51,5 +51,6 @@ __all__ = [
     "new_id",
     "on_commit",
     "transaction",
+    "unbind",
     "utcnow",
 ]

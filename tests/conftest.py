@@ -45,10 +45,20 @@ def postgres_url() -> Iterator[str]:
     try:
         yield url
     finally:
-        storage.bind("sqlite:///:memory:")  # release the pool's connections
+        storage.unbind()  # release the pool's connections
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(autouse=True)
+def _release_database() -> Iterator[None]:
+    """Unbind the database a test bound (through a host app it made, say), so the
+    next test may bind its own; one bound by a wider fixture stays bound."""
+    bound = storage.db.obj
+    yield
+    if storage.db.obj is not bound:
+        storage.unbind()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -85,8 +95,7 @@ def app(database_url, tmp_path) -> Iterator[Flask]:
         if storage.dialect() == "postgresql":
             _empty_postgres()
         yield app
-        if not storage.db.is_closed():
-            storage.db.close()
+    storage.unbind()
 
 
 @pytest.fixture

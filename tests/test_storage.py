@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from flask import Flask
 
 import storage
+from addon_plugin import AddonPlugin
 from addon_plugin.errors import InsufficientCredits
 
 
@@ -28,6 +30,46 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys_and_a_busy_timeout(tmp_path):
     assert pragma("foreign_keys") == 1
     assert pragma("busy_timeout") >= 5000
     storage.db.close()
+
+
+def test_binding_the_bound_url_again_keeps_its_database(tmp_path):
+    url = f"sqlite:///{tmp_path}/one.sqlite3"
+    first = storage.bind(url)
+    assert storage.bind(url) is first and storage.db.obj is first
+
+
+def test_binding_another_database_is_refused_until_the_first_is_released(tmp_path):
+    first = storage.bind(f"sqlite:///{tmp_path}/one.sqlite3")
+    with pytest.raises(RuntimeError, match="already bound to sqlite:///.*one.sqlite3.*storage.unbind()"):
+        storage.bind(f"sqlite:///{tmp_path}/two.sqlite3")
+    assert storage.db.obj is first
+    storage.unbind()
+    assert storage.db.obj is None and first.is_closed()
+    second = storage.bind(f"sqlite:///{tmp_path}/two.sqlite3")
+    assert storage.db.obj is second is not first
+
+
+def test_a_second_app_cannot_move_the_first_apps_database(tmp_path):
+    def host(name: str, database: str) -> Flask:
+        app = Flask(name, instance_path=str(tmp_path / name))
+        app.config["ADDONS_DATABASE_URL"] = f"sqlite:///{tmp_path}/{database}"
+        AddonPlugin(app)
+        return app
+
+    first = host("first", "first.sqlite3")
+    with pytest.raises(RuntimeError, match="already bound"):
+        host("second", "second.sqlite3")
+    assert storage.db.database == f"{tmp_path}/first.sqlite3"
+    host("third", "first.sqlite3")  # another app on the same database: fine
+    with first.app_context():
+        assert storage.migrate()
+
+
+def test_the_refusal_shows_no_password(tmp_path):
+    storage.bind("postgresql://addons:s3cret@127.0.0.1:1/addons")  # pools connect lazily
+    with pytest.raises(RuntimeError) as refused:
+        storage.bind("postgresql://addons:other-s3cret@127.0.0.1:1/other")
+    assert "s3cret" not in str(refused.value) and "addons:***@127.0.0.1:1/addons" in str(refused.value)
 
 
 def test_bad_database_urls_fail_loudly():
