@@ -4,6 +4,7 @@ Holds every table and no business logic; knows nothing of Flask or HTTP.
 """
 
 from .database import bind, db, dialect, on_commit, transaction, unbind
+from .dialects import Statements, sql
 from .ids import new_id
 from .models import (
     ALL_MODELS,
@@ -36,6 +37,7 @@ __all__ = [
     "Merchant",
     "Product",
     "SchemaVersion",
+    "Statements",
     "TOP_UP_IN_FLIGHT",
     "TopUp",
     "WebhookAttempt",
@@ -50,6 +52,7 @@ __all__ = [
     "migrate",
     "new_id",
     "on_commit",
+    "sql",
     "transaction",
     "unbind",
     "utcnow",

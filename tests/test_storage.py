@@ -79,6 +79,27 @@ def test_bad_database_urls_fail_loudly():
         storage.bind("sqlite://")
 
 
+def test_sql_is_written_with_question_marks_and_translated_for_postgresql():
+    text = "SELECT ? FROM t WHERE a LIKE 'x%' AND b = '?' AND c = 'it''s ?' AND d = ?"
+    assert storage.sql(text, "sqlite") == text
+    assert (storage.sql(text, "postgresql")
+            == "SELECT %s FROM t WHERE a LIKE 'x%%' AND b = '?' AND c = 'it''s ?' AND d = %s")
+    with pytest.raises(ValueError, match="dialect"):
+        storage.sql(text, "mysql")
+    with pytest.raises(ValueError, match="dialect"):
+        storage.Statements(one={"oracle": "SELECT 1"})
+
+
+def test_statements_run_as_written_on_either_database(app):
+    statements = storage.Statements(
+        echo="SELECT ? || ' 100% sure?'",
+        which={"sqlite": "SELECT 'sqlite', ?", "postgresql": "SELECT 'postgresql', ?"},
+    )
+    assert storage.db.execute_sql(statements["echo"], ("am I",)).fetchone()[0] == "am I 100% sure?"
+    assert storage.db.execute_sql(statements["which"], (1,)).fetchone() == (storage.dialect(), 1)
+    assert storage.db.execute_sql(storage.sql("SELECT '50%' || ?"), ("!",)).fetchone()[0] == "50%!"
+
+
 def test_ids_are_opaque_prefixed_and_time_ordered():
     ids = [storage.new_id("acct") for _ in range(200)]
     assert len(set(ids)) == 200
