@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from flask import Flask
 
@@ -98,6 +101,17 @@ def test_statements_run_as_written_on_either_database(app):
     assert storage.db.execute_sql(statements["echo"], ("am I",)).fetchone()[0] == "am I 100% sure?"
     assert storage.db.execute_sql(statements["which"], (1,)).fetchone() == (storage.dialect(), 1)
     assert storage.db.execute_sql(storage.sql("SELECT '50%' || ?"), ("!",)).fetchone()[0] == "50%!"
+
+
+def test_no_module_translates_placeholders_on_its_own():
+    """The placeholder rule has one home, storage.dialects."""
+    root = Path(storage.__file__).resolve().parents[1]
+    home = root / "storage" / "dialects.py"
+    translating = re.compile(r"""\.replace\(\s*["']\?["']|=\s*%s\b""")  # by hand, or written for psycopg2 only
+    offenders = [str(path.relative_to(root)) for package in ("addon_plugin", "storage", "webhooks")
+                 for path in sorted((root / package).rglob("*.py"))
+                 if path != home and translating.search(path.read_text())]
+    assert offenders == []
 
 
 def test_ids_are_opaque_prefixed_and_time_ordered():

@@ -22,7 +22,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from storage import TOP_UP_IN_FLIGHT, CreditAccount, TopUp, db, dialect, new_id, on_commit, utcnow
+from storage import TOP_UP_IN_FLIGHT, CreditAccount, Statements, TopUp, db, new_id, on_commit, utcnow
 
 from .. import signals
 from ..ledger import Account
@@ -39,7 +39,7 @@ WHERE a.id = ? AND p.top_up_allowed
   AND (a.top_up_blocked_until IS NULL OR a.top_up_blocked_until <= ?)
   AND NOT EXISTS (SELECT 1 FROM top_up t WHERE t.account_id = a.id AND t.status IN (%s))""" % ", ".join(
     f"'{status}'" for status in TOP_UP_IN_FLIGHT)
-_GATE_SQL = {"sqlite": _GATE, "postgresql": _GATE.replace("?", "%s")}
+_SQL = Statements(gate=_GATE)
 
 
 def wants_top_up(account: Account) -> bool:
@@ -60,7 +60,7 @@ def decide(account: Account, *, now: datetime | None = None) -> str | None:
     if not wants_top_up(account):
         return None
     now = now or utcnow()
-    row = db.execute_sql(_GATE_SQL[dialect()], (account.id, now)).fetchone()
+    row = db.execute_sql(_SQL["gate"], (account.id, now)).fetchone()
     if row is None:
         return None
     price_minor, currency, credit_amount = row
