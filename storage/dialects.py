@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .database import dialect
+from .database import dialect as bound_dialect
 
 __all__ = ["DIALECTS", "sql", "Statements"]
 
@@ -21,15 +21,15 @@ __all__ = ["DIALECTS", "sql", "Statements"]
 DIALECTS = ("sqlite", "postgresql")
 
 
-def sql(text: str, kind: str | None = None) -> str:
-    """``text``, written with ``?`` placeholders, as the ``kind`` dialect's driver
-    takes it (default: the bound database's). For statements run now and then;
-    prepare the frequent ones with :class:`Statements`."""
-    kind = kind or dialect()
-    if kind == "sqlite":
+def sql(text: str, dialect: str | None = None) -> str:
+    """``text``, written with ``?`` placeholders, as ``dialect``'s driver takes it
+    (default: the bound database's). For statements run now and then; prepare the
+    frequent ones with :class:`Statements`."""
+    dialect = dialect or bound_dialect()
+    if dialect == "sqlite":
         return text
-    if kind != "postgresql":
-        raise ValueError(f"Unknown SQL dialect {kind!r}: expected one of {DIALECTS}.")
+    if dialect != "postgresql":
+        raise ValueError(f"Unknown SQL dialect {dialect!r}: expected one of {DIALECTS}.")
     # Split at quotes: even parts are outside string literals ('' inside one splits
     # into an empty outside part, so escaped quotes keep the count right).
     parts = text.replace("%", "%%").split("'")
@@ -51,14 +51,14 @@ class Statements:
 
     def __init__(self, **statements: str | Mapping[str, str]) -> None:
         #: ``{dialect: {name: SQL}}``, ready for that dialect's driver.
-        self.by_dialect: dict[str, dict[str, str]] = {kind: {} for kind in DIALECTS}
+        self.by_dialect: dict[str, dict[str, str]] = {dialect: {} for dialect in DIALECTS}
         for name, text in statements.items():
-            variants = {kind: text for kind in DIALECTS} if isinstance(text, str) else dict(text)
-            for kind, variant in variants.items():
-                if kind not in DIALECTS:
-                    raise ValueError(f"Statement {name!r}: unknown dialect {kind!r}, expected one of {DIALECTS}.")
-                self.by_dialect[kind][name] = sql(variant, kind)
+            variants = dict.fromkeys(DIALECTS, text) if isinstance(text, str) else dict(text)
+            for dialect, variant in variants.items():
+                if dialect not in DIALECTS:
+                    raise ValueError(f"Statement {name!r}: unknown dialect {dialect!r}, expected one of {DIALECTS}.")
+                self.by_dialect[dialect][name] = sql(variant, dialect)
 
     def __getitem__(self, name: str) -> str:
         """The statement ``name`` for the bound database."""
-        return self.by_dialect[dialect()][name]
+        return self.by_dialect[bound_dialect()][name]
