@@ -25,7 +25,7 @@ from typing import Any
 
 from flask import current_app
 
-from storage import db, dialect, transaction, utcnow
+from storage import Statements, db, dialect, transaction, utcnow
 
 from .errors import AddonError, IdempotencyKeyInUse, IdempotencyKeyReused, ValidationError
 
@@ -33,23 +33,19 @@ __all__ = ["Outcome", "fingerprint", "run", "prune"]
 
 Action = Callable[[], tuple[dict[str, Any], int]]
 
-_SQL = {
+_SQL = Statements(
     # PostgreSQL: take the key's lock and read its record in one round trip.
-    "lock_and_select": ("SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0)), r.request_hash, "
-                        "r.response_status, r.response_body, r.created_at FROM (SELECT 1) AS one "
-                        "LEFT JOIN idempotency_record r ON r.merchant_id = %s AND r.key = %s"),
-    "select": ("SELECT request_hash, response_status, response_body, created_at FROM idempotency_record "
-               "WHERE merchant_id = ? AND key = ?"),
-    "delete": "DELETE FROM idempotency_record WHERE merchant_id = ? AND key = ?",
-    "insert": ("INSERT INTO idempotency_record (merchant_id, key, request_hash, response_status, "
-               "response_body, created_at) VALUES (?, ?, ?, ?, ?, ?)"),
-    "prune": "DELETE FROM idempotency_record WHERE created_at < ?",
-}
-
-
-def _sql(name: str) -> str:
-    sql = _SQL[name]
-    return sql.replace("?", "%s") if dialect() == "postgresql" else sql
+    lock_and_select={"postgresql": (
+        "SELECT pg_try_advisory_xact_lock(hashtextextended(?, 0)), r.request_hash, r.response_status, "
+        "r.response_body, r.created_at FROM (SELECT 1) AS one "
+        "LEFT JOIN idempotency_record r ON r.merchant_id = ? AND r.key = ?")},
+    select=("SELECT request_hash, response_status, response_body, created_at FROM idempotency_record "
+            "WHERE merchant_id = ? AND key = ?"),
+    delete="DELETE FROM idempotency_record WHERE merchant_id = ? AND key = ?",
+    insert=("INSERT INTO idempotency_record (merchant_id, key, request_hash, response_status, "
+            "response_body, created_at) VALUES (?, ?, ?, ?, ?, ?)"),
+    prune="DELETE FROM idempotency_record WHERE created_at < ?",
+)
 
 
 @dataclass(frozen=True)
@@ -102,7 +98,7 @@ def run(merchant_id: str, key: str | None, request_hash: str, action: Action, *,
 def prune(older_than: timedelta | None = None) -> int:
     """Delete records past their time to live; returns how many."""
     ttl = older_than or timedelta(seconds=current_app.config["ADDONS_IDEMPOTENCY_TTL"])
-    return db.execute_sql(_sql("prune"), (utcnow() - ttl,)).rowcount
+    return db.execute_sql(_SQL["prune"], (utcnow() - ttl,)).rowcount
 
 
 def _claim(merchant_id: str, key: str, request_hash: str) -> Outcome | None:
@@ -114,14 +110,14 @@ def _claim(merchant_id: str, key: str, request_hash: str) -> Outcome | None:
         if row[0] is None:
             return None
     else:
-        row = db.execute_sql(_sql("select"), (merchant_id, key)).fetchone()
+        row = db.execute_sql(_SQL["select"], (merchant_id, key)).fetchone()
         if row is None:
             return None
     stored_hash, status, body, created_at = row
     if isinstance(created_at, str):
         created_at = datetime.fromisoformat(created_at)
     if created_at < utcnow() - timedelta(seconds=current_app.config["ADDONS_IDEMPOTENCY_TTL"]):
-        db.execute_sql(_sql("delete"), (merchant_id, key))
+        db.execute_sql(_SQL["delete"], (merchant_id, key))
         return None
     if stored_hash != request_hash:
         raise IdempotencyKeyReused(key=key)
@@ -129,5 +125,5 @@ def _claim(merchant_id: str, key: str, request_hash: str) -> Outcome | None:
 
 
 def _store(merchant_id: str, key: str, request_hash: str, status: int, body: dict[str, Any]) -> None:
-    db.execute_sql(_sql("insert"), (merchant_id, key, request_hash, status,
+    db.execute_sql(_SQL["insert"], (merchant_id, key, request_hash, status,
                                     json.dumps(body, separators=(",", ":")), utcnow()))

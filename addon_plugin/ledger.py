@@ -27,7 +27,7 @@ from flask import current_app
 from peewee import IntegrityError, fn
 
 import storage
-from storage import db, dialect, new_id, transaction, utcnow
+from storage import Statements, db, dialect, new_id, transaction, utcnow
 
 from . import signals
 from .emails import normalise_email
@@ -156,32 +156,22 @@ _SELECT_REFUSAL = f"""SELECT {", ".join("a." + c for c in _ACCOUNT_COLUMNS.split
 FROM credit_account a JOIN addon_product p ON p.id = a.product_id WHERE a.id = ?"""
 _SELECT_BALANCE = "SELECT balance FROM credit_account WHERE id = ?"
 _FIND_ACCOUNT = "SELECT id FROM credit_account WHERE product_id = ? AND buyer_email = ? AND merchant_id = ?"
-_LOCK_ACCOUNT = {"sqlite": "SELECT balance FROM credit_account WHERE id = ?",  # BEGIN IMMEDIATE holds the lock
-                 "postgresql": "SELECT balance FROM credit_account WHERE id = %s FOR UPDATE"}
-
-
-def _for_dialect(sql: str) -> dict[str, str]:
-    return {"sqlite": sql, "postgresql": sql.replace("?", "%s")}
-
-
-_SQL = {name: _for_dialect(sql) for name, sql in {
-    "update": _GUARDED_UPDATE,
-    "insert_entry": _INSERT_ENTRY,
-    "update_and_insert": _UPDATE_AND_INSERT_PG,
-    "select_account": _SELECT_ACCOUNT,
-    "entry_by_key": _SELECT_ENTRY_BY_KEY,
-    "refusal": _SELECT_REFUSAL,
-    "balance": _SELECT_BALANCE,
-    "find_account": _FIND_ACCOUNT,
-}.items()}
-
-
-def _sql(name: str) -> str:
-    return _SQL[name][dialect()]
+_SQL = Statements(
+    update=_GUARDED_UPDATE,
+    insert_entry=_INSERT_ENTRY,
+    update_and_insert={"postgresql": _UPDATE_AND_INSERT_PG},
+    select_account=_SELECT_ACCOUNT,
+    entry_by_key=_SELECT_ENTRY_BY_KEY,
+    refusal=_SELECT_REFUSAL,
+    balance=_SELECT_BALANCE,
+    find_account=_FIND_ACCOUNT,
+    lock_account={"sqlite": "SELECT balance FROM credit_account WHERE id = ?",  # BEGIN IMMEDIATE holds the lock
+                  "postgresql": "SELECT balance FROM credit_account WHERE id = ? FOR UPDATE"},
+)
 
 
 def _fetchone(name: str, params: tuple) -> tuple | None:
-    return db.execute_sql(_sql(name), params).fetchone()
+    return db.execute_sql(_SQL[name], params).fetchone()
 
 
 def _account_from_row(row: tuple) -> Account:
@@ -335,7 +325,7 @@ def _apply(account_id: str, delta: int, kind: str, description: str, reference: 
     else:
         row = _fetchone("update", update_params)
         if row is not None:
-            db.execute_sql(_sql("insert_entry"), (
+            db.execute_sql(_SQL["insert_entry"], (
                 entry_id, account_id, row[9], delta, row[4], kind, description, reference,
                 metadata_json, idempotency_key, actor, now))
     if row is None:  # nothing was written: a replay, or a refusal
@@ -420,7 +410,7 @@ def _lock(account_id: str) -> int:
     Inside the lock every change committed before it is visible, so an
     idempotency key checked after it cannot race another transaction.
     """
-    row = db.execute_sql(_LOCK_ACCOUNT[dialect()], (account_id,)).fetchone()
+    row = _fetchone("lock_account", (account_id,))
     if row is None:
         raise AccountNotFound(account_id=account_id)
     return row[0]

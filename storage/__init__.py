@@ -3,7 +3,8 @@
 Holds every table and no business logic; knows nothing of Flask or HTTP.
 """
 
-from .database import after_transaction, bind, db, dialect, on_commit, transaction
+from .database import after_transaction, bind, db, dialect, on_commit, transaction, unbind
+from .dialects import Statements, sql
 from .ids import new_id
 from .models import (
     ALL_MODELS,
@@ -38,6 +39,7 @@ __all__ = [
     "Order",
     "Product",
     "SchemaVersion",
+    "Statements",
     "TOP_UP_IN_FLIGHT",
     "TopUp",
     "WebhookAttempt",
@@ -53,6 +55,8 @@ __all__ = [
     "migrate",
     "new_id",
     "on_commit",
+    "sql",
     "transaction",
+    "unbind",
     "utcnow",
 ]

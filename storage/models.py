@@ -319,6 +319,8 @@ class WebhookAttempt(BaseModel):
     class Meta:
         # Also serves the delivery foreign key. Unique: no attempt is recorded twice.
         indexes = ((("delivery", "number"), True),)
+
+
 #: Top-up statuses that count as "in flight": at most one row per account (a
 #: unique partial index) may have one of them.
 TOP_UP_IN_FLIGHT = ("pending", "charging")

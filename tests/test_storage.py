@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
+from flask import Flask
 
 import storage
+from addon_plugin import AddonPlugin
 from addon_plugin.errors import InsufficientCredits
 
 
@@ -30,11 +35,83 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys_and_a_busy_timeout(tmp_path):
     storage.db.close()
 
 
+def test_binding_the_bound_url_again_keeps_its_database(tmp_path):
+    url = f"sqlite:///{tmp_path}/one.sqlite3"
+    first = storage.bind(url)
+    assert storage.bind(url) is first and storage.db.obj is first
+
+
+def test_binding_another_database_is_refused_until_the_first_is_released(tmp_path):
+    first = storage.bind(f"sqlite:///{tmp_path}/one.sqlite3")
+    with pytest.raises(RuntimeError, match="already bound to sqlite:///.*one.sqlite3.*storage.unbind()"):
+        storage.bind(f"sqlite:///{tmp_path}/two.sqlite3")
+    assert storage.db.obj is first
+    storage.unbind()
+    assert storage.db.obj is None and first.is_closed()
+    second = storage.bind(f"sqlite:///{tmp_path}/two.sqlite3")
+    assert storage.db.obj is second is not first
+
+
+def test_a_second_app_cannot_move_the_first_apps_database(tmp_path):
+    def host(name: str, database: str) -> Flask:
+        app = Flask(name, instance_path=str(tmp_path / name))
+        app.config["ADDONS_DATABASE_URL"] = f"sqlite:///{tmp_path}/{database}"
+        AddonPlugin(app)
+        return app
+
+    first = host("first", "first.sqlite3")
+    with pytest.raises(RuntimeError, match="already bound"):
+        host("second", "second.sqlite3")
+    assert storage.db.database == f"{tmp_path}/first.sqlite3"
+    host("third", "first.sqlite3")  # another app on the same database: fine
+    with first.app_context():
+        assert storage.migrate()
+
+
+def test_the_refusal_shows_no_password(tmp_path):
+    storage.bind("postgresql://addons:s3cret@127.0.0.1:1/addons")  # pools connect lazily
+    with pytest.raises(RuntimeError) as refused:
+        storage.bind("postgresql://addons:other-s3cret@127.0.0.1:1/other")
+    assert "s3cret" not in str(refused.value) and "addons:***@127.0.0.1:1/addons" in str(refused.value)
+
+
 def test_bad_database_urls_fail_loudly():
     with pytest.raises(ValueError, match="ADDONS_DATABASE_URL"):
         storage.bind("")
     with pytest.raises(ValueError, match="sqlite"):
         storage.bind("sqlite://")
+
+
+def test_sql_is_written_with_question_marks_and_translated_for_postgresql():
+    text = "SELECT ? FROM t WHERE a LIKE 'x%' AND b = '?' AND c = 'it''s ?' AND d = ?"
+    assert storage.sql(text, "sqlite") == text
+    assert (storage.sql(text, "postgresql")
+            == "SELECT %s FROM t WHERE a LIKE 'x%%' AND b = '?' AND c = 'it''s ?' AND d = %s")
+    with pytest.raises(ValueError, match="dialect"):
+        storage.sql(text, "mysql")
+    with pytest.raises(ValueError, match="dialect"):
+        storage.Statements(one={"oracle": "SELECT 1"})
+
+
+def test_statements_run_as_written_on_either_database(app):
+    statements = storage.Statements(
+        echo="SELECT ? || ' 100% sure?'",
+        which={"sqlite": "SELECT 'sqlite', ?", "postgresql": "SELECT 'postgresql', ?"},
+    )
+    assert storage.db.execute_sql(statements["echo"], ("am I",)).fetchone()[0] == "am I 100% sure?"
+    assert storage.db.execute_sql(statements["which"], (1,)).fetchone() == (storage.dialect(), 1)
+    assert storage.db.execute_sql(storage.sql("SELECT '50%' || ?"), ("!",)).fetchone()[0] == "50%!"
+
+
+def test_no_module_translates_placeholders_on_its_own():
+    """The placeholder rule has one home, storage.dialects."""
+    root = Path(storage.__file__).resolve().parents[1]
+    home = root / "storage" / "dialects.py"
+    translating = re.compile(r"""\.replace\(\s*["']\?["']|=\s*%s\b""")  # by hand, or written for psycopg2 only
+    offenders = [str(path.relative_to(root)) for package in ("addon_plugin", "storage", "webhooks")
+                 for path in sorted((root / package).rglob("*.py"))
+                 if path != home and translating.search(path.read_text())]
+    assert offenders == []
 
 
 def test_ids_are_opaque_prefixed_and_time_ordered():

@@ -30,7 +30,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from storage import TOP_UP_IN_FLIGHT, CreditAccount, TopUp, db, dialect, new_id, on_commit, transaction, utcnow
+from storage import TOP_UP_IN_FLIGHT, CreditAccount, Statements, TopUp, db, new_id, on_commit, transaction, utcnow
 
 from .. import ledger, signals
 from ..ledger import Account
@@ -61,7 +61,7 @@ WHERE a.id = ? AND p.top_up_allowed
   AND (a.top_up_blocked_until IS NULL OR a.top_up_blocked_until <= ?)
   AND NOT EXISTS (SELECT 1 FROM top_up t WHERE t.account_id = a.id AND t.status IN (%s))""" % (
     ", ".join(f"'{code}'" for code in NOT_DECLINES), ", ".join(f"'{status}'" for status in TOP_UP_IN_FLIGHT))
-_GATE_SQL = {"sqlite": _GATE, "postgresql": _GATE.replace("?", "%s")}
+_SQL = Statements(gate=_GATE)
 
 
 def wants_top_up(account: Account) -> bool:
@@ -84,7 +84,7 @@ def decide(account: Account, *, now: datetime | None = None) -> str | None:
     now = now or utcnow()
     config = current_app.config
     budget = max(1, config["ADDONS_TOP_UP_MAX_FAILURES"])
-    row = db.execute_sql(_GATE_SQL[dialect()], (budget - 1, account.id, now)).fetchone()
+    row = db.execute_sql(_SQL["gate"], (budget - 1, account.id, now)).fetchone()
     if row is None:
         return None
     price_minor, currency, credit_amount, oldest_counted = row
