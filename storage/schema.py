@@ -49,11 +49,33 @@ def _create_top_ups() -> None:
     db.create_tables([TopUp], safe=True)
 
 
+_TOP_UP_OUTCOMES_SQL = {
+    "sqlite": [
+        "DROP INDEX IF EXISTS top_up_one_in_flight",
+        "CREATE UNIQUE INDEX top_up_one_in_flight ON top_up (account_id) "
+        "WHERE status IN ('pending', 'charging', 'unresolved', 'pending_settlement')",
+    ],
+    "postgresql": [
+        "ALTER TABLE top_up ALTER COLUMN status TYPE VARCHAR(32)",
+        "DROP INDEX IF EXISTS top_up_one_in_flight",
+        "CREATE UNIQUE INDEX top_up_one_in_flight ON top_up (account_id) "
+        "WHERE status IN ('pending', 'charging', 'unresolved', 'pending_settlement')",
+    ],
+}
+
+
+def _top_up_outcomes() -> None:
+    # "pending_settlement" is longer than the old 16 characters (SQLite keeps no lengths).
+    for sql in _TOP_UP_OUTCOMES_SQL[dialect()]:
+        db.execute_sql(sql)
+
+
 #: (version, what it does, function): applied in order, each exactly once.
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "merchants, keys, products, buyers, accounts, ledger, idempotency", _create_base),
     (2, "webhook endpoints, events, deliveries (the outbox) and attempts", _create_webhooks),
     (3, "automatic top-ups (at most one in flight per account)", _create_top_ups),
+    (4, "unresolved and pending-settlement top-ups block a new one too", _top_up_outcomes),
 ]
 
 
