@@ -5,8 +5,10 @@ Decide, then act: :mod:`.decide` subscribes to ``balance_changed`` and records
 a pending top-up in the change's own transaction; :mod:`.execute` charges it
 after the commit (``ADDONS_TOP_UP_MODE="inline"``) or from the worker
 (``"worker"``; the worker also resumes retries and crashed attempts in both
-modes). :mod:`.settings` is the service behind the auto top-up routes and
-hooks; :mod:`.gateways` the payment interface. The ledger knows none of this.
+modes); :mod:`.settle` learns the outcome of a charge the gateway never
+answered (or has not settled) from its lookup or the merchant. :mod:`.settings`
+is the service behind the auto top-up routes and hooks; :mod:`.gateways` the
+payment interface. The ledger knows none of this.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from __future__ import annotations
 from flask import Flask
 
 from .. import signals, worker
-from . import decide, execute, settings
+from . import decide, execute, settings, settle
 from .gateways import (
+    ChargePending,
     Declined,
     Gateway,
     GatewayError,
@@ -27,8 +30,10 @@ from .gateways import (
 )
 from .records import as_resource, list_top_ups
 from .settings import disable_for_product, set_auto_top_up
+from .settle import resolve_top_up
 
 __all__ = [
+    "ChargePending",
     "Declined",
     "Gateway",
     "GatewayError",
@@ -41,6 +46,7 @@ __all__ = [
     "init_app",
     "list_top_ups",
     "resolve_gateway",
+    "resolve_top_up",
     "set_auto_top_up",
 ]
 
@@ -48,7 +54,7 @@ _MODES = ("inline", "worker")
 
 
 def init_app(app: Flask) -> None:
-    """Connect the top-up subscribers (``sender=app``) and register the worker task.
+    """Connect the top-up subscribers (``sender=app``) and register the worker tasks.
 
     Reads ``ADDONS_TOP_UP_MODE`` and ``ADDONS_PAYMENT_GATEWAY`` (resolved now, so
     a bad value fails at start-up rather than at the first top-up).
@@ -59,3 +65,4 @@ def init_app(app: Flask) -> None:
     signals.balance_changed.connect(decide.on_balance_changed, sender=app)
     signals.product_saved.connect(settings.on_product_saved, sender=app)
     worker.register_task(app, "top_ups", execute.run_due)
+    worker.register_task(app, "top_ups.look_up", settle.look_up_due, once_per_run=True)
