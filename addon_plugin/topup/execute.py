@@ -2,14 +2,11 @@
 
 States::
 
-    pending ──claim──> charging ──charged──> succeeded       (credit + status in one transaction)
-       ^                  │ │ └──declined──> failed          (counts toward ADDONS_TOP_UP_MAX_FAILURES)
-       │                  │ └─accepted, not settled─> pending_settlement ──┐ the gateway's lookup
-       └──gateway down────┘                                                ├─> (or, if unresolved,
-          (backoff from ADDONS_TOP_UP_RETRY_SCHEDULE; when it runs out) ──> unresolved ──┘  the merchant):
-                                                                                         succeeded | failed
-    pending ──claim, before the first attempt──> canceled (auto top-up off)
-                                                 failed   (the credit would be refused: not charged)
+    pending ──claim──> charging ──charged──> succeeded   (credit + status in one transaction)
+       ^                 │ │ └───declined──> failed      (counts toward ADDONS_TOP_UP_MAX_FAILURES)
+       │                 │ └──processing───> pending_settlement ──lookup──────────────> succeeded | failed
+       └──gateway down───┘  (ADDONS_TOP_UP_RETRY_SCHEDULE runs out) ──> unresolved ──lookup or merchant──┘
+    pending ──claim, before the first attempt──> canceled (auto top-up off) | failed (credit would be refused)
 
 An unknown outcome is never a failure: money may have been taken, so an
 ``unresolved`` top-up blocks new ones until :mod:`.settle` learns the outcome.
