@@ -39,8 +39,10 @@ DEFAULTS: dict[str, Any] = {
     #: Successful top-ups per account per UTC day; the next is recorded as failed.
     "ADDONS_TOP_UP_DAILY_LIMIT": 10,
     #: Seconds before each retry of a top-up the gateway could not take (network,
-    #: 5xx); when they are used up the top-up fails with ``gateway_unavailable``.
+    #: 5xx); when they are used up the top-up is ``unresolved`` (outcome unknown).
     "ADDONS_TOP_UP_RETRY_SCHEDULE": [30, 120, 600],
+    #: Seconds between two lookups at the gateway of an unresolved or pending-settlement top-up.
+    "ADDONS_TOP_UP_LOOKUP_INTERVAL": 300,
     #: Secret API key of the "stripe" gateway (``sk_live_…`` / ``sk_test_…``).
     "ADDONS_STRIPE_API_KEY": None,
     #: Base URL of Stripe's API (a mock's URL in tests).

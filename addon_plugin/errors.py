@@ -17,10 +17,12 @@ with, so a view never translates errors by hand::
     │   ├── AccountNotFound                   404 account_not_found
     │   ├── ProductNotFound                   404 product_not_found
     │   ├── MerchantNotFound                  404 merchant_not_found
-    │   └── ApiKeyNotFound                    404 api_key_not_found
+    │   ├── ApiKeyNotFound                    404 api_key_not_found
+    │   └── TopUpNotFound                     404 top_up_not_found
     ├── Conflict                              409 conflict
     │   ├── IdempotencyKeyInUse               409 idempotency_key_in_use
     │   ├── TopUpNotAllowed                   409 top_up_not_allowed
+    │   ├── TopUpNotUnresolved                409 top_up_not_unresolved
     │   └── NoPaymentGateway                  409 no_payment_gateway
     ├── BalanceLimitExceeded                  422 balance_limit_exceeded
     └── ServiceUnavailable                    503 service_unavailable
@@ -49,9 +51,11 @@ __all__ = [
     "ProductNotFound",
     "MerchantNotFound",
     "ApiKeyNotFound",
+    "TopUpNotFound",
     "Conflict",
     "IdempotencyKeyInUse",
     "TopUpNotAllowed",
+    "TopUpNotUnresolved",
     "NoPaymentGateway",
     "BalanceLimitExceeded",
     "ServiceUnavailable",
@@ -187,6 +191,13 @@ class ApiKeyNotFound(NotFound):
     default_message = "No API key with that id."
 
 
+class TopUpNotFound(NotFound):
+    """No top-up with that id for this merchant."""
+
+    code = "top_up_not_found"
+    default_message = "No top-up with that id."
+
+
 class Conflict(AddonError):
     """The request conflicts with the current state."""
 
@@ -207,6 +218,13 @@ class TopUpNotAllowed(Conflict):
 
     code = "top_up_not_allowed"
     default_message = "This add-on is a one-time purchase; auto top-up is not allowed."
+
+
+class TopUpNotUnresolved(Conflict):
+    """Only an ``unresolved`` top-up can be resolved; this one is not (``status`` says what it is)."""
+
+    code = "top_up_not_unresolved"
+    default_message = "This top-up is not unresolved: its outcome is already known or still being worked out."
 
 
 class NoPaymentGateway(Conflict):

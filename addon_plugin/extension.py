@@ -66,6 +66,8 @@ class AddonPlugin(HostHooks):
                                         "Seconds before another worker resumes a top-up whose worker died."),
         "ADDONS_TOP_UP_RETRY_SCHEDULE": _setting("String", "Gateway retry schedule",
                                                  "Seconds between retries of a gateway that did not answer."),
+        "ADDONS_TOP_UP_LOOKUP_INTERVAL": _setting("String", "Gateway lookup interval (s)",
+                                                  "Seconds between lookups of a top-up whose outcome is unknown."),
         "ADDONS_STRIPE_API_KEY": _setting("Secret", "Stripe secret key", "sk_live_… or sk_test_… for the Stripe gateway."),
         "ADDONS_STRIPE_API_BASE": _setting("String", "Stripe API base URL", "https://api.stripe.com (a mock in tests)."),
         "ADDONS_WEBHOOK_RETRY_SCHEDULE": _setting("String", "Webhook retry schedule",

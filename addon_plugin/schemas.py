@@ -48,6 +48,7 @@ __all__ = [
     "AutoTopUpSettingsSchema",
     "BuyerAutoTopUpSettingsSchema",
     "TopUpSchema",
+    "TopUpResolveSchema",
 ]
 
 _CREDIT_RANGE = validate.Range(-MAX_CREDITS, MAX_CREDITS)
@@ -401,7 +402,10 @@ class TopUpSchema(_Strict):
 
     id = fields.String(metadata={"example": "topup_01jd3k5q8w2n7x4m6r9t0v1b2c"})
     account_id = fields.String()
-    status = fields.String(validate=validate.OneOf(["pending", "charging", "succeeded", "failed", "canceled"]))
+    status = fields.String(validate=validate.OneOf(
+        ["pending", "charging", "unresolved", "pending_settlement", "succeeded", "failed", "canceled"]),
+        metadata={"description": "unresolved: the gateway never answered (lookup, or resolve it); "
+                                 "pending_settlement: charged, not yet settled (credited once it succeeds)."})
     banks = fields.Integer()
     credits = fields.Integer()
     amount = fields.String(metadata={"example": "19.00"})
@@ -412,7 +416,26 @@ class TopUpSchema(_Strict):
     failure_code = fields.String(allow_none=True, metadata={"example": "card_declined"})
     failure_message = fields.String(allow_none=True)
     attempts = fields.Integer(metadata={"description": "Calls made to the gateway."})
-    next_attempt_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+    next_attempt_at = fields.String(allow_none=True, metadata={
+        "format": "date-time", "description": "The next charge attempt, or the next lookup at the gateway."})
     created_at = fields.String(metadata={"format": "date-time"})
     updated_at = fields.String(metadata={"format": "date-time"})
     completed_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+
+
+class TopUpResolveSchema(_Strict):
+    """``POST …/top-ups/<id>/resolve``: what the merchant found at the gateway."""
+
+    outcome = fields.String(required=True, validate=validate.OneOf(["succeeded", "failed"]),
+                            metadata={"description": "succeeded: the charge was made (credit it); "
+                                                     "failed: no money was taken."})
+    charge_id = fields.String(validate=validate.Length(1, 255), metadata={
+        "example": "pi_3PqZ2b2eZvKYlo2C1a2b3c4d", "description": "The gateway's charge id; only with succeeded."})
+    idempotency_key = fields.String(load_only=True, validate=validate.Length(1, 255))
+
+    @validates_schema
+    def _charge_id_with_success(self, data: dict, **kwargs: Any) -> None:
+        if data.get("outcome") == "succeeded" and "charge_id" not in data:
+            raise ValidationError({"charge_id": ["Required when outcome is succeeded."]})
+        if data.get("outcome") == "failed" and "charge_id" in data:
+            raise ValidationError({"charge_id": ["Only with outcome succeeded."]})

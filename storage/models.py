@@ -50,6 +50,8 @@ __all__ = [
     "WebhookDelivery",
     "WebhookAttempt",
     "TOP_UP_IN_FLIGHT",
+    "TOP_UP_TO_CHARGE",
+    "TOP_UP_TO_LOOK_UP",
     "TopUp",
     "Order",
     "ALL_MODELS",
@@ -321,9 +323,13 @@ class WebhookAttempt(BaseModel):
         indexes = ((("delivery", "number"), True),)
 
 
-#: Top-up statuses that count as "in flight": at most one row per account (a
-#: unique partial index) may have one of them.
-TOP_UP_IN_FLIGHT = ("pending", "charging")
+#: Top-up statuses still to be charged: due at ``next_attempt_at``.
+TOP_UP_TO_CHARGE = ("pending", "charging")
+#: Top-up statuses whose outcome the gateway's lookup settles: next asked at ``next_attempt_at``.
+TOP_UP_TO_LOOK_UP = ("unresolved", "pending_settlement")
+#: Top-up statuses that count as "in flight" and block a new top-up: at most
+#: one row per account (a unique partial index) may have one of them.
+TOP_UP_IN_FLIGHT = TOP_UP_TO_CHARGE + TOP_UP_TO_LOOK_UP
 
 
 class TopUp(BaseModel):
@@ -331,15 +337,18 @@ class TopUp(BaseModel):
     ``currency``'s minor units), crediting ``credits``.
 
     ``status`` is ``pending`` (decided, due at ``next_attempt_at``), ``charging``
-    (leased by a worker holding ``lease`` until ``next_attempt_at``), then
-    ``succeeded``, ``failed`` or ``canceled``. ``payment_method`` and ``customer``
-    are copied at decision time so every attempt sends the gateway the same charge.
+    (leased by a worker holding ``lease`` until ``next_attempt_at``),
+    ``unresolved`` (the outcome is unknown) or ``pending_settlement`` (the gateway
+    accepted a charge that has not settled), both looked up again at
+    ``next_attempt_at``; then ``succeeded``, ``failed`` or ``canceled``.
+    ``payment_method`` and ``customer`` are the account's when the first attempt
+    is claimed, kept so every attempt sends the gateway the same charge.
     """
 
     id = CharField(primary_key=True, max_length=40)
     account = ForeignKeyField(CreditAccount, backref="top_ups", on_delete="CASCADE", index=False)
     merchant = ForeignKeyField(Merchant, on_delete="CASCADE")
-    status = CharField(max_length=16)
+    status = CharField(max_length=32)
     banks = IntegerField()
     credits = BigIntegerField()
     amount_minor = BigIntegerField()

@@ -499,6 +499,27 @@ def _index_top_up_decisions() -> None:
         db.execute_sql(sql)
 
 
+_TOP_UP_OUTCOMES_SQL = {
+    "sqlite": [
+        "DROP INDEX IF EXISTS top_up_one_in_flight",
+        "CREATE UNIQUE INDEX top_up_one_in_flight ON top_up (account_id) "
+        "WHERE status IN ('pending', 'charging', 'unresolved', 'pending_settlement')",
+    ],
+    "postgresql": [
+        "ALTER TABLE top_up ALTER COLUMN status TYPE VARCHAR(32)",
+        "DROP INDEX IF EXISTS top_up_one_in_flight",
+        "CREATE UNIQUE INDEX top_up_one_in_flight ON top_up (account_id) "
+        "WHERE status IN ('pending', 'charging', 'unresolved', 'pending_settlement')",
+    ],
+}
+
+
+def _top_up_outcomes() -> None:
+    # "pending_settlement" is longer than the old 16 characters (SQLite keeps no lengths).
+    for sql in _TOP_UP_OUTCOMES_SQL[dialect()]:
+        db.execute_sql(sql)
+
+
 #: (version, what it does, function): applied in order, each exactly once.
 #: Append a new one at the end; never edit or reorder one that has shipped.
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
@@ -508,6 +529,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (4, "orders the hooks reported: paid and refunded, in either order", _create_orders),
     (5, "indexes for deciding top-ups: recent outcomes per account, passed retry blocks",
      _index_top_up_decisions),
+    (6, "unresolved and pending-settlement top-ups block a new one too", _top_up_outcomes),
 ]
 
 

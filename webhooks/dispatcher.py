@@ -37,6 +37,7 @@ SIGNAL_EVENTS: tuple[tuple[Signal, str], ...] = (
     (signals.addon_purchased, "addon.purchased"),
     (signals.top_up_succeeded, "top_up.succeeded"),
     (signals.top_up_failed, "top_up.failed"),
+    (signals.top_up_unresolved, "top_up.unresolved"),
     (signals.auto_top_up_disabled, "auto_top_up.disabled"),
 )
 

@@ -1,5 +1,6 @@
-"""Auto top-up for merchants: an account's settings, and its top-ups to
-reconcile against the payment gateway. Thin: parse, call :mod:`addon_plugin.topup`, present."""
+"""Auto top-up for merchants: an account's settings, its top-ups to reconcile
+against the payment gateway, and resolving one whose outcome the gateway never
+told. Thin: parse, call :mod:`addon_plugin.topup`, present."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from flask import Response
 
 from .. import topup
 from ..present import account_body
-from ..schemas import AccountSchema, AutoTopUpSettingsSchema, ListQuerySchema, TopUpSchema
+from ..schemas import AccountSchema, AutoTopUpSettingsSchema, ListQuerySchema, TopUpResolveSchema, TopUpSchema
 from . import blueprint
 from .http import authenticate, load, load_query, respond, write
 from .openapi import operation
 
 _settings_schema = AutoTopUpSettingsSchema()
 _list_schema = ListQuerySchema()
+_resolve_schema = TopUpResolveSchema()
 
 
 @blueprint.put("/addons/accounts/<account_id>/auto-top-up")
@@ -52,3 +54,23 @@ def list_top_ups(account_id: str) -> Response:
     page = rows[:query["limit"]]
     next_cursor = page[-1].id if len(rows) > query["limit"] else None
     return respond({"data": [topup.as_resource(row) for row in page], "next_cursor": next_cursor})
+
+
+@blueprint.post("/addons/top-ups/<top_up_id>/resolve")
+@operation(summary="Resolve an unresolved top-up", tag="top-ups", body=TopUpResolveSchema, response=TopUpSchema,
+           errors=(404, 409))
+def resolve_top_up(top_up_id: str) -> Response:
+    """Settles a top-up whose outcome the gateway never told (status
+    ``unresolved``) as you found it at the gateway: ``{"outcome": "succeeded",
+    "charge_id": "…"}`` credits it, ``{"outcome": "failed"}`` (no money was
+    taken) fails it. Answers the top-up; 409 ``top_up_not_unresolved`` for any
+    other status."""
+    merchant_id = authenticate()
+    data = load(_resolve_schema)
+
+    def apply() -> tuple[dict[str, Any], int]:
+        top_up = topup.resolve_top_up(top_up_id, merchant_id=merchant_id, outcome=data["outcome"],
+                                      charge_id=data.get("charge_id"))
+        return topup.as_resource(top_up), 200
+
+    return write(merchant_id, data, apply)

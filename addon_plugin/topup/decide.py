@@ -45,7 +45,7 @@ __all__ = ["CONSUMPTION", "NOT_DECLINES", "wants_top_up", "banks_needed", "decid
 CONSUMPTION = frozenset({"usage"})
 
 #: Failure codes of top-ups the gateway did not decline: not counted by the decline budget.
-NOT_DECLINES = ("gateway_unavailable", "daily_limit_reached")
+NOT_DECLINES = ("gateway_unavailable", "daily_limit_reached", "balance_limit_exceeded")
 
 # Everything a decision needs, in one read, only for an account with nothing in
 # flight and not blocked (the hot path pays for it only at or below the

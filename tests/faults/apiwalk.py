@@ -43,10 +43,11 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
     "delete_webhook_endpoint": {},
     "rotate_webhook_secret": {},
     "me_auto_top_up": {"enabled": False},
+    "resolve_top_up": {"outcome": "succeeded", "charge_id": "ch_walk_1"},
 }
 
 #: Ids that name one merchant's objects, wherever they appear (path or body).
-ID_NAMES = ("product_id", "account_id", "key_id", "endpoint_id", "delivery_id", "invoice_id")
+ID_NAMES = ("product_id", "account_id", "key_id", "endpoint_id", "delivery_id", "invoice_id", "top_up_id")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,14 @@ class Operation:
 
     def __str__(self) -> str:
         return f"{self.method.upper()} {self.path}"
+
+
+def unresolved_top_up(account_id: str) -> str:
+    """The id of a new ``unresolved`` top-up of the account (for the resolve route), written directly."""
+    account = storage.CreditAccount.get_by_id(account_id)
+    return storage.TopUp.create(id=storage.new_id("topup"), account=account_id, merchant=account.merchant_id,
+                                status="unresolved", banks=1, credits=100, amount_minor=1900, currency="USD",
+                                payment_method="pm_card_visa", next_attempt_at=storage.utcnow()).id
 
 
 def document(base_url: str) -> dict[str, Any]:
