@@ -52,8 +52,9 @@ def _sqlite_table(database: Database, table: str) -> dict:
         keys.setdefault(key_id, [target, [], [], on_delete])
         keys[key_id][1].append(source)
         keys[key_id][2].append(column)
+    # SQLite enforces no VARCHAR length (a migration cannot alter it either): compare the type alone.
     return {
-        "columns": {name: (kind.upper(), bool(notnull), default)
+        "columns": {name: (re.sub(r"^VARCHAR\(\d+\)$", "VARCHAR", kind.upper()), bool(notnull), default)
                     for _, name, kind, notnull, default, _, _ in columns},
         "primary_key": tuple(name for *_, name, _, _, _, pk, _ in sorted(columns, key=lambda c: c[5]) if pk),
         "indexes": indexes,
