@@ -306,7 +306,7 @@ def test_the_worker_decides_the_next_top_up_once_the_retry_block_has_passed(app,
 
 
 def test_flask_addons_worker_decides_and_charges_the_retry(app, auto_account_id, stalled):
-    assert app.extensions["addons.worker_tasks"]["top_up_retries"] is decide.retry_due
+    assert app.extensions["addons.worker_tasks"]["top_up_retries"][0] is decide.retry_due
     _retry_block_passes(auto_account_id)
     worker.run_once()
     assert [t.status for t in top_ups(auto_account_id)] == ["failed", "succeeded"]
