@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 import storage
-from addon_plugin import idempotency, ledger
+from addon_plugin import idempotency, ledger, merchants
 from conftest import bearer, sequences
 
 ADD = "/api/buyer-addon/usage/add"
@@ -125,3 +125,59 @@ def test_the_header_wins_over_the_body(deduct, client, auth, product, funded_acc
     entry = client.get(f"/api/addons/accounts/{funded_account_id}/ledger", query_string={"limit": 1},
                        headers=auth).get_json()["data"][0]
     assert entry["idempotency_key"] == "in-header"
+
+
+# -- an empty or blank key is refused, never taken as "no key" -------------------------------
+
+#: Every write route: (method, path with {account}/{product}/{key} ids, a valid body, by the buyer?).
+WRITES = [
+    ("POST", "/api/buyer-addon/usage/add", {"product_id": "{product}", "buyer_email": "bob@example.com",
+                                            "value": -10}, False),
+    ("POST", "/api/addons/accounts/{account}/adjustments", {"value": -10, "description": "x"}, False),
+    ("PUT", "/api/addons/accounts/{account}/auto-top-up", {"enabled": False}, False),
+    ("PUT", "/api/addons/me/accounts/{account}/auto-top-up", {"enabled": False}, True),
+    ("POST", "/api/addons/products", {"price": "1.00", "credit_amount": 1}, False),
+    ("PATCH", "/api/addons/products/{product}", {"name": "x"}, False),
+    ("POST", "/api/addons/api-keys", {}, False),
+    ("DELETE", "/api/addons/api-keys/{key}", {}, False),
+    ("POST", "/api/addons/webhook-endpoints", {"url": "http://127.0.0.1:9/hook"}, False),
+    ("PATCH", "/api/addons/webhook-endpoints/ep_none", {"description": "x"}, False),
+    ("DELETE", "/api/addons/webhook-endpoints/ep_none", {}, False),
+    ("POST", "/api/addons/webhook-endpoints/ep_none/rotate-secret", {}, False),
+    ("POST", "/api/addons/deliveries/dlv_none/redeliver", {}, False),
+]
+
+
+def test_the_table_lists_every_write_route(app):
+    routes = {(method, rule.rule) for rule in app.url_map.iter_rules()
+              for method in rule.methods - {"GET", "HEAD", "OPTIONS"}}
+    listed = {(method, path.replace("{account}", "<account_id>").replace("{product}", "<product_id>")
+               .replace("{key}", "<key_id>").replace("ep_none", "<endpoint_id>").replace("dlv_none", "<delivery_id>"))
+              for method, path, _, _ in WRITES}
+    assert routes - {("POST", "/api/buyer-addon/usage")} == listed  # reading a balance is no write
+
+
+def _row_counts() -> dict[str, int]:
+    return {model.__name__: model.select().count() for model in storage.ALL_MODELS}
+
+
+@pytest.mark.parametrize("method, path, body, by_buyer", WRITES, ids=[f"{m} {p}" for m, p, _, _ in WRITES])
+def test_an_empty_or_blank_key_is_422_and_records_nothing(client, app, auth, merchant_id, product,
+                                                          funded_account_id, method, path, body, by_buyer):
+    app.config.update(ADDONS_PAYMENT_GATEWAY="test", ADDONS_WEBHOOK_ALLOW_PRIVATE_URLS=True)
+    app.extensions["addons"].buyer_loader(lambda: (merchant_id, "bob@example.com"))
+    ids = {"account": funded_account_id, "product": product.id,
+           "key": merchants.create_api_key(merchant_id).id}
+    path = path.format(**ids)
+    body = {name: value.format(**ids) if isinstance(value, str) else value for name, value in body.items()}
+    headers = {} if by_buyer else auth
+    before = _row_counts()
+    for blank in ("", "   ", "\t"):
+        for sent in ({"headers": {**headers, "Idempotency-Key": blank}, "json": body},
+                     {"headers": headers, "json": {**body, "idempotency_key": blank}}):
+            for _ in range(2):  # the same request twice: refused twice, applied never
+                response = client.open(path, method=method, **sent)
+                assert response.status_code == 422, (blank, sent, response.get_json())
+                error = response.get_json()["error"]
+                assert error["code"] == "validation_error" and list(error["fields"]) == ["idempotency_key"]
+    assert _row_counts() == before and ledger.balance(funded_account_id) == 1000

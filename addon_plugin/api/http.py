@@ -214,12 +214,18 @@ def respond(body: dict[str, Any], status: int = 200, headers: dict[str, str] | N
 
 
 def idempotency_key(data: dict[str, Any]) -> str | None:
-    """The request's idempotency key: the ``Idempotency-Key`` header, else the
-    body's ``idempotency_key``."""
-    key = request.headers.get("Idempotency-Key") or data.get("idempotency_key")
-    if key is not None and not (isinstance(key, str) and 0 < len(key) <= 255):
-        raise ValidationError(fields={"idempotency_key": ["Must be 1 to 255 characters."]})
-    if key is not None and UNSTORABLE.search(key):
+    """The request's idempotency key: the ``Idempotency-Key`` header (when sent,
+    even empty), else the body's ``idempotency_key``; None when neither is there.
+    An empty or blank key is a 422, never "no key": a client that meant to send
+    one must not have its request applied twice."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        key = data.get("idempotency_key")
+    if key is None:
+        return None
+    if not isinstance(key, str) or not 0 < len(key) <= 255 or not key.strip():
+        raise ValidationError(fields={"idempotency_key": ["Must be 1 to 255 characters, not all blank."]})
+    if UNSTORABLE.search(key):
         raise ValidationError(fields={"idempotency_key": [UNSTORABLE_MESSAGE]})
     return key
 
