@@ -8,7 +8,7 @@ import pytest
 
 import storage
 from addon_plugin import idempotency, ledger, merchants
-from conftest import bearer, sequences
+from conftest import bearer, ledger_sum, sequences
 
 ADD = "/api/buyer-addon/usage/add"
 
@@ -125,6 +125,78 @@ def test_the_header_wins_over_the_body(deduct, client, auth, product, funded_acc
     entry = client.get(f"/api/addons/accounts/{funded_account_id}/ledger", query_string={"limit": 1},
                        headers=auth).get_json()["data"][0]
     assert entry["idempotency_key"] == "in-header"
+
+
+# -- key spaces: the API's, the hooks' and each buyer's keys never meet ------------------------
+
+@pytest.mark.parametrize("client_key", ["order_paid:order_9:l1", '["order_paid","order_9","l1"]'])
+def test_a_client_key_equal_to_a_hooks_key_never_blocks_the_grant(client, auth, app, merchant_id, product,
+                                                                  funded_account_id, client_key):
+    """A client's key spelled like the key order_paid derives (old or new form)
+    is the client's own: the order's grant still happens."""
+    assert client.post(ADD, json={"product_id": product.id, "buyer_email": "bob@example.com", "value": -1},
+                       headers={**auth, "Idempotency-Key": client_key}).status_code == 200
+    app.extensions["addons"].order_paid({"id": "order_9", "merchant_id": merchant_id, "buyer_email": "bob@example.com",
+                                         "lines": [{"id": "l1", "product_id": product.id, "quantity": 1}]}, None)
+    assert ledger.balance(funded_account_id) == 1000 - 1 + 100 == ledger_sum(funded_account_id)
+
+
+@pytest.mark.parametrize("client_key", ["order_refunded:order_9", '["order_refunded","order_9"]'])
+def test_a_client_key_equal_to_a_hooks_key_never_makes_a_refund_a_no_op(client, auth, app, merchant_id, product,
+                                                                        account_id, client_key):
+    plugin = app.extensions["addons"]
+    plugin.order_paid({"id": "order_9", "merchant_id": merchant_id, "buyer_email": "bob@example.com",
+                       "lines": [{"id": "l1", "product_id": product.id, "quantity": 1}]}, None)
+    assert client.post(ADD, json={"product_id": product.id, "buyer_email": "bob@example.com", "value": -1},
+                       headers={**auth, "Idempotency-Key": client_key}).status_code == 200
+    plugin.order_refunded({"id": "order_9", "merchant_id": merchant_id}, None)
+    assert ledger.balance(account_id) == 0 == ledger_sum(account_id)
+    [refund] = storage.LedgerEntry.select().where(storage.LedgerEntry.kind == "refund")
+    assert refund.delta == -99
+
+
+def test_a_merchants_key_never_reaches_a_buyers_stored_answer(client, auth, app, merchant_id, product, account_id):
+    """The buyer's records were stored under ``buyer:<email>`` + U+001F + key in
+    the merchant's own key space: a merchant's key spelled so was replayed (or
+    refused) with the buyer's answer."""
+    app.config["ADDONS_PAYMENT_GATEWAY"] = "test"
+    app.extensions["addons"].buyer_loader(lambda: (merchant_id, "bob@example.com"))
+    settings = {"enabled": True, "threshold": 0, "payment_method": "pm_card_visa"}
+    mine = client.put(f"/api/addons/me/accounts/{account_id}/auto-top-up", json=settings,
+                      headers={"Idempotency-Key": "k"})
+    theirs = client.put(f"/api/addons/accounts/{account_id}/auto-top-up", headers=auth,
+                        json={**settings, "idempotency_key": "buyer:bob@example.com\x1fk"})
+    assert mine.status_code == theirs.status_code == 200
+    assert "Idempotent-Replayed" not in theirs.headers
+
+
+def test_a_key_of_255_characters_works_everywhere_and_comes_back_as_sent(client, auth, app, merchant_id, product,
+                                                                         funded_account_id):
+    """Stored beside its key space, never inside it: no prefix can overflow the
+    255-character key (the buyer's route was a 500 on PostgreSQL)."""
+    app.config["ADDONS_PAYMENT_GATEWAY"] = "test"
+    app.extensions["addons"].buyer_loader(lambda: (merchant_id, "bob@example.com"))
+    keys = [f"{n}ü" + "k" * 252 + " " for n in range(3)]  # the buyer's may be the merchant's: another space
+    usage = {"product_id": product.id, "buyer_email": "bob@example.com", "value": -1}
+    requests = [
+        ("post", ADD, usage, auth, keys[0]),
+        ("post", f"/api/addons/accounts/{funded_account_id}/adjustments", {"value": -1, "description": "x"}, auth,
+         keys[1]),
+        ("put", f"/api/addons/me/accounts/{funded_account_id}/auto-top-up", {"enabled": False}, {}, keys[0]),
+        ("post", "/api/addons/products", {"price": "1.00", "credit_amount": 1}, auth, keys[2]),
+    ]
+    for method, path, body, headers, key in requests:
+        assert len(key) == 255
+        first = getattr(client, method)(path, json={**body, "idempotency_key": key}, headers=headers)
+        again = getattr(client, method)(path, json={**body, "idempotency_key": key}, headers=headers)
+        assert first.status_code in (200, 201), (path, first.get_json())
+        assert again.headers["Idempotent-Replayed"] == "true" and again.get_json() == first.get_json()
+    entries = storage.LedgerEntry.select().where(storage.LedgerEntry.idempotency_key.is_null(False))
+    assert sorted(e.idempotency_key for e in entries) == keys[:2]
+    listed = client.get(f"/api/addons/accounts/{funded_account_id}/ledger", headers=auth).get_json()["data"]
+    assert [e["idempotency_key"] for e in listed[:2]] == [keys[1], keys[0]]
+    assert ledger.balance(funded_account_id) == 998
+    assert client.post(ADD, json={**usage, "idempotency_key": keys[0] + "k"}, headers=auth).status_code == 422
 
 
 # -- an empty or blank key is refused, never taken as "no key" -------------------------------

@@ -79,7 +79,7 @@ def create_adjustment(account_id: str) -> Response:
         change = ledger.record(
             account_id, data["value"], "adjustment", description=data["description"],
             reference=data["reference"], metadata=data["metadata"],
-            idempotency_key=idempotency_key(data), actor=actor(),
+            idempotency_key=idempotency_key(data), key_space=ledger.API_KEYS, actor=actor(),
         )
         return adjustment_body(change), 201
 

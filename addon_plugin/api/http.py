@@ -230,18 +230,17 @@ def idempotency_key(data: dict[str, Any]) -> str | None:
     return key
 
 
-def write(merchant: str, data: dict[str, Any], action: Callable[[], tuple[dict[str, Any], int]], *,
-          redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None, scope: str | None = None) -> Response:
+def write(merchant: str, data: dict[str, Any], action: idempotency.Action, *,
+          redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+          key_space: str = idempotency.MERCHANT_KEYS) -> Response:
     """Run a validated write idempotently (see :func:`idempotency_key`) and
     answer with its outcome; ``redact`` strips secrets from the stored replay;
-    ``scope`` gives a caller (a signed-in buyer) its own key space within the
+    ``key_space`` gives a caller (a signed-in buyer) its own keys within the
     merchant's, so nobody else's stored reply can be replayed to them."""
     key = idempotency_key(data)
-    if key is not None and scope is not None:
-        key = f"{scope}\x1f{key}"
     request_data = {k: v for k, v in data.items() if k != "idempotency_key"}
     request_hash = idempotency.fingerprint(request.method, request.url_rule.rule if request.url_rule else
                                            request.path, request.view_args, request_data)
-    outcome = idempotency.run(merchant, key, request_hash, action, redact=redact)
+    outcome = idempotency.run(merchant, key, request_hash, action, key_space=key_space, redact=redact)
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     return respond(outcome.body, outcome.status, headers)

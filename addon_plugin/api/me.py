@@ -15,6 +15,7 @@ from flask import Response, current_app, request
 import storage
 
 from ..errors import AuthenticationFailed, CrossOriginRequest
+from ..idempotency import buyer_key_space
 from ..schemas import AccountSchema, AutoTopUpSettingsSchema, ListQuerySchema
 from ..topup import set_auto_top_up
 from . import blueprint
@@ -72,4 +73,4 @@ def me_auto_top_up(account_id: str) -> Response:
                                   payment_method=data["payment_method"], customer=data["customer"])
         return account_body(account), 200
 
-    return write(merchant_id, data, apply, scope=f"buyer:{email}")
+    return write(merchant_id, data, apply, key_space=buyer_key_space(email))

@@ -66,7 +66,7 @@ def usage_add() -> Response:
             _account_id(merchant_id, data, create=value > 0), value,
             "usage" if value < 0 else "adjustment",
             description=data["description"], reference=data["reference"], metadata=data["metadata"],
-            idempotency_key=idempotency_key(data), actor=actor(),
+            idempotency_key=idempotency_key(data), key_space=ledger.API_KEYS, actor=actor(),
         )
         return usage_body(change.account, change.entry), 200
 
