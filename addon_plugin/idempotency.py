@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
+from peewee import IntegrityError
 
 from storage import db, dialect, transaction, utcnow
 
@@ -92,6 +93,25 @@ def run(merchant_id: str, key: str | None, request_hash: str, action: Action, *,
             body, status = action()
         return Outcome(status, body)
     record = (merchant_id, key_space, key)
+    for attempt in (1, 2):
+        try:
+            return _run_once(record, request_hash, action, redact)
+        except IntegrityError:
+            # PostgreSQL: the key's first request committed after this claim's
+            # snapshot was taken but before its lock was: the record was not
+            # seen and its insert collided. All was rolled back; a second claim sees it.
+            if attempt == 2 or db.in_transaction():
+                raise
+    raise AssertionError("unreachable")
+
+
+def prune(older_than: timedelta | None = None) -> int:
+    """Delete records past their time to live; returns how many."""
+    return db.execute_sql(_sql("prune"), (utcnow() - (older_than or _ttl()),)).rowcount
+
+
+def _run_once(record: tuple[str, str, str], request_hash: str, action: Action,
+              redact: Callable[[dict[str, Any]], dict[str, Any]] | None) -> Outcome:
     try:
         with transaction():
             stored = _claim(record, request_hash)
@@ -112,11 +132,6 @@ def run(merchant_id: str, key: str | None, request_hash: str, action: Action, *,
             return stored
         _store(record, request_hash, status, body)
     return Outcome(status, body)
-
-
-def prune(older_than: timedelta | None = None) -> int:
-    """Delete records past their time to live; returns how many."""
-    return db.execute_sql(_sql("prune"), (utcnow() - (older_than or _ttl()),)).rowcount
 
 
 def _ttl() -> timedelta:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -125,6 +127,66 @@ def test_the_header_wins_over_the_body(deduct, client, auth, product, funded_acc
     entry = client.get(f"/api/addons/accounts/{funded_account_id}/ledger", query_string={"limit": 1},
                        headers=auth).get_json()["data"][0]
     assert entry["idempotency_key"] == "in-header"
+
+
+def test_an_answer_committed_after_the_claim_looked_is_replayed_not_a_500(deduct, monkeypatch, funded_account_id):
+    """The race of the test below, made certain: the claim misses the stored
+    answer (on PostgreSQL its snapshot can predate the first request's commit),
+    the request runs again, and its record collides with the first one's. It is
+    rolled back and answered from the record: a replay, never a 500."""
+    first = deduct(-10)
+    claim, missed = idempotency._claim, []
+
+    def stale_once(*args):
+        if not missed:
+            missed.append(True)
+            return None
+        return claim(*args)
+
+    monkeypatch.setattr(idempotency, "_claim", stale_once)
+    again = deduct(-10)
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json() == first.get_json()
+    assert ledger.balance(funded_account_id) == 990 and sequences(funded_account_id) == [1, 2]
+
+
+def test_many_clients_spinning_on_one_key_get_the_first_result_never_a_5xx(app, api_key, product,
+                                                                          funded_account_id):
+    """Eight clients send one request with one key at once and resend it while
+    it is 409 (in flight), for 30 keys. PostgreSQL read the stored answer with a
+    snapshot taken before the key's lock, so a client could take the lock just
+    after the first commit, miss its answer, re-run and hit the record's key: 500."""
+    threads, rounds = 8, 100
+    answers: list[tuple[str, int, bool, str | None]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(threads)
+    body = {"product_id": product.id, "buyer_email": "bob@example.com", "value": -1}
+
+    def spin() -> None:
+        client = app.test_client()
+        for round_ in range(rounds):
+            start.wait()
+            headers = {"Authorization": f"Bearer {api_key}", "Idempotency-Key": f"spin-{round_}"}
+            for _ in range(100_000):  # a 409 is resent at once, as a client spinning on it would
+                response = client.post(ADD, json=body, headers=headers)
+                if response.status_code != 409:
+                    break
+            entry = (response.get_json().get("data") or {}).get("entry") or {}
+            with lock:
+                answers.append((f"spin-{round_}", response.status_code,
+                                response.headers.get("Idempotent-Replayed") == "true", entry.get("id")))
+
+    workers = [threading.Thread(target=spin) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert Counter(status for _, status, _, _ in answers) == Counter({200: threads * rounds})
+    for round_ in range(rounds):
+        mine = [(replayed, entry) for key, _, replayed, entry in answers if key == f"spin-{round_}"]
+        assert sorted(replayed for replayed, _ in mine) == [False] + [True] * (threads - 1)
+        assert len({entry for _, entry in mine}) == 1
+    assert ledger.balance(funded_account_id) == 1000 - rounds == ledger_sum(funded_account_id)
 
 
 # -- key spaces: the API's, the hooks' and each buyer's keys never meet ------------------------
