@@ -31,13 +31,12 @@ from typing import Any
 from flask import current_app
 from peewee import IntegrityError
 
-from storage import db, dialect, transaction, utcnow
+import storage
+from storage import db, dialect, transaction
 
 from .errors import AddonError, IdempotencyKeyInUse, IdempotencyKeyReused, ValidationError
 
 __all__ = ["MERCHANT_KEYS", "Outcome", "buyer_key_space", "fingerprint", "run", "prune"]
-
-Action = Callable[[], tuple[dict[str, Any], int]]
 
 #: The key space of every request made with one of the merchant's API keys.
 MERCHANT_KEYS = "api"
@@ -70,6 +69,11 @@ class Outcome:
     replayed: bool = False
 
 
+#: A write: returns ``(body, status)``, or an :class:`Outcome` with ``replayed``
+#: set when it found its change already made (the ledger keeps keys for good).
+Action = Callable[[], "tuple[dict[str, Any], int] | Outcome"]
+
+
 def buyer_key_space(email: str) -> str:
     """The key space of one signed-in buyer: their own, within their merchant's,
     and of a fixed length (a hash of the e-mail)."""
@@ -84,14 +88,13 @@ def fingerprint(*parts: Any) -> str:
 
 def run(merchant_id: str, key: str | None, request_hash: str, action: Action, *,
         key_space: str = MERCHANT_KEYS, redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Outcome:
-    """Run ``action`` (which returns ``(body, status)``) at most once per key of ``key_space``.
+    """Run ``action`` at most once per key of ``key_space``.
 
     ``redact`` gives the body to store for replays when the first answer holds
     a secret that must not be kept (a new API key)."""
     if key is None:
         with transaction():
-            body, status = action()
-        return Outcome(status, body)
+            return _outcome(action())
     record = (merchant_id, key_space, key)
     for attempt in (1, 2):
         try:
@@ -107,7 +110,7 @@ def run(merchant_id: str, key: str | None, request_hash: str, action: Action, *,
 
 def prune(older_than: timedelta | None = None) -> int:
     """Delete records past their time to live; returns how many."""
-    return db.execute_sql(_sql("prune"), (utcnow() - (older_than or _ttl()),)).rowcount
+    return db.execute_sql(_sql("prune"), (storage.utcnow() - (older_than or _ttl()),)).rowcount
 
 
 def _run_once(record: tuple[str, str, str], request_hash: str, action: Action,
@@ -117,20 +120,27 @@ def _run_once(record: tuple[str, str, str], request_hash: str, action: Action,
             stored = _claim(record, request_hash)
             if stored is not None:
                 return stored
-            body, status = action()
-            _store(record, request_hash, status, redact(body) if redact else body)
-            return Outcome(status, body)
+            outcome = _outcome(action())
+            _store(record, request_hash, outcome.status, redact(outcome.body) if redact else outcome.body)
+            return outcome
     except (IdempotencyKeyInUse, ValidationError):
         raise
     except AddonError as refusal:
         if not 400 <= refusal.status < 500:
             raise
-        body, status = refusal.to_dict(), refusal.status
+        outcome = Outcome(refusal.status, refusal.to_dict())
     with transaction():
         stored = _claim(record, request_hash)
         if stored is not None:
             return stored
-        _store(record, request_hash, status, body)
+        _store(record, request_hash, outcome.status, outcome.body)
+    return outcome
+
+
+def _outcome(result: tuple[dict[str, Any], int] | Outcome) -> Outcome:
+    if isinstance(result, Outcome):
+        return result
+    body, status = result
     return Outcome(status, body)
 
 
@@ -139,7 +149,9 @@ def _ttl() -> timedelta:
 
 
 def _claim(record: tuple[str, str, str], request_hash: str) -> Outcome | None:
-    """Hold the key for this transaction; the stored outcome if there is one."""
+    """Hold the key for this transaction; the stored outcome if there is one
+    (and it has not expired: ``storage.utcnow`` is read at each call, so a test
+    can move the clock)."""
     if dialect() == "postgresql":
         held, *row = db.execute_sql(_SQL["lock_and_select"], (json.dumps(record), *record)).fetchone()
         if not held:
@@ -153,7 +165,7 @@ def _claim(record: tuple[str, str, str], request_hash: str) -> Outcome | None:
     stored_hash, status, body, created_at = row
     if isinstance(created_at, str):
         created_at = datetime.fromisoformat(created_at)
-    if created_at < utcnow() - _ttl():
+    if created_at < storage.utcnow() - _ttl():
         db.execute_sql(_sql("delete"), record)
         return None
     if stored_hash != request_hash:
@@ -163,4 +175,4 @@ def _claim(record: tuple[str, str, str], request_hash: str) -> Outcome | None:
 
 def _store(record: tuple[str, str, str], request_hash: str, status: int, body: dict[str, Any]) -> None:
     db.execute_sql(_sql("insert"), (*record, request_hash, status,
-                                    json.dumps(body, separators=(",", ":")), utcnow()))
+                                    json.dumps(body, separators=(",", ":")), storage.utcnow()))

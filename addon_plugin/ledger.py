@@ -19,7 +19,7 @@ changing a caller or the invariant: the balance stays the sum of the entries.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Mapping
 
@@ -125,7 +125,8 @@ class Entry:
 @dataclass(frozen=True, slots=True)
 class Change:
     """What :func:`record` did: the account after it, its entry, and whether it
-    was a replay of an earlier change with the same idempotency key."""
+    was a replay of an earlier change with the same idempotency key (then the
+    first change's entry, and the account's balance as that entry left it)."""
 
     account: Account
     entry: Entry
@@ -390,8 +391,11 @@ def _replay_if_used(account_id: str, key: tuple[str, str], delta: int, kind: str
 
 
 def _replay(entry: Entry) -> Change:
-    """The first result again: its entry, and the account as it is now."""
-    return Change(get_account(entry.account_id), entry, entry.balance_after - entry.delta, replayed=True)
+    """The first result again: its entry, and the account as that entry left its
+    balance (the settings are today's), so ``account.balance == entry.balance_after``
+    however the balance moved since."""
+    account = replace(get_account(entry.account_id), balance=entry.balance_after)
+    return Change(account, entry, entry.balance_after - entry.delta, replayed=True)
 
 
 def _raise_refusal(account_id: str, delta: int) -> None:

@@ -111,14 +111,60 @@ def test_creating_a_product_twice_with_one_key_makes_one(client, auth):
     assert storage.Product.select().count() == 1
 
 
-def test_after_expiry_the_ledger_still_never_deducts_twice(deduct, funded_account_id):
+@pytest.fixture
+def clock(monkeypatch):
+    """The idempotency records' clock (``storage.utcnow``), moved by ``clock.advance(**timedelta_args)``."""
+    real, offset = storage.utcnow, [timedelta()]
+    monkeypatch.setattr(storage, "utcnow", lambda: real() + offset[0])
+
+    class Clock:
+        def advance(self, **delta) -> None:
+            offset[0] += timedelta(**delta)
+
+    return Clock()
+
+
+def test_a_stored_answer_is_replayed_until_the_ttl_and_then_expires(deduct, clock, app, funded_account_id):
     first = deduct(-10)
-    storage.IdempotencyRecord.update(created_at=storage.utcnow() - timedelta(days=2)).execute()
+    clock.advance(seconds=app.config["ADDONS_IDEMPOTENCY_TTL"] - 1)
+    assert deduct(-10).headers["Idempotent-Replayed"] == "true"
+    assert storage.IdempotencyRecord.select().count() == 1 and idempotency.prune() == 0
+    clock.advance(seconds=2)
     assert idempotency.prune() == 1
-    again = deduct(-10)
-    assert again.status_code == 200 and "Idempotent-Replayed" not in again.headers
-    assert again.get_json()["data"]["entry"] == first.get_json()["data"]["entry"]
-    assert ledger.balance(funded_account_id) == 990 and sequences(funded_account_id) == [1, 2]
+    assert first.get_json()["data"]["entry"]["sequence"] == 2 and sequences(funded_account_id) == [1, 2]
+
+
+@pytest.mark.parametrize("route", ["usage", "adjustment"])
+def test_a_replay_after_the_record_expired_answers_the_first_entry_as_a_replay(
+        client, auth, product, deduct, clock, app, funded_account_id, route):
+    """The ledger keeps its keys for good: once the stored answer has expired the
+    request is still not applied twice, and it is answered as the replay it is: the
+    first entry, the balance that entry left (not today's), ``Idempotent-Replayed``."""
+    def send(value: int, key: str):
+        if route == "usage":
+            return deduct(value, key)
+        return client.post(f"/api/addons/accounts/{funded_account_id}/adjustments",
+                           json={"value": value, "description": "fix"}, headers={**auth, "Idempotency-Key": key})
+
+    first = send(-10, "job-1")
+    send(-30, "job-2")
+    clock.advance(seconds=app.config["ADDONS_IDEMPOTENCY_TTL"] + 1)
+    again = send(-10, "job-1")
+    assert again.status_code == first.status_code and again.headers["Idempotent-Replayed"] == "true"
+    answer = again.get_json()["data"] if route == "usage" else again.get_json()
+    assert answer["entry"] == (first.get_json()["data"] if route == "usage" else first.get_json())["entry"]
+    assert answer["balance"] == answer["entry"]["balance_after"] == 990
+    assert ledger.balance(funded_account_id) == 960 and sequences(funded_account_id) == [1, 2, 3]
+    replayed_again = send(-10, "job-1")  # stored anew: the same answer from the record
+    assert replayed_again.get_json() == again.get_json() and replayed_again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_after_expiry_another_request_with_the_key_is_still_refused(deduct, clock, app, funded_account_id):
+    deduct(-10)
+    clock.advance(seconds=app.config["ADDONS_IDEMPOTENCY_TTL"] + 1)
+    response = deduct(-11)
+    assert response.status_code == 422 and response.get_json()["error"]["code"] == "idempotency_key_reused"
+    assert ledger.balance(funded_account_id) == 990
 
 
 def test_the_header_wins_over_the_body(deduct, client, auth, product, funded_account_id):
