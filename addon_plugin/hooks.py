@@ -19,6 +19,7 @@ every credit moves through :mod:`addon_plugin.ledger`.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -268,6 +269,7 @@ class HostHooks:
                 account_id = ledger.open_account(merchant_id, line.product.id, email)
                 ledger.purchase(account_id, line.product.credit_amount * line.quantity, order_id=order_id,
                                 quantity=line.quantity, idempotency_key=_line_key(order_id, line.id),
+                                key_space=ledger.HOOK_KEYS,
                                 description=f"{line.quantity} × {line.product.name}", actor="hook:order_paid")
                 granted.append((account_id, line.product))
         if threshold is not None:
@@ -286,6 +288,7 @@ class HostHooks:
                 return previous_value
             for account_id in ledger.order_accounts(merchant_id, order_id):  # order_paid's lock order
                 ledger.refund_unspent(account_id, order_id, idempotency_key=_key("order_refunded", order_id),
+                                      key_space=ledger.HOOK_KEYS,
                                       description=f"Refund of order {order_id}", actor="hook:order_refunded")
         return previous_value
 
@@ -303,9 +306,12 @@ def _messages(value: Any) -> list[str]:
 
 
 def _key(*parts: str) -> str:
-    """An idempotency key from parts; hashed when it would pass 255 characters."""
-    key = ":".join(parts)
-    return key if len(key) <= 255 else f"{parts[0]}:{hashlib.sha256(key.encode()).hexdigest()}"
+    """An idempotency key from parts, one key per list of parts whatever they hold
+    (a JSON list: order ``A:B`` line ``C`` is not order ``A`` line ``B:C``);
+    hashed when it would pass 255 characters. The hooks' keys live in their own
+    key space (``ledger.HOOK_KEYS``): no API client can send one."""
+    key = json.dumps(parts, separators=(",", ":"))
+    return key if len(key) <= 255 else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def _line_key(order_id: str, line_id: str) -> str:

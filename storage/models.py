@@ -204,21 +204,28 @@ class LedgerEntry(BaseModel):
     idempotency_key = CharField(max_length=300, null=True)
     actor = CharField(max_length=100, null=True)
     created_at = DateTimeField(default=utcnow)
+    #: Who issued ``idempotency_key`` (``api``, ``hook`` or ``host``; NULL without
+    #: a key): keys of different spaces never match, whatever their text.
+    key_space = CharField(max_length=10, null=True)
 
     class Meta:
         # The (account, sequence) index also serves the account foreign key.
         indexes = ((("account", "sequence"), True),)
 
 
-LedgerEntry.add_index(LedgerEntry.index(LedgerEntry.account, LedgerEntry.idempotency_key, unique=True)
-                      .where(LedgerEntry.idempotency_key.is_null(False)))
+LedgerEntry.add_index(LedgerEntry.index(LedgerEntry.account, LedgerEntry.key_space, LedgerEntry.idempotency_key,
+                                        unique=True).where(LedgerEntry.idempotency_key.is_null(False)))
 LedgerEntry.add_index(LedgerEntry.index(LedgerEntry.reference).where(LedgerEntry.reference.is_null(False)))
 
 
 class IdempotencyRecord(BaseModel):
-    """The stored result of a write request, per (merchant, key), for replays."""
+    """The stored result of a write request, per (merchant, key space, key), for
+    replays. ``key`` is the client's key exactly as sent; ``key_space`` is whose
+    it is (``api``: the merchant's API keys; ``buyer:<sha256 of the e-mail>``: a
+    signed-in buyer), so no caller is ever replayed another's answer."""
 
     merchant = ForeignKeyField(Merchant, on_delete="CASCADE", index=False)
+    key_space = CharField(max_length=100)
     key = CharField(max_length=255)
     request_hash = CharField(max_length=64)
     response_status = IntegerField()
@@ -226,7 +233,7 @@ class IdempotencyRecord(BaseModel):
     created_at = DateTimeField(default=utcnow, index=True)
 
     class Meta:
-        primary_key = CompositeKey("merchant", "key")
+        primary_key = CompositeKey("merchant", "key_space", "key")
 
 
 class SchemaVersion(BaseModel):

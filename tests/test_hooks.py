@@ -493,6 +493,27 @@ def test_without_a_payment_method_there_is_no_opt_in(app, plugin, merchant_id, a
     assert bob_account(merchant_id, addon).auto_top_up_enabled is False
 
 
+def test_ids_holding_the_separator_make_distinct_keys(plugin, merchant_id, addon):
+    """Order "A:B" line "C" and order "A" line "B:C" are two lines (the keys were
+    both "order_paid:A:B:C": the second order raised IdempotencyKeyReused)."""
+    plugin.order_paid(order(merchant_id, "A:B", [{"id": "C", "host_product_id": "host-7", "quantity": 1}]), None)
+    plugin.order_paid(order(merchant_id, "A", [{"id": "B:C", "host_product_id": "host-7", "quantity": 1}]), None)
+    plugin.order_refunded(order(merchant_id, "A"), None)
+    assert [(e.reference, e.delta) for e in entries()] == [("A:B", 100), ("A", 100), ("A", -100)]
+    assert bob_account(merchant_id, addon).balance == 100
+
+
+def test_long_ids_are_hashed_into_distinct_keys_that_still_replay(plugin, merchant_id, addon):
+    long_id = "o" * 250  # with a line id, past 255 characters
+    lines = [{"id": "l" * 200 + "1", "host_product_id": "host-7", "quantity": 1},
+             {"id": "l" * 200 + "2", "host_product_id": "host-7", "quantity": 2}]
+    for _ in range(2):
+        plugin.order_paid(order(merchant_id, long_id, lines), None)
+        plugin.order_refunded(order(merchant_id, long_id), None)
+    assert [e.delta for e in entries()] == [100, 200, -300]
+    assert all(len(e.idempotency_key) <= 255 for e in entries())
+
+
 # -- order_refunded ------------------------------------------------------------------------
 
 def test_a_refund_takes_back_the_unspent_credits_exactly_once(plugin, merchant_id, addon):

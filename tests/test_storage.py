@@ -184,3 +184,74 @@ def test_migration_5_adds_the_indexes_that_decide_top_ups_to_an_older_database(a
     assert not decisions & _index_names()
     assert storage.migrate() == [5]
     assert decisions <= _index_names()
+
+
+# -- the key spaces migration --------------------------------------------------------------
+
+_OLD_IDEMPOTENCY_RECORD = (
+    'CREATE TABLE "idempotency_record" ("merchant_id" VARCHAR(40) NOT NULL, "key" VARCHAR(255) NOT NULL,'
+    ' "request_hash" VARCHAR(64) NOT NULL, "response_status" INTEGER NOT NULL, "response_body" TEXT NOT NULL,'
+    ' "created_at" {timestamp} NOT NULL, PRIMARY KEY ("merchant_id", "key"),'
+    ' FOREIGN KEY ("merchant_id") REFERENCES "merchant" ("id") ON DELETE CASCADE){suffix}')
+
+
+def _back_before_key_spaces() -> None:
+    """The ledger and the idempotency records as they were before key spaces:
+    the ledger's keys per account alone, a buyer's key inside the merchant's
+    (``buyer:<email>`` U+001F key), hook keys joined with colons."""
+    db, sqlite = storage.db, storage.dialect() == "sqlite"
+    records = db.execute_sql("SELECT merchant_id, key_space, key, request_hash, response_status, response_body,"
+                             " created_at FROM idempotency_record").fetchall()
+    db.execute_sql("DROP INDEX ledger_entry_account_id_key_space_idempotency_key")
+    db.execute_sql("ALTER TABLE ledger_entry DROP COLUMN key_space")
+    db.execute_sql("CREATE UNIQUE INDEX ledger_entry_account_id_idempotency_key ON ledger_entry"
+                   " (account_id, idempotency_key) WHERE idempotency_key IS NOT NULL")
+    db.execute_sql("UPDATE ledger_entry SET idempotency_key = 'order_paid:' || reference || ':1'"
+                   " WHERE kind = 'purchase'")
+    db.execute_sql("UPDATE ledger_entry SET idempotency_key = 'order_refunded:' || reference WHERE kind = 'refund'")
+    db.execute_sql("DROP TABLE idempotency_record")
+    db.execute_sql(_OLD_IDEMPOTENCY_RECORD.format(timestamp="DATETIME" if sqlite else "TIMESTAMP",
+                                                  suffix=" WITHOUT ROWID" if sqlite else ""))
+    db.execute_sql("CREATE INDEX idempotency_record_created_at ON idempotency_record (created_at)")
+    insert = "INSERT INTO idempotency_record VALUES (?, ?, ?, ?, ?, ?)"
+    for merchant_id, space, key, *rest in records:
+        old_key = key if space == "api" else "buyer:bob@example.com\x1f" + key
+        db.execute_sql(insert if sqlite else insert.replace("?", "%s"), (merchant_id, old_key, *rest))
+    [version] = [v for v, _, apply in storage.schema.MIGRATIONS if apply is storage.schema._add_key_spaces]
+    storage.SchemaVersion.delete().where(storage.SchemaVersion.version == version).execute()
+
+
+def test_the_key_spaces_migration_carries_old_keys_over(app, client, merchant_id, api_key, product):
+    """Old rows keep working after the upgrade: a repeated hook grants and refunds
+    nothing, a client's and a buyer's keys still replay their stored answers."""
+    from addon_plugin import ledger
+
+    plugin = app.extensions["addons"]
+    app.config["ADDONS_PAYMENT_GATEWAY"] = "test"
+    plugin.buyer_loader(lambda: (merchant_id, "bob@example.com"))
+    paid = {"id": "A:B", "merchant_id": merchant_id, "buyer_email": "bob@example.com",
+            "lines": [{"id": "1", "product_id": product.id, "quantity": 1}]}
+    plugin.order_paid(paid, None)
+    account_id = ledger.find_account_id(merchant_id, product.id, "bob@example.com")
+    usage = ("/api/buyer-addon/usage/add", {"product_id": product.id, "buyer_email": "bob@example.com", "value": -10},
+             {"Authorization": f"Bearer {api_key}", "Idempotency-Key": "job-1"})
+    used = client.post(usage[0], json=usage[1], headers=usage[2])
+    ledger.record(account_id, 5, "adjustment", idempotency_key="host-1")
+    plugin.order_refunded(paid, None)
+    switch = (f"/api/addons/me/accounts/{account_id}/auto-top-up", {"enabled": False})
+    switched = client.put(switch[0], json=switch[1], headers={"Idempotency-Key": "k"})
+    _back_before_key_spaces()
+
+    assert storage.migrate() != []
+    keys = {e.kind: (e.key_space, e.idempotency_key) for e in storage.LedgerEntry.select()}
+    assert keys == {"purchase": ("hook", '["order_paid","A:B","1"]'), "usage": ("api", "job-1"),
+                    "adjustment": ("host", "host-1"), "refund": ("hook", '["order_refunded","A:B"]')}
+    plugin.order_paid(paid, None)
+    plugin.order_refunded(paid, None)
+    assert [e.delta for e in storage.LedgerEntry.select().order_by(storage.LedgerEntry.sequence)] == [100, -10, 5, -90]
+    again = client.post(usage[0], json=usage[1], headers=usage[2])
+    assert again.headers["Idempotent-Replayed"] == "true" and again.get_json() == used.get_json()
+    again = client.put(switch[0], json=switch[1], headers={"Idempotency-Key": "k"})
+    assert again.headers["Idempotent-Replayed"] == "true" and again.get_json() == switched.get_json()
+    assert client.put(switch[0], json=switch[1], headers={"Idempotency-Key": "k" * 255}).status_code == 200
+    assert ledger.balance(account_id) == 5

@@ -3,14 +3,13 @@ adjustments. Every balance change goes through :func:`addon_plugin.ledger.record
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Response
 
 import storage
 
 from .. import ledger
 from ..present import account_body, adjustment_body, entry_body
+from ..idempotency import Outcome
 from ..schemas import (
     AccountListQuerySchema,
     AccountSchema,
@@ -74,13 +73,13 @@ def create_adjustment(account_id: str) -> Response:
     merchant_id = authenticate()
     data = load(_adjustment_schema)
 
-    def apply() -> tuple[dict[str, Any], int]:
+    def apply() -> Outcome:
         ledger.get_account(account_id, merchant_id)
         change = ledger.record(
             account_id, data["value"], "adjustment", description=data["description"],
             reference=data["reference"], metadata=data["metadata"],
-            idempotency_key=idempotency_key(data), actor=actor(),
+            idempotency_key=idempotency_key(data), key_space=ledger.API_KEYS, actor=actor(),
         )
-        return adjustment_body(change), 201
+        return Outcome(201, adjustment_body(change), replayed=change.replayed)
 
     return write(merchant_id, data, apply)

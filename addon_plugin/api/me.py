@@ -21,6 +21,7 @@ from flask import Response, current_app, request
 import storage
 
 from ..errors import AuthenticationFailed, CrossOriginRequest
+from ..idempotency import buyer_key_space
 from ..present import account_body
 from ..schemas import AccountSchema, BuyerAutoTopUpSettingsSchema, ListQuerySchema
 from ..topup import check_owner, set_auto_top_up
@@ -84,4 +85,4 @@ def me_auto_top_up(account_id: str) -> Response:
                                   payment_method=data["payment_method"], customer=customer)
         return account_body(account), 200
 
-    return write(merchant_id, data, apply, scope=f"buyer:{email}")
+    return write(merchant_id, data, apply, key_space=buyer_key_space(email))

@@ -14,6 +14,7 @@ from flask import Response
 from .. import ledger
 from ..errors import AccountNotFound, AmbiguousInvoice
 from ..present import usage_body
+from ..idempotency import Outcome
 from ..schemas import UsageAddSchema, UsageBalanceSchema, UsageResponseSchema
 from . import blueprint
 from .http import actor, authenticate, idempotency_key, load, respond, write
@@ -56,18 +57,20 @@ def usage_balance() -> Response:
 def usage_add() -> Response:
     """``value`` < 0 deducts (kind ``usage``; 402 ``insufficient_credits`` past the
     overdraft limit), > 0 adds (kind ``adjustment``; creates the account for a new
-    buyer). ``balance`` in the answer is the balance right after this entry."""
+    buyer). ``balance`` in the answer is the balance right after this entry;
+    a key the ledger already holds (its stored answer expired) answers that
+    first entry again, as a replay."""
     merchant_id = authenticate()
     data = load(_add_schema)
     value = data["value"]
 
-    def apply() -> tuple[dict[str, Any], int]:
+    def apply() -> Outcome:
         change = ledger.record(
             _account_id(merchant_id, data, create=value > 0), value,
             "usage" if value < 0 else "adjustment",
             description=data["description"], reference=data["reference"], metadata=data["metadata"],
-            idempotency_key=idempotency_key(data), actor=actor(),
+            idempotency_key=idempotency_key(data), key_space=ledger.API_KEYS, actor=actor(),
         )
-        return usage_body(change.account, change.entry), 200
+        return Outcome(200, usage_body(change.account, change.entry), replayed=change.replayed)
 
     return write(merchant_id, data, apply)
