@@ -626,7 +626,6 @@ MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (6, "unresolved and pending-settlement top-ups block a new one too", _top_up_outcomes),
     (7, "idempotency key spaces: the API's, the hooks', the host's and each buyer's keys never collide",
      _add_key_spaces),
->>>>>>> idem
 ]
 
 
