@@ -325,6 +325,7 @@ WRITES = [
     ("DELETE", "/api/addons/webhook-endpoints/ep_none", {}, False),
     ("POST", "/api/addons/webhook-endpoints/ep_none/rotate-secret", {}, False),
     ("POST", "/api/addons/deliveries/dlv_none/redeliver", {}, False),
+    ("POST", "/api/addons/top-ups/topup_none/resolve", {"outcome": "failed"}, False),
 ]
 
 
@@ -332,7 +333,8 @@ def test_the_table_lists_every_write_route(app):
     routes = {(method, rule.rule) for rule in app.url_map.iter_rules()
               for method in rule.methods - {"GET", "HEAD", "OPTIONS"}}
     listed = {(method, path.replace("{account}", "<account_id>").replace("{product}", "<product_id>")
-               .replace("{key}", "<key_id>").replace("ep_none", "<endpoint_id>").replace("dlv_none", "<delivery_id>"))
+               .replace("{key}", "<key_id>").replace("ep_none", "<endpoint_id>").replace("dlv_none", "<delivery_id>")
+               .replace("topup_none", "<top_up_id>"))
               for method, path, _, _ in WRITES}
     assert routes - {("POST", "/api/buyer-addon/usage")} == listed  # reading a balance is no write
 
