@@ -8,16 +8,19 @@ names in its ``__all__``); everything else is internal and may change.
 from storage import migrate, on_commit
 
 from . import accounts, errors, merchants, products, signals, worker
-from .api.present import account_body, entry_body, product_body
 from .extension import AddonPlugin
-from .topup.gateways import Declined, Gateway, GatewayError, GatewayUnavailable, current_gateway
+from .hooks import SignedInBuyer
+from .present import account_body, entry_body, product_body
+from .topup.gateways import ChargePending, Declined, Gateway, GatewayError, GatewayUnavailable, current_gateway
 
 __all__ = [
     "AddonPlugin",
+    "ChargePending",
     "Declined",
     "Gateway",
     "GatewayError",
     "GatewayUnavailable",
+    "SignedInBuyer",
     "account_body",
     "accounts",
     "current_gateway",

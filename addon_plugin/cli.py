@@ -4,20 +4,24 @@ the ledger or a service."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import NoReturn
 
 import click
-from flask import current_app
+from flask import Flask
 from flask.cli import AppGroup
 
 import storage
 
 from . import idempotency, ledger, merchants, worker
 from .errors import AddonError
+from .state import get_state
 
 addons_cli = AppGroup("addons", help="Credit add-ons: database, merchants, keys, worker.")
 
 
-def _fail(error: AddonError) -> None:
+def fail(error: AddonError) -> NoReturn:
+    """Stop the command with the error's code and message (exit status 1)."""
     raise click.ClickException(f"{error.code}: {error.message}")
 
 
@@ -48,7 +52,7 @@ def create_api_key(merchant_id: str) -> None:
     try:
         key = merchants.create_api_key(merchant_id)
     except AddonError as error:
-        _fail(error)
+        fail(error)
     click.echo(f"key_id:  {key.id}\napi_key: {key.key}\n(the key is shown only once)")
 
 
@@ -59,7 +63,7 @@ def revoke_api_key(key_id: str) -> None:
     try:
         merchants.revoke_api_key(key_id)
     except AddonError as error:
-        _fail(error)
+        fail(error)
     click.echo(f"revoked {key_id}")
 
 
@@ -80,7 +84,7 @@ def balance(account_id: str | None, merchant_id: str | None, product_id: str | N
     try:
         account = ledger.get_account(account_id)
     except AddonError as error:
-        _fail(error)
+        fail(error)
     click.echo(json.dumps({"account_id": account.id, "buyer_email": account.buyer_email,
                            "product_id": account.product_id, "balance": account.balance}))
 
@@ -98,24 +102,14 @@ def run_worker(once: bool, poll_interval: float) -> None:
 
 @addons_cli.command("prune")
 def prune() -> None:
-    """Delete idempotent results past ADDONS_IDEMPOTENCY_TTL and successful
-    webhook deliveries past ADDONS_WEBHOOK_PRUNE_AFTER."""
-    from webhooks import delivery
-
+    """Delete idempotent results past ADDONS_IDEMPOTENCY_TTL, and what each
+    feature keeps for a while (webhook deliveries past ADDONS_WEBHOOK_PRUNE_AFTER)."""
     click.echo(f"pruned {idempotency.prune()} idempotency record(s)")
-    pruned = delivery.prune(float(current_app.config["ADDONS_WEBHOOK_PRUNE_AFTER"]))
-    click.echo(f"pruned {pruned} webhook delivery(ies)")
+    for what, prune_some in get_state().pruners.items():
+        click.echo(f"pruned {prune_some()} {what}")
 
 
-@addons_cli.command("redeliver")
-@click.argument("delivery_id")
-@click.option("--merchant", "merchant_id", required=True, help="The merchant that owns the delivery.")
-def redeliver(delivery_id: str, merchant_id: str) -> None:
-    """Queue one more attempt of a webhook delivery, due now (same webhook-id)."""
-    from webhooks import endpoints
-
-    try:
-        delivery = endpoints.redeliver(merchant_id, delivery_id)
-    except AddonError as error:
-        _fail(error)
-    click.echo(f"queued {delivery.id} (status {delivery.status})")
+def register_pruner(app: Flask, what: str, prune_some: Callable[[], int]) -> None:
+    """Have ``flask addons prune`` call ``prune_some`` too, reporting how many
+    ``what`` it deleted (called from a feature's ``init_app``)."""
+    get_state(app).pruners[what] = prune_some

@@ -76,7 +76,10 @@ SETTINGS: dict[str, Setting] = {
     "ADDONS_TOP_UP_RETRY_SCHEDULE": Setting(
         [30, 120, 600], LIST, "Gateway retry schedule",
         "Seconds before each retry of a top-up the gateway could not take (network, 5xx); when they are used up "
-        "the top-up fails with gateway_unavailable."),
+        "the top-up is unresolved (outcome unknown)."),
+    "ADDONS_TOP_UP_LOOKUP_INTERVAL": Setting(
+        300, INTEGER, "Gateway lookup interval",
+        "Seconds between two lookups at the gateway of an unresolved or pending-settlement top-up."),
     "ADDONS_STRIPE_API_KEY": Setting(
         None, SECRET, "Stripe secret key",
         "Secret API key of the \"stripe\" gateway (sk_live_… / sk_test_…)."),

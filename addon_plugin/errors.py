@@ -7,7 +7,8 @@ with, so a view never translates errors by hand::
     ├── ValidationError (ValueError)          422 validation_error
     │   ├── InvalidAmount                     422 invalid_value
     │   ├── IdempotencyKeyReused              422 idempotency_key_reused
-    │   └── AmbiguousInvoice                  422 ambiguous_invoice
+    │   ├── AmbiguousInvoice                  422 ambiguous_invoice
+    │   └── InvalidPaymentMethod              422 invalid_payment_method
     ├── BadRequest                            400 bad_request
     ├── AuthenticationFailed                  401 unauthorized
     ├── InsufficientCredits                   402 insufficient_credits
@@ -16,15 +17,18 @@ with, so a view never translates errors by hand::
     │   ├── AccountNotFound                   404 account_not_found
     │   ├── ProductNotFound                   404 product_not_found
     │   ├── MerchantNotFound                  404 merchant_not_found
-    │   └── ApiKeyNotFound                    404 api_key_not_found
+    │   ├── ApiKeyNotFound                    404 api_key_not_found
+    │   └── TopUpNotFound                     404 top_up_not_found
     ├── Conflict                              409 conflict
     │   ├── IdempotencyKeyInUse               409 idempotency_key_in_use
     │   ├── TopUpNotAllowed                   409 top_up_not_allowed
+    │   ├── TopUpNotUnresolved                409 top_up_not_unresolved
     │   └── NoPaymentGateway                  409 no_payment_gateway
     ├── BalanceLimitExceeded                  422 balance_limit_exceeded
     └── ServiceUnavailable                    503 service_unavailable
         ├── PluginInactive                    503 plugin_inactive
-        └── DatabaseUnavailable               503 database_unavailable
+        ├── DatabaseUnavailable               503 database_unavailable
+        └── PaymentGatewayUnavailable         503 payment_gateway_unavailable
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ __all__ = [
     "InvalidAmount",
     "IdempotencyKeyReused",
     "AmbiguousInvoice",
+    "InvalidPaymentMethod",
     "BadRequest",
     "AuthenticationFailed",
     "InsufficientCredits",
@@ -46,14 +51,17 @@ __all__ = [
     "ProductNotFound",
     "MerchantNotFound",
     "ApiKeyNotFound",
+    "TopUpNotFound",
     "Conflict",
     "IdempotencyKeyInUse",
     "TopUpNotAllowed",
+    "TopUpNotUnresolved",
     "NoPaymentGateway",
     "BalanceLimitExceeded",
     "ServiceUnavailable",
     "PluginInactive",
     "DatabaseUnavailable",
+    "PaymentGatewayUnavailable",
 ]
 
 
@@ -125,6 +133,13 @@ class AmbiguousInvoice(ValidationError):
     default_message = "That invoice bought several add-ons: give product_id too."
 
 
+class InvalidPaymentMethod(ValidationError):
+    """The gateway does not confirm that the payment method belongs to the buyer's customer."""
+
+    code = "invalid_payment_method"
+    default_message = "That payment method is not one of yours."
+
+
 class BadRequest(AddonError):
     """The body could not be read (malformed JSON, wrong shape)."""
 
@@ -193,6 +208,13 @@ class ApiKeyNotFound(NotFound):
     default_message = "No API key with that id."
 
 
+class TopUpNotFound(NotFound):
+    """No top-up with that id for this merchant."""
+
+    code = "top_up_not_found"
+    default_message = "No top-up with that id."
+
+
 class Conflict(AddonError):
     """The request conflicts with the current state."""
 
@@ -213,6 +235,13 @@ class TopUpNotAllowed(Conflict):
 
     code = "top_up_not_allowed"
     default_message = "This add-on is a one-time purchase; auto top-up is not allowed."
+
+
+class TopUpNotUnresolved(Conflict):
+    """Only an ``unresolved`` top-up can be resolved; this one is not (``status`` says what it is)."""
+
+    code = "top_up_not_unresolved"
+    default_message = "This top-up is not unresolved: its outcome is already known or still being worked out."
 
 
 class NoPaymentGateway(Conflict):
@@ -250,3 +279,10 @@ class DatabaseUnavailable(ServiceUnavailable):
 
     code = "database_unavailable"
     default_message = "The database is unavailable; retry later."
+
+
+class PaymentGatewayUnavailable(ServiceUnavailable):
+    """The payment gateway did not answer a question the request depends on."""
+
+    code = "payment_gateway_unavailable"
+    default_message = "The payment gateway is unavailable; retry later."

@@ -11,7 +11,6 @@ from typing import Any
 from flask import Flask
 
 import storage
-import webhooks
 
 from . import config, topup
 from .hooks import HostHooks
@@ -76,6 +75,8 @@ class AddonPlugin(HostHooks):
 
         storage.bind(app.config["ADDONS_DATABASE_URL"], pool_size=app.config["ADDONS_DATABASE_POOL_SIZE"])
         app.teardown_appcontext(_close_connection)
+
+        import webhooks  # it depends on the plugin, never the other way round: wired here only
 
         from .api import create_blueprint, install_error_pages
         from .cli import addons_cli

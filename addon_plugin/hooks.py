@@ -11,17 +11,19 @@ where it has nothing to add, and always when ``ADDONS_ACTIVE`` is false::
     plugin.order_refunded(order, None)
 
 Hooks are thin: the pricing form is described by the API's own product schema,
-products are saved by :mod:`addon_plugin.products`, and every credit moves
-through :mod:`addon_plugin.ledger`.
+products are saved by :mod:`addon_plugin.products`, each order's payment and
+refund are recorded (and the order locked) by :mod:`addon_plugin.orders`, and
+every credit moves through :mod:`addon_plugin.ledger`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from flask import current_app
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -33,13 +35,14 @@ from marshmallow import validate
 import storage
 from storage import transaction
 
-from . import ledger, products
-from .api.present import product_body
+from . import ledger, orders, products
+from .emails import normalise_email
 from .errors import AddonError, MerchantNotFound, ValidationError
+from .present import product_body
 from .schemas import ProductCreateSchema, coerce_form, refuse_unstorable
 from .topup import set_auto_top_up
 
-__all__ = ["HostHooks", "ADDON", "PRICING_FIELDS"]
+__all__ = ["HostHooks", "SignedInBuyer", "ADDON", "PRICING_FIELDS"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,9 @@ PRICING_FIELDS: dict[str, tuple[str, str]] = {
     "overdraft_limit": ("Overdraft limit", "How far below zero usage may take a balance (0: none)."),
     "name": ("Name", "Defaults to \"<credit amount> credits\"."),
 }
+
+#: The longest order id: it is the ``reference`` of the order's ledger entries.
+_ORDER_ID_LENGTH = 255
 
 _TOP_UP_CHOICES = [("false", "One-time purchase"), ("true", "Top-ups allowed")]
 _schema = ProductCreateSchema()
@@ -121,6 +127,15 @@ def _decode_form(data: Mapping[str, Any]) -> dict[str, Any]:
     return coerce_form(_schema, picked)
 
 
+class SignedInBuyer(NamedTuple):
+    """The buyer the host's session names: its merchant, lower-cased e-mail, and
+    the gateway's customer the host knows for them (None if it gave none)."""
+
+    merchant_id: str
+    buyer_email: str
+    customer: str | None = None
+
+
 @dataclass(frozen=True)
 class _Line:
     """An order line that bought an add-on."""
@@ -134,7 +149,7 @@ class HostHooks:
     """Saleor-style hooks and host loaders, mixed into :class:`~addon_plugin.AddonPlugin`."""
 
     _merchant_loader: Callable[[], str | None] | None = None
-    _buyer_loader: Callable[[], tuple[str, str] | None] | None = None
+    _buyer_loader: Callable[[], tuple[str, str] | tuple[str, str, str | None] | None] | None = None
 
     # -- loaders ---------------------------------------------------------------
 
@@ -144,7 +159,10 @@ class HostHooks:
         return fn
 
     def buyer_loader(self, fn: F) -> F:
-        """Register ``fn() -> (merchant_id, buyer_email) | None``: the signed-in buyer (a decorator)."""
+        """Register ``fn() -> (merchant_id, buyer_email[, customer]) | None``: the
+        signed-in buyer (a decorator). ``customer`` is the gateway's customer of
+        that buyer (Stripe's ``cus_…``): the buyer's own routes take it from here,
+        never from the browser."""
         self._buyer_loader = fn
         return fn
 
@@ -152,13 +170,16 @@ class HostHooks:
         """The signed-in merchant's id, from the host's :meth:`merchant_loader`."""
         return self._merchant_loader() if self._merchant_loader else None
 
-    def current_buyer(self) -> tuple[str, str] | None:
-        """``(merchant_id, buyer_email)`` of the signed-in buyer, from :meth:`buyer_loader`."""
+    def current_buyer(self) -> SignedInBuyer | None:
+        """The signed-in buyer ``(merchant_id, buyer_email, customer)``, from :meth:`buyer_loader`."""
         buyer = self._buyer_loader() if self._buyer_loader else None
         if not buyer:
             return None
-        merchant_id, email = buyer
-        return str(merchant_id), email.strip().lower()
+        if len(buyer) not in (2, 3):
+            raise TypeError("buyer_loader must return (merchant_id, buyer_email[, customer]) or None, "
+                            f"not {len(buyer)} values.")
+        merchant_id, email, customer = (*buyer, None)[:3]
+        return SignedInBuyer(str(merchant_id), normalise_email(email), str(customer) if customer else None)
 
     # -- hooks -----------------------------------------------------------------
 
@@ -228,21 +249,27 @@ class HostHooks:
 
     def order_paid(self, order: Any, previous_value: Any) -> Any:
         """Grant ``credit_amount × quantity`` credits for each add-on line (kind
-        ``purchase``, reference = the order id), exactly once per (order, line)
-        even when called twice or concurrently; other lines are ignored. If the
+        ``purchase``, reference = the order id); other lines are ignored. If the
         order carries ``payment_method`` and ``auto_top_up_threshold``, auto
-        top-up is switched on for the add-ons that allow it."""
+        top-up is switched on for the add-ons that allow it. The order is applied
+        once as a whole, even when called twice or concurrently: a repeat (even
+        after a product changed) replays the first grant and changes no setting,
+        and an order refunded before it was paid grants nothing."""
         if not self._active():
             return previous_value
         order_id, merchant_id, email = _order_identity(order)
-        threshold = _opt_in_threshold(order)
-        lines = _addon_lines(order, merchant_id)
-        granted = []
         with transaction():
+            seen = orders.report(merchant_id, order_id, "paid")
+            if seen.paid or seen.refunded:
+                return previous_value
+            threshold = _opt_in_threshold(order)
+            lines = _addon_lines(order, merchant_id)
+            granted = []
             for line in sorted(lines, key=lambda line: line.product.id):  # one lock order: no deadlocks
                 account_id = ledger.open_account(merchant_id, line.product.id, email)
                 ledger.purchase(account_id, line.product.credit_amount * line.quantity, order_id=order_id,
                                 quantity=line.quantity, idempotency_key=_line_key(order_id, line.id),
+                                key_space=ledger.HOOK_KEYS,
                                 description=f"{line.quantity} × {line.product.name}", actor="hook:order_paid")
                 granted.append((account_id, line.product))
         if threshold is not None:
@@ -251,13 +278,18 @@ class HostHooks:
 
     def order_refunded(self, order: Any, previous_value: Any) -> Any:
         """Take back the credits the order granted that are still unspent (one
-        ``refund`` entry per account), exactly once; never below zero."""
+        ``refund`` entry per account), exactly once; never below zero. A refund
+        of an order not yet paid is remembered: its payment will grant nothing."""
         if not self._active():
             return previous_value
         order_id, merchant_id, _ = _order_identity(order, need_buyer=False)
-        for account_id in ledger.order_accounts(merchant_id, order_id):
-            ledger.refund_unspent(account_id, order_id, idempotency_key=_key("order_refunded", order_id),
-                                  description=f"Refund of order {order_id}", actor="hook:order_refunded")
+        with transaction():
+            if orders.report(merchant_id, order_id, "refunded").refunded:
+                return previous_value
+            for account_id in ledger.order_accounts(merchant_id, order_id):  # order_paid's lock order
+                ledger.refund_unspent(account_id, order_id, idempotency_key=_key("order_refunded", order_id),
+                                      key_space=ledger.HOOK_KEYS,
+                                      description=f"Refund of order {order_id}", actor="hook:order_refunded")
         return previous_value
 
 
@@ -274,9 +306,12 @@ def _messages(value: Any) -> list[str]:
 
 
 def _key(*parts: str) -> str:
-    """An idempotency key from parts; hashed when it would pass 255 characters."""
-    key = ":".join(parts)
-    return key if len(key) <= 255 else f"{parts[0]}:{hashlib.sha256(key.encode()).hexdigest()}"
+    """An idempotency key from parts, one key per list of parts whatever they hold
+    (a JSON list: order ``A:B`` line ``C`` is not order ``A`` line ``B:C``);
+    hashed when it would pass 255 characters. The hooks' keys live in their own
+    key space (``ledger.HOOK_KEYS``): no API client can send one."""
+    key = json.dumps(parts, separators=(",", ":"))
+    return key if len(key) <= 255 else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def _line_key(order_id: str, line_id: str) -> str:
@@ -286,11 +321,16 @@ def _line_key(order_id: str, line_id: str) -> str:
 def _order_identity(order: Any, *, need_buyer: bool = True) -> tuple[str, str, str]:
     """``(order id, merchant id, buyer email)``, or a ValidationError naming what is missing."""
     values = {name: _get(order, name) for name in ("id", "merchant_id", "buyer_email")}
+    values["buyer_email"] = normalise_email(str(values["buyer_email"] or ""))
     required = ("id", "merchant_id", "buyer_email") if need_buyer else ("id", "merchant_id")
     missing = {name: ["Missing."] for name in required if values[name] in (None, "")}
     if missing:
         raise ValidationError("The order is missing fields.", fields=missing)
-    return str(values["id"]), _known_merchant(values["merchant_id"]), str(values["buyer_email"] or "")
+    order_id = str(values["id"])
+    if len(order_id) > _ORDER_ID_LENGTH:
+        raise ValidationError(fields={"id": [f"Must be at most {_ORDER_ID_LENGTH} characters."]})
+    refuse_unstorable({"id": order_id})
+    return order_id, _known_merchant(values["merchant_id"]), values["buyer_email"]
 
 
 def _known_merchant(merchant_id: Any) -> str:

@@ -14,21 +14,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import storage
-from storage import db, dialect, new_id, transaction, utcnow
+from storage import Statements, db, new_id, transaction, utcnow
 
-from .api.present import api_key_body
 from .errors import ApiKeyNotFound, AuthenticationFailed, MerchantNotFound
 from .pagination import paginate
+from .present import api_key_body
 from .schemas import ListQuerySchema, load_fields
 
 __all__ = ["NewKey", "create_merchant", "create_api_key", "revoke_api_key", "list_api_keys", "authenticate"]
 
 _list_schema = ListQuerySchema()
 
-_LOOKUP = {
-    "sqlite": "SELECT merchant_id, secret_hash FROM api_key WHERE id = ? AND revoked_at IS NULL",
-    "postgresql": "SELECT merchant_id, secret_hash FROM api_key WHERE id = %s AND revoked_at IS NULL",
-}
+_SQL = Statements(lookup="SELECT merchant_id, secret_hash FROM api_key WHERE id = ? AND revoked_at IS NULL")
 
 #: ``sk_<26-char key id>_<secret>``: anything else is refused before any lookup.
 _KEY_FORMAT = re.compile(r"sk_([0-9a-z]{26})_([A-Za-z0-9_-]{20,100})")
@@ -96,7 +93,7 @@ def authenticate(key: str | None) -> tuple[str, str]:
     if match is None:
         raise AuthenticationFailed()
     key_id = "key_" + match.group(1)
-    row = db.execute_sql(_LOOKUP[dialect()], (key_id,)).fetchone()
+    row = db.execute_sql(_SQL["lookup"], (key_id,)).fetchone()
     if row is None or not hmac.compare_digest(row[1], _hash(match.group(2))):
         raise AuthenticationFailed()
     return row[0], key_id

@@ -25,9 +25,16 @@ class AddonsState:
 
     #: The extension object mounted on the app (its hooks and loaders).
     plugin: AddonPlugin
-    #: Background tasks by name: callables doing a bounded batch of due work
-    #: and returning how many items they handled (see :mod:`addon_plugin.worker`).
-    worker_tasks: dict[str, Callable[[], int]] = field(default_factory=dict)
+    #: Background tasks by name, each ``(task, once_per_run)``: a callable doing a
+    #: bounded batch of due work and returning how many items it handled, and
+    #: whether it runs in a run's first round only (see :mod:`addon_plugin.worker`).
+    worker_tasks: dict[str, tuple[Callable[[], int], bool]] = field(default_factory=dict)
+    #: What ``flask addons prune`` deletes besides idempotent results, by what
+    #: it reports (``"webhook delivery(ies)"``): callables returning how many.
+    pruners: dict[str, Callable[[], int]] = field(default_factory=dict)
+    #: Names of the blueprints whose routes the OpenAPI document lists: the
+    #: plugin's own and those a feature mounted (:func:`addon_plugin.api.mount`).
+    documented_blueprints: set[str] = field(default_factory=lambda: {"addons"})
     #: ``(ADDONS_PAYMENT_GATEWAY, the gateway resolved from it)``, so it is
     #: resolved once per value.
     gateway: tuple[Any, Any] | None = None

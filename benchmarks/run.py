@@ -45,6 +45,7 @@ def sqlite_url() -> Iterator[str]:
     try:
         yield f"sqlite:///{folder}/bench.sqlite3"
     finally:
+        storage.unbind()
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -64,7 +65,7 @@ def postgres_url() -> Iterator[str | None]:
     try:
         yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
     finally:
-        storage.bind("sqlite:///:memory:")
+        storage.unbind()
         admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
 
@@ -189,7 +190,8 @@ def _raw_same_statements(url: str, account_id: str, seconds: float) -> float:
     if url.startswith("sqlite"):
         conn = sqlite3.connect(url[len("sqlite:///"):], isolation_level=None)
         conn.execute("PRAGMA synchronous=normal")
-        update, insert = ledger._SQL["update"]["sqlite"], ledger._SQL["insert_entry"]["sqlite"]
+        statements = ledger._SQL.by_dialect["sqlite"]
+        update, insert = statements["update"], statements["insert_entry"]
 
         def once() -> None:
             conn.execute("BEGIN IMMEDIATE")
@@ -204,7 +206,7 @@ def _raw_same_statements(url: str, account_id: str, seconds: float) -> float:
         conn = psycopg2.connect(url)
         conn.autocommit = True
         cursor = conn.cursor()
-        statement = ledger._SQL["update_and_insert"]["postgresql"]
+        statement = ledger._SQL.by_dialect["postgresql"]["update_and_insert"]
 
         def once() -> None:
             cursor.execute("BEGIN")

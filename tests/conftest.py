@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 import pytest
@@ -45,10 +45,20 @@ def postgres_url() -> Iterator[str]:
     try:
         yield url
     finally:
-        storage.bind("sqlite:///:memory:")  # release the pool's connections
+        storage.unbind()  # release the pool's connections
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(autouse=True)
+def _release_database() -> Iterator[None]:
+    """Unbind the database a test bound (through a host app it made, say), so the
+    next test may bind its own; one bound by a wider fixture stays bound."""
+    bound = storage.db.obj
+    yield
+    if storage.db.obj is not bound:
+        storage.unbind()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -57,6 +67,35 @@ def database_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/addons.sqlite3"
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_database(request, tmp_path) -> Iterator[Callable[[], str]]:
+    """Makes empty, unmigrated databases of each kind: each call returns a new one's URL."""
+    made: list[str] = []
+    admin = None
+    if request.param == "postgresql":
+        try:
+            admin = _postgres_admin()
+        except Exception as error:
+            pytest.skip(f"PostgreSQL not available at {POSTGRES_ADMIN_URL}: {error}".strip())
+
+    def make() -> str:
+        name = f"addons_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        made.append(name)
+        if admin is None:
+            return f"sqlite:///{tmp_path}/{name}.sqlite3"
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        return f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+
+    yield make
+    if admin is not None:
+        storage.unbind()
+        with admin.cursor() as cursor:
+            for name in made:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
 
 
 def _empty_postgres() -> None:
@@ -85,8 +124,7 @@ def app(database_url, tmp_path) -> Iterator[Flask]:
         if storage.dialect() == "postgresql":
             _empty_postgres()
         yield app
-        if not storage.db.is_closed():
-            storage.db.close()
+    storage.unbind()
 
 
 @pytest.fixture

@@ -3,17 +3,23 @@ API's schemas and idempotency rules (a refusal replayed is raised again)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 import storage
-from addon_plugin import accounts, merchants
+from addon_plugin import SignedInBuyer, accounts, ledger, merchants, worker
 from addon_plugin.errors import (
     AccountNotFound,
     AddonError,
     IdempotencyKeyReused,
     InsufficientCredits,
+    InvalidPaymentMethod,
+    TopUpNotUnresolved,
     ValidationError,
 )
+from addon_plugin.idempotency import buyer_key_space
+from topup_fixtures import LostAnswersGateway, auto_account_id, gateway  # noqa: F401
 
 ACCOUNTS = "/api/addons/accounts"
 
@@ -99,6 +105,74 @@ def test_auto_top_up_settings_answer_the_account(app, merchant_id, account_id):
                                       payment_method="pm_card_visa")
     assert answer["id"] == account_id and answer["threshold"] == 10
     assert answer["auto_top_up"] == {"enabled": True, "payment_method": "pm_card_visa", "customer": None}
+
+
+@pytest.mark.parametrize("write", ["adjust", "record_usage"])
+def test_a_key_whose_stored_answer_expired_still_answers_its_first_entry(
+        app, monkeypatch, merchant_id, product, funded_account_id, write):
+    """The ledger keeps the merchant's keys for good, for the host as for the API."""
+    def send(value: int, key: str) -> dict:
+        if write == "adjust":
+            return accounts.adjust(merchant_id, funded_account_id, {"value": value, "description": "Fix",
+                                                                    "idempotency_key": key})
+        return accounts.record_usage(merchant_id, {"product_id": product.id, "buyer_email": "bob@example.com",
+                                                   "value": value, "idempotency_key": key})["data"]
+
+    first = send(-10, "job-1")
+    send(-30, "job-2")
+    later = storage.utcnow() + timedelta(seconds=app.config["ADDONS_IDEMPOTENCY_TTL"] + 1)
+    monkeypatch.setattr(storage, "utcnow", lambda: later)
+    assert send(-10, "job-1") == first and first["balance"] == 990
+    assert ledger.balance(funded_account_id) == 960 and len(entries(funded_account_id)) == 3
+    with pytest.raises(IdempotencyKeyReused):
+        send(-11, "job-1")
+
+
+def test_after_expiry_the_api_replays_the_hosts_entry_rather_than_applying_it_again(
+        client, auth, app, monkeypatch, merchant_id, funded_account_id):
+    data = {"value": -10, "description": "Fix"}
+    first = accounts.adjust(merchant_id, funded_account_id, {**data, "idempotency_key": "job-1"})
+    later = storage.utcnow() + timedelta(seconds=app.config["ADDONS_IDEMPOTENCY_TTL"] + 1)
+    monkeypatch.setattr(storage, "utcnow", lambda: later)
+    answer = client.post(f"{ACCOUNTS}/{funded_account_id}/adjustments", json=data,
+                         headers={**auth, "Idempotency-Key": "job-1"})
+    assert answer.status_code == 201 and answer.headers["Idempotent-Replayed"] == "true"
+    assert answer.get_json() == first and ledger.balance(funded_account_id) == 990
+
+
+def test_a_buyers_change_keeps_the_buyer_routes_rules(app, merchant_id, account_id):
+    app.config["ADDONS_PAYMENT_GATEWAY"] = "test"
+    bob = SignedInBuyer(merchant_id, "bob@example.com", "cus_bob")
+    on = {"enabled": True, "threshold": 10, "payment_method": "pm_card_visa", "idempotency_key": "on-1"}
+    answer = accounts.set_buyer_auto_top_up(bob, account_id, {**on, "customer": "cus_someone_else"})
+    assert answer["auto_top_up"] == {"enabled": True, "payment_method": "pm_card_visa", "customer": "cus_bob"}
+    assert accounts.set_buyer_auto_top_up(bob, account_id, on) == answer
+    with pytest.raises(InvalidPaymentMethod):                      # the gateway's owns() said no
+        accounts.set_buyer_auto_top_up(bob, account_id, {**on, "payment_method": "pm_1OtherBuyersCard",
+                                                         "idempotency_key": "on-2"})
+    with pytest.raises(AccountNotFound):
+        accounts.set_buyer_auto_top_up(SignedInBuyer(merchant_id, "ann@example.com"), account_id, {"enabled": False})
+    accounts.adjust(merchant_id, account_id, {"value": 5, "description": "Goodwill", "idempotency_key": "on-1"})
+    assert {(record.key_space, record.key) for record in storage.IdempotencyRecord.select()} == {
+        (buyer_key_space("bob@example.com"), "on-1"), ("api", "on-1")}     # one key, two callers' own spaces
+
+
+def test_an_unresolved_top_up_is_listed_and_resolved_as_the_api_does(
+        app, client, auth, merchant_id, auto_account_id):
+    app.config.update(ADDONS_PAYMENT_GATEWAY=LostAnswersGateway(), ADDONS_TOP_UP_RETRY_SCHEDULE=[])
+    ledger.record(auto_account_id, -600, "usage")                     # 400: below the threshold of 500
+    worker.run_once()
+    listed = accounts.list_top_ups(merchant_id, auto_account_id)
+    assert listed == client.get(f"{ACCOUNTS}/{auto_account_id}/top-ups", headers=auth).get_json()
+    [top_up] = listed["data"]
+    assert top_up["status"] == "unresolved"
+    data = {"outcome": "succeeded", "charge_id": "ch_found_1", "idempotency_key": "resolve-1"}
+    resolved = accounts.resolve_top_up(merchant_id, top_up["id"], data)
+    assert (resolved["status"], resolved["charge_id"]) == ("succeeded", "ch_found_1")
+    assert accounts.resolve_top_up(merchant_id, top_up["id"], data) == resolved    # a replay
+    with pytest.raises(TopUpNotUnresolved):
+        accounts.resolve_top_up(merchant_id, top_up["id"], {"outcome": "failed"})
+    assert ledger.balance(auto_account_id) == 400 + resolved["credits"]              # credited once
 
 
 def test_an_error_body_gives_back_its_error():

@@ -124,3 +124,61 @@ def test_every_route_needs_a_key(client, method, path):
     assert response.status_code == 401
     assert response.get_json()["error"]["code"] == "unauthorized"
     assert storage.Product.select().count() == 0
+
+
+# -- a currency change needs its price --------------------------------------------------
+
+@pytest.mark.parametrize("currency", ["EUR", "JPY", "KWD"])
+def test_patch_of_the_currency_alone_is_refused_on_price(client, auth, product, currency):
+    """19.00 USD must not silently become 19.00 EUR (or be refused for digits JPY lacks)."""
+    response = client.patch(f"{PRODUCTS}/{product.id}", json={"currency": currency},
+                            headers={**auth, "Idempotency-Key": "k1"})
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert (error["code"], list(error["fields"])) == ("validation_error", ["price"])
+    assert "currency" in error["fields"]["price"][0]
+    row = storage.Product.get_by_id(product.id)
+    assert (row.currency, row.price_minor) == ("USD", 1900)
+    assert storage.IdempotencyRecord.select().count() == 0
+
+
+def test_patch_of_the_currency_with_its_price_is_applied(client, auth, product):
+    response = client.patch(f"{PRODUCTS}/{product.id}", json={"currency": "JPY", "price": "2800"}, headers=auth)
+    assert response.status_code == 200, response.get_json()
+    assert (response.get_json()["currency"], response.get_json()["price"]) == ("JPY", "2800")
+    assert storage.Product.get_by_id(product.id).price_minor == 2800
+    same = client.patch(f"{PRODUCTS}/{product.id}", json={"currency": "JPY", "name": "Yen"}, headers=auth)
+    assert same.status_code == 200, same.get_json()  # the currency it already has: no change
+    assert (same.get_json()["currency"], same.get_json()["price"]) == ("JPY", "2800")
+
+
+# -- a price whose top-up would not fit the amount column -------------------------------
+
+#: (2**63 - 1) // 10 minor units: the largest KWD price whose ADDONS_TOP_UP_MAX_BANKS (10) multiple fits.
+LARGEST_KWD = "922337203685477.580"
+TOO_LARGE_KWD = "922337203685477.581"
+
+
+def test_create_refuses_a_price_whose_largest_top_up_would_not_fit(client, auth):
+    body = {"currency": "KWD", "credit_amount": 100}
+    refused = client.post(PRODUCTS, json={**body, "price": TOO_LARGE_KWD}, headers=auth)
+    assert refused.status_code == 422
+    assert list(refused.get_json()["error"]["fields"]) == ["price"]
+    assert "Too large" in refused.get_json()["error"]["fields"]["price"][0]
+    assert storage.Product.select().count() == 0
+    created = client.post(PRODUCTS, json={**body, "price": LARGEST_KWD}, headers=auth)
+    assert created.status_code == 201, created.get_json()
+    assert created.get_json()["price"] == LARGEST_KWD
+
+
+def test_patch_refuses_a_price_whose_largest_top_up_would_not_fit(app, client, auth, merchant_id):
+    kwd = create_product(merchant_id, currency="KWD", price_minor=19000)
+    refused = client.patch(f"{PRODUCTS}/{kwd.id}", json={"price": TOO_LARGE_KWD}, headers=auth)
+    assert refused.status_code == 422 and list(refused.get_json()["error"]["fields"]) == ["price"]
+    assert storage.Product.get_by_id(kwd.id).price_minor == 19000
+    app.config["ADDONS_TOP_UP_MAX_BANKS"] = 100  # bigger top-ups: a price 10 times smaller no longer fits
+    refused = client.patch(f"{PRODUCTS}/{kwd.id}", json={"price": "92233720368547.759"}, headers=auth)
+    assert refused.status_code == 422 and list(refused.get_json()["error"]["fields"]) == ["price"]
+    assert storage.Product.get_by_id(kwd.id).price_minor == 19000
+    accepted = client.patch(f"{PRODUCTS}/{kwd.id}", json={"price": "92233720368547.758"}, headers=auth)
+    assert accepted.status_code == 200, accepted.get_json()

@@ -7,6 +7,9 @@ import pytest
 from flask import Flask
 
 from addon_plugin import AddonPlugin, current_gateway, worker
+from addon_plugin.api import api_blueprint, mount
+from addon_plugin.api.http import respond
+from addon_plugin.api.openapi import document, operation
 from addon_plugin.config import DEFAULTS, SETTINGS
 from addon_plugin.state import AddonsState, get_state
 
@@ -30,6 +33,9 @@ def test_everything_the_plugin_keeps_per_app_is_one_state_object(app, client):
     state = app.extensions["addons"]
     assert state is get_state(app) and isinstance(state, AddonsState)
     assert state.openapi is not None and {"top_ups", "webhooks.deliver", "webhooks.prune"} <= set(state.worker_tasks)
+    assert state.worker_tasks["top_ups.look_up"][1] is True and state.worker_tasks["top_ups"][1] is False
+    assert set(state.pruners) == {"webhook delivery(ies)"} and state.documented_blueprints == {"addons",
+                                                                                              "addons_webhooks"}
 
 
 def test_a_second_init_app_on_the_same_app_raises(tmp_path):
@@ -51,6 +57,26 @@ def test_one_plugin_on_two_apps_keeps_two_states(tmp_path):
     assert get_state(first).worker_tasks["webhooks.prune"] is not get_state(second).worker_tasks["webhooks.prune"]
     first.config["ADDONS_WEBHOOK_RETRY_SCHEDULE"].append(99)     # each app has its own copy of a list default
     assert second.config["ADDONS_WEBHOOK_RETRY_SCHEDULE"] == DEFAULTS["ADDONS_WEBHOOK_RETRY_SCHEDULE"]
+
+
+def test_a_features_routes_are_documented_only_on_the_app_it_is_mounted_on(tmp_path):
+    first, second = Flask("first", instance_path=str(tmp_path)), Flask("second", instance_path=str(tmp_path))
+    AddonPlugin(first), AddonPlugin(second)
+    extra = api_blueprint("addons_extra", __name__)
+
+    @extra.get("/addons/extra")
+    @operation(summary="A feature's route", tag="extra", public=True)
+    def extra_route():
+        return respond({})
+
+    with first.app_context():
+        document(first)                                          # built before: built again with the feature
+    mount(first, extra)
+    second.register_blueprint(extra, url_prefix="/api")          # routed there, but no feature of its plugin
+    with first.app_context():
+        assert "/api/addons/extra" in document(first)["paths"]
+    with second.app_context():
+        assert "/api/addons/extra" not in document(second)["paths"]
 
 
 def test_an_app_without_the_plugin_says_so():

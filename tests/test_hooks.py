@@ -98,7 +98,17 @@ def test_loaders_are_decorators_the_plugin_calls(plugin):
 
     assert merchant() == "mer_1"  # the decorator hands the function back
     assert plugin.current_merchant_id() == "mer_1"
-    assert plugin.current_buyer() == ("mer_1", "bob@example.com")
+    assert plugin.current_buyer() == ("mer_1", "bob@example.com", None)
+
+
+def test_the_buyer_loader_may_name_the_gateway_customer(plugin):
+    plugin.buyer_loader(lambda: ("mer_1", "bob@example.com", "cus_bob"))
+    buyer = plugin.current_buyer()
+    assert (buyer.merchant_id, buyer.buyer_email, buyer.customer) == ("mer_1", "bob@example.com", "cus_bob")
+
+    plugin.buyer_loader(lambda: ("mer_1",))
+    with pytest.raises(TypeError, match="buyer_loader must return"):
+        plugin.current_buyer()
 
 
 # -- chaining and the inactive plugin --------------------------------------------
@@ -247,6 +257,9 @@ def test_save_pricing_refuses_bad_fields_one_message_list_each_and_saves_nothing
     {"price": "-3", "credit_amount": "100"},
     {"price": "19.00", "credit_amount": "100", "currency": "usd"},
     {"price": "19.00", "credit_amount": "9007199254740992"},
+    {"price": "19.00", "credit_amount": "\u0661\u0660\u0660"},  # Arabic-Indic "100": ASCII digits only
+    {"price": "19.00", "credit_amount": "+100"},
+    {"price": "19.00", "credit_amount": "100", "overdraft_limit": "\uff15"},
 ])
 def test_save_pricing_and_the_api_schema_never_disagree(plugin, merchant_id, data):
     schema = ProductCreateSchema()
@@ -273,6 +286,29 @@ def test_save_pricing_creates_then_updates_the_addon_for_the_host_product(plugin
     assert (row.merchant_id, row.host_product_id, row.name, row.price_minor, row.currency, row.credit_amount,
             row.top_up_allowed, row.overdraft_limit) == (merchant_id, "42", "100 credits", 2550, "USD", 100, True, 0)
     assert storage.Product.select().count() == 1
+
+
+def test_save_pricing_refuses_a_price_whose_largest_top_up_would_not_fit(plugin, merchant_id):
+    """10 banks (ADDONS_TOP_UP_MAX_BANKS) of this KWD price pass the amount column: refused at save, on
+    create and on update, with the largest price that fits."""
+    form = {"price": "922337203685477.581", "credit_amount": "100", "currency": "KWD"}
+    for existing in (None, create_product(merchant_id, currency="KWD", price_minor=19000, host_product_id="h")):
+        with pytest.raises(ValidationError) as caught:
+            plugin.save_pricing("addon", form, None, merchant=merchant_id, host_product_id="h" if existing else "n")
+        assert list(caught.value.messages) == ["price"]
+        assert "922337203685477.580 KWD" in caught.value.messages["price"][0]
+    assert [(p.host_product_id, p.price_minor) for p in storage.Product.select()] == [("h", 19000)]
+
+
+def test_save_pricing_changes_the_currency_only_with_its_price(plugin, merchant_id):
+    create_product(merchant_id, host_product_id="h")
+    with pytest.raises(ValidationError) as caught:
+        plugin.save_pricing("addon", {"price": "", "credit_amount": "100", "currency": "JPY"}, None,
+                            merchant=merchant_id, host_product_id="h")
+    assert list(caught.value.messages) == ["price"]
+    saved = plugin.save_pricing("addon", {"price": "2800", "credit_amount": "100", "currency": "JPY"}, None,
+                                merchant=merchant_id, host_product_id="h")
+    assert (saved.currency, saved.price_minor) == ("JPY", 2800)
 
 
 # -- order_paid -------------------------------------------------------------------------
@@ -455,6 +491,27 @@ def test_without_a_payment_method_there_is_no_opt_in(app, plugin, merchant_id, a
     app.config["ADDONS_PAYMENT_GATEWAY"] = "test"
     plugin.order_paid(order(merchant_id, auto_top_up_threshold=20), None)
     assert bob_account(merchant_id, addon).auto_top_up_enabled is False
+
+
+def test_ids_holding_the_separator_make_distinct_keys(plugin, merchant_id, addon):
+    """Order "A:B" line "C" and order "A" line "B:C" are two lines (the keys were
+    both "order_paid:A:B:C": the second order raised IdempotencyKeyReused)."""
+    plugin.order_paid(order(merchant_id, "A:B", [{"id": "C", "host_product_id": "host-7", "quantity": 1}]), None)
+    plugin.order_paid(order(merchant_id, "A", [{"id": "B:C", "host_product_id": "host-7", "quantity": 1}]), None)
+    plugin.order_refunded(order(merchant_id, "A"), None)
+    assert [(e.reference, e.delta) for e in entries()] == [("A:B", 100), ("A", 100), ("A", -100)]
+    assert bob_account(merchant_id, addon).balance == 100
+
+
+def test_long_ids_are_hashed_into_distinct_keys_that_still_replay(plugin, merchant_id, addon):
+    long_id = "o" * 250  # with a line id, past 255 characters
+    lines = [{"id": "l" * 200 + "1", "host_product_id": "host-7", "quantity": 1},
+             {"id": "l" * 200 + "2", "host_product_id": "host-7", "quantity": 2}]
+    for _ in range(2):
+        plugin.order_paid(order(merchant_id, long_id, lines), None)
+        plugin.order_refunded(order(merchant_id, long_id), None)
+    assert [e.delta for e in entries()] == [100, 200, -300]
+    assert all(len(e.idempotency_key) <= 255 for e in entries())
 
 
 # -- order_refunded ------------------------------------------------------------------------

@@ -71,13 +71,13 @@ def test_the_check_catches_every_way_past_the_surface():
     source = """
 import storage
 from addon_plugin import ledger, products
-from addon_plugin.api.present import product_body
+from addon_plugin.present import product_body
 from addon_plugin.schemas import coerce_form
 import addon_plugin.money
 products.create_product("m", {})
 """
     private = [name for name in names_used(source) if not is_public(name)]
-    assert set(private) == {"storage", "addon_plugin.ledger", "addon_plugin.api.present.product_body",
+    assert set(private) == {"storage", "addon_plugin.ledger", "addon_plugin.present.product_body",
                             "addon_plugin.schemas.coerce_form", "addon_plugin.money",
                             "addon_plugin.products.create_product"}
     assert all(is_public(name) for name in ("addon_plugin.accounts.adjust", "addon_plugin.errors.NotFound",

@@ -126,3 +126,94 @@ def test_top_ups_are_listed_newest_first_a_page_at_a_time(client, api_key, auto_
     assert [item["id"] for item in second["data"]] == newest_first[2:]
     assert second["next_cursor"] is None
     assert get_top_ups(client, api_key, auto_account_id, limit=0).status_code == 422
+
+
+# -- resolving a top-up whose outcome is unknown ---------------------------------------
+
+def resolve(client, api_key, top_up_id, body, **headers):
+    return client.post(f"/api/addons/top-ups/{top_up_id}/resolve", json=body,
+                       headers={"Authorization": f"Bearer {api_key}", **headers})
+
+
+@pytest.fixture
+def unresolved_top_up_id(app, auto_account_id) -> str:
+    """bob's top-up, charged at a gateway that never answered (no retries configured)."""
+    from addon_plugin import worker
+    from addon_plugin.topup import GatewayUnavailable, TestGateway
+
+    class Silent(TestGateway):
+        def charge(self, **kwargs):
+            super().charge(**kwargs)
+            raise GatewayUnavailable("Read timed out.")
+
+    app.config.update(ADDONS_PAYMENT_GATEWAY=Silent(), ADDONS_TOP_UP_RETRY_SCHEDULE=[])
+    ledger.record(auto_account_id, -510, "usage")
+    worker.run_once()
+    [top_up] = storage.TopUp.select().where(storage.TopUp.account == auto_account_id)
+    assert top_up.status == "unresolved"
+    return top_up.id
+
+
+def test_an_unresolved_top_up_is_listed_and_resolved_as_succeeded_over_http(
+        client, api_key, auto_account_id, unresolved_top_up_id):
+    [listed] = get_top_ups(client, api_key, auto_account_id).get_json()["data"]
+    assert listed["status"] == "unresolved" and listed["next_attempt_at"] and TopUpSchema().validate(listed) == {}
+
+    response = resolve(client, api_key, unresolved_top_up_id, {"outcome": "succeeded", "charge_id": "ch_test_000001"},
+                       **{"Idempotency-Key": "resolve-1"})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert TopUpSchema().validate(body) == {}
+    assert (body["id"], body["status"], body["charge_id"], body["next_attempt_at"]) == (
+        unresolved_top_up_id, "succeeded", "ch_test_000001", None)
+    assert ledger.balance(auto_account_id) == 590
+
+    again = resolve(client, api_key, unresolved_top_up_id, {"outcome": "succeeded", "charge_id": "ch_test_000001"},
+                    **{"Idempotency-Key": "resolve-1"})
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json() == body
+    twice = resolve(client, api_key, unresolved_top_up_id, {"outcome": "failed"})
+    assert twice.status_code == 409 and twice.get_json()["error"]["code"] == "top_up_not_unresolved"
+    assert ledger.balance(auto_account_id) == 590
+
+
+def test_an_unresolved_top_up_resolved_as_failed_grants_nothing(client, api_key, auto_account_id,
+                                                                unresolved_top_up_id):
+    response = resolve(client, api_key, unresolved_top_up_id, {"outcome": "failed"})
+    assert response.status_code == 200
+    assert (response.get_json()["status"], response.get_json()["failure_code"]) == ("failed", "resolved_as_failed")
+    assert ledger.balance(auto_account_id) == 490
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({}, "outcome"),
+    ({"outcome": "refunded"}, "outcome"),
+    ({"outcome": "succeeded"}, "charge_id"),
+    ({"outcome": "succeeded", "charge_id": ""}, "charge_id"),
+    ({"outcome": "failed", "charge_id": "ch_1"}, "charge_id"),
+    ({"outcome": "failed", "reason": "x"}, "reason"),
+])
+def test_resolve_refuses_a_bad_body_with_422_and_records_nothing(client, api_key, unresolved_top_up_id, body, field):
+    response = resolve(client, api_key, unresolved_top_up_id, body, **{"Idempotency-Key": "resolve-2"})
+    assert response.status_code == 422
+    assert field in response.get_json()["error"]["fields"]
+    assert storage.TopUp.get_by_id(unresolved_top_up_id).status == "unresolved"
+    retry = resolve(client, api_key, unresolved_top_up_id, {"outcome": "failed"}, **{"Idempotency-Key": "resolve-2"})
+    assert retry.status_code == 200  # the refusal stored nothing under the key
+
+
+def test_resolve_is_409_for_a_top_up_that_is_not_unresolved_and_404_for_another_merchants(
+        client, api_key, auto_account_id):
+    from addon_plugin import merchants
+
+    ledger.record(auto_account_id, -510, "usage")
+    [top_up] = storage.TopUp.select().where(storage.TopUp.account == auto_account_id)
+    response = resolve(client, api_key, top_up.id, {"outcome": "succeeded", "charge_id": "ch_1"})
+    assert response.status_code == 409 and response.get_json()["error"]["code"] == "top_up_not_unresolved"
+
+    _, other_key = merchants.create_merchant("Other")
+    response = resolve(client, other_key.key, top_up.id, {"outcome": "failed"})
+    assert response.status_code == 404 and response.get_json()["error"]["code"] == "top_up_not_found"
+    assert resolve(client, api_key, "topup_missing", {"outcome": "failed"}).status_code == 404
+    assert resolve(client, "sk_bogus_key", top_up.id, {"outcome": "failed"}).status_code == 401
+    assert storage.TopUp.get_by_id(top_up.id).status == "pending"

@@ -10,11 +10,12 @@ import pytest
 from peewee import IntegrityError
 
 import storage
-from addon_plugin import ledger
-from addon_plugin.topup import decide, execute
+from addon_plugin import ledger, worker
+from addon_plugin.topup import Declined, TestGateway, decide, execute, set_auto_top_up
 from addon_plugin.topup.records import amount
+from conftest import create_product
 from storage import utcnow
-from topup_fixtures import THRESHOLD, auto_account_id, gateway, top_up_entries, top_ups  # noqa: F401
+from topup_fixtures import THRESHOLD, account_row, auto_account_id, gateway, top_up_entries, top_ups  # noqa: F401
 
 
 @pytest.mark.parametrize(("balance", "threshold", "expected"), [
@@ -169,3 +170,179 @@ def test_twenty_threads_deducting_across_the_threshold_make_one_top_up_and_one_c
 def _in_app(app, fn) -> None:
     with app.app_context():
         fn()
+
+
+# -- what decides: only the buyer's consumption ------------------------------------------
+
+@pytest.mark.parametrize("kind", ["refund", "expiry", "void", "adjustment"])
+def test_only_the_buyers_consumption_among_balance_changes_decides_a_top_up(app, auto_account_id, gateway, kind):
+    app.config["ADDONS_TOP_UP_MODE"] = "inline"
+    ledger.record(auto_account_id, -900, kind)        # 1000 → 100, far below the threshold
+    ledger.record(auto_account_id, 50, "adjustment")  # credits given are no consumption either
+    assert top_ups(auto_account_id) == [] and gateway.calls == 0
+    ledger.record(auto_account_id, -1, "usage")
+    assert [t.status for t in top_ups(auto_account_id)] == ["succeeded"] and gateway.calls == 1
+
+
+def test_a_refunded_order_never_charges_the_card(app, merchant_id, product, gateway):
+    app.config["ADDONS_TOP_UP_MODE"] = "inline"
+    plugin = app.extensions["addons"].plugin
+    plugin.order_paid({"id": "order_A", "merchant_id": merchant_id, "buyer_email": "bob@example.com",
+                       "lines": [{"id": "1", "product_id": product.id, "quantity": 6}],
+                       "payment_method": "pm_card_visa", "auto_top_up_threshold": THRESHOLD}, None)
+    account_id = ledger.find_account_id(merchant_id, product.id, "bob@example.com")
+    assert ledger.get_account(account_id).auto_top_up_enabled and ledger.balance(account_id) == 600
+
+    plugin.order_refunded({"id": "order_A", "merchant_id": merchant_id}, None)
+    assert ledger.balance(account_id) == 0
+    assert top_ups(account_id) == [] and gateway.calls == 0
+
+
+def test_a_merchants_negative_adjustment_decides_nothing_the_next_usage_does(client, auth, product, auto_account_id):
+    adjusted = client.post(f"/api/addons/accounts/{auto_account_id}/adjustments", headers=auth,
+                           json={"value": -900, "description": "chargeback"})
+    assert adjusted.status_code == 201 and adjusted.json["balance"] == 100
+    assert top_ups(auto_account_id) == []
+
+    used = client.post("/api/buyer-addon/usage/add", headers=auth,
+                       json={"product_id": product.id, "buyer_email": "bob@example.com", "value": -1})
+    assert used.status_code == 200 and used.json["data"]["balance"] == 99
+    [top_up] = top_ups(auto_account_id)
+    assert (top_up.status, top_up.banks) == ("pending", 5)
+
+
+# -- the decline budget ------------------------------------------------------------------
+
+def _finished(account_id: str, completed_at, status: str = "failed", code: str | None = "card_declined") -> None:
+    """A top-up of the account that ended at ``completed_at``."""
+    row = storage.CreditAccount.get_by_id(account_id)
+    storage.TopUp.create(id=storage.new_id("topup"), account=account_id, merchant=row.merchant_id, status=status,
+                         banks=1, credits=100, amount_minor=1900, currency="USD", payment_method="pm_card_visa",
+                         failure_code=code, attempts=1, created_at=completed_at, completed_at=completed_at)
+
+
+def test_the_decline_budget_counts_declines_in_the_last_window_only(auto_account_id):
+    now = utcnow()
+    for minutes in (61, 62, 63):  # older than the window (3600 s)
+        _finished(auto_account_id, now - timedelta(minutes=minutes))
+    for status, code in (("failed", "gateway_unavailable"), ("failed", "daily_limit_reached"),
+                         ("canceled", "auto_top_up_disabled"), ("succeeded", None)):
+        _finished(auto_account_id, now - timedelta(minutes=5), status, code)  # not declines
+    for minutes in (50, 30):
+        _finished(auto_account_id, now - timedelta(minutes=minutes))
+    assert decide.decide_for_account(auto_account_id, now=now) is None  # above the threshold
+    ledger.record(auto_account_id, -600, "usage")  # two of three declines spent: decides
+    [decided] = [t for t in top_ups(auto_account_id) if t.status == "pending"]
+    storage.TopUp.delete().where(storage.TopUp.id == decided.id).execute()
+
+    _finished(auto_account_id, now - timedelta(minutes=10))  # the third
+    before = len(top_ups(auto_account_id))
+    assert decide.decide_for_account(auto_account_id, now=now) is None
+    assert len(top_ups(auto_account_id)) == before  # nothing decided, nothing recorded
+    # Blocked until the oldest counted decline leaves the window: the worker decides then.
+    frees_at = now - timedelta(minutes=50) + timedelta(hours=1)
+    assert account_row(auto_account_id).top_up_blocked_until == frees_at
+    assert decide.retry_due(frees_at - timedelta(microseconds=1)) == 0
+    assert decide.retry_due(frees_at) == 1
+    assert [t.status for t in top_ups(auto_account_id)].count("pending") == 1
+
+
+def test_a_new_card_lifts_the_retry_block_but_not_the_decline_budget(auto_account_id, merchant_id, gateway):
+    now = utcnow()
+    for minutes in (40, 20, 1):
+        _finished(auto_account_id, now - timedelta(minutes=minutes))
+    ledger.record(auto_account_id, -600, "usage")
+    set_auto_top_up(auto_account_id, merchant_id=merchant_id, enabled=True, threshold=THRESHOLD,
+                    payment_method="pm_card_mastercard", now=now)
+    set_auto_top_up(auto_account_id, merchant_id=merchant_id, enabled=False, now=now)
+    set_auto_top_up(auto_account_id, merchant_id=merchant_id, enabled=True, threshold=THRESHOLD + 1,
+                    payment_method="pm_card_visa", now=now)
+    assert [t.status for t in top_ups(auto_account_id)] == ["failed"] * 3
+    assert account_row(auto_account_id).top_up_blocked_until == now - timedelta(minutes=40) + timedelta(hours=1)
+
+
+# -- after a failure: the worker, and refused deductions -----------------------------------
+
+class CardFundedLater(TestGateway):
+    """Declines the first charge (no funds on the card), then charges like ``pm_card_visa``."""
+
+    def charge(self, **kwargs) -> str:
+        if self.calls == 0:
+            self.calls += 1
+            raise Declined("card_declined", "Your card was declined.")
+        return super().charge(**kwargs)
+
+
+@pytest.fixture
+def stalled(app, auto_account_id) -> CardFundedLater:
+    """bob at the floor after a declined top-up, blocked until its ``retry_at``."""
+    gateway = app.config["ADDONS_PAYMENT_GATEWAY"] = CardFundedLater()
+    ledger.record(auto_account_id, -1000, "usage")
+    execute.run_due()
+    assert [t.failure_code for t in top_ups(auto_account_id)] == ["card_declined"]
+    assert account_row(auto_account_id).top_up_blocked_until is not None
+    return gateway
+
+
+def _retry_block_passes(account_id: str) -> None:
+    storage.CreditAccount.update(top_up_blocked_until=utcnow() - timedelta(seconds=1)).where(
+        storage.CreditAccount.id == account_id).execute()
+
+
+def test_the_worker_decides_the_next_top_up_once_the_retry_block_has_passed(app, auto_account_id, stalled,
+                                                                           merchant_id, product):
+    above = ledger.open_account(merchant_id, create_product(merchant_id).id, "bob@example.com")
+    retry_at = account_row(auto_account_id).top_up_blocked_until
+    storage.CreditAccount.update(top_up_blocked_until=retry_at).where(storage.CreditAccount.id == above).execute()
+
+    assert decide.retry_due(retry_at - timedelta(seconds=1)) == 0
+    assert decide.retry_due(retry_at) == 2  # both blocks end; only bob's account wants a top-up
+    [_, retry] = top_ups(auto_account_id)
+    assert (retry.status, retry.banks) == ("pending", 6) and top_ups(above) == []
+    assert account_row(above).top_up_blocked_until is None
+    execute.run_due(retry_at)
+    assert ledger.balance(auto_account_id) == 600 and storage.TopUp.get_by_id(retry.id).status == "succeeded"
+    assert decide.retry_due(retry_at) == 0
+
+
+def test_flask_addons_worker_decides_and_charges_the_retry(app, auto_account_id, stalled):
+    assert app.extensions["addons"].worker_tasks["top_up_retries"][0] is decide.retry_due
+    _retry_block_passes(auto_account_id)
+    worker.run_once()
+    assert [t.status for t in top_ups(auto_account_id)] == ["failed", "succeeded"]
+    assert ledger.balance(auto_account_id) == 600
+
+
+def test_only_the_buyers_refused_consumption_outside_a_retry_block_decides_a_top_up(
+        app, client, auth, product, auto_account_id, stalled):
+    app.config["ADDONS_TOP_UP_MODE"] = "inline"
+    usage = {"product_id": product.id, "buyer_email": "bob@example.com", "value": -10}
+    refused = client.post("/api/buyer-addon/usage/add", headers=auth, json=usage)
+    assert refused.status_code == 402 and len(top_ups(auto_account_id)) == 1  # still blocked
+
+    _retry_block_passes(auto_account_id)
+    adjusted = client.post(f"/api/addons/accounts/{auto_account_id}/adjustments", headers=auth,
+                           json={"value": -10, "description": "fee"})
+    assert adjusted.status_code == 402 and len(top_ups(auto_account_id)) == 1  # the merchant's: no
+
+    headers = {**auth, "Idempotency-Key": "render-7"}
+    refused = client.post("/api/buyer-addon/usage/add", headers=headers, json=usage)
+    assert refused.status_code == 402 and refused.json["error"]["code"] == "insufficient_credits"
+    assert [t.status for t in top_ups(auto_account_id)] == ["failed", "succeeded"]  # decided, charged inline
+    assert [e.kind for e in storage.LedgerEntry.select().where(storage.LedgerEntry.account == auto_account_id)
+            .order_by(storage.LedgerEntry.sequence)] == ["purchase", "usage", "top_up"]  # nothing for the 402
+    assert ledger.balance(auto_account_id) == 600
+    replay = client.post("/api/buyer-addon/usage/add", headers=headers, json=usage)
+    assert replay.status_code == 402 and replay.headers["Idempotent-Replayed"] == "true"  # it stays refused
+    served = client.post("/api/buyer-addon/usage/add", headers=auth, json=usage)
+    assert served.status_code == 200 and served.json["data"]["balance"] == 590
+
+
+def test_a_refused_deduction_decides_in_worker_mode_too_and_never_while_one_is_in_flight(
+        client, auth, product, auto_account_id, stalled):
+    _retry_block_passes(auto_account_id)
+    usage = {"product_id": product.id, "buyer_email": "bob@example.com", "value": -10}
+    for _ in range(3):
+        assert client.post("/api/buyer-addon/usage/add", headers=auth, json=usage).status_code == 402
+    assert [t.status for t in top_ups(auto_account_id)] == ["failed", "pending"]
+    assert stalled.calls == 1  # worker mode: charged by the worker, not the request

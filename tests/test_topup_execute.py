@@ -168,7 +168,7 @@ def test_an_unavailable_gateway_is_retried_with_backoff_and_the_same_key(app, au
     assert received["top_up_failed"] == []
 
 
-def test_when_the_retries_run_out_the_top_up_fails_as_gateway_unavailable(app, auto_account_id, received):
+def test_when_the_retries_run_out_the_top_up_is_unresolved_not_failed(app, auto_account_id, received):
     gateway = app.config["ADDONS_PAYMENT_GATEWAY"] = FlakyGateway(outages=99)
     top_up = deduct_below(auto_account_id)
     moment = top_up.next_attempt_at
@@ -177,11 +177,12 @@ def test_when_the_retries_run_out_the_top_up_fails_as_gateway_unavailable(app, a
         assert execute.run_due(moment) == 1
 
     top_up = storage.TopUp.get_by_id(top_up.id)
-    assert (top_up.status, top_up.failure_code, top_up.attempts) == ("failed", "gateway_unavailable", 4)
+    assert (top_up.status, top_up.failure_code, top_up.attempts) == ("unresolved", None, 4)
+    assert top_up.next_attempt_at == moment + timedelta(seconds=300)  # its first lookup
     assert len(gateway.keys) == 4 and gateway.charges == {}
-    assert account_row(auto_account_id).top_up_failures == 1  # counted as a failure
-    [signal] = received["top_up_failed"]
-    assert signal["failure"]["code"] == "gateway_unavailable"
+    assert account_row(auto_account_id).top_up_failures == 0  # not a failure: money may have been taken
+    assert received["top_up_failed"] == [] and len(received["top_up_unresolved"]) == 1
+    assert execute.run_due(moment + timedelta(days=1)) == 0  # never sent again
 
 
 def test_no_gateway_configured_at_charge_time_is_treated_as_unavailable(app, auto_account_id):
@@ -259,6 +260,122 @@ def test_a_top_up_already_sent_to_the_gateway_is_seen_through_even_if_switched_o
     set_auto_top_up(auto_account_id, merchant_id=merchant_id, enabled=False)
     execute.run_due(utcnow() + timedelta(seconds=30))
     assert storage.TopUp.get_by_id(top_up.id).status == "succeeded" and len(gateway.charges) == 1
+
+
+def test_a_pending_top_up_charges_the_card_and_customer_in_force_when_it_is_charged(
+        auto_account_id, merchant_id, gateway, received):
+    set_auto_top_up(auto_account_id, merchant_id=merchant_id, enabled=True, threshold=THRESHOLD,
+                    payment_method="pm_card_chargeDeclined", customer="cus_old")
+    top_up = deduct_below(auto_account_id)  # decided while card A was on file
+    set_auto_top_up(auto_account_id, merchant_id=merchant_id, enabled=False)
+    set_auto_top_up(auto_account_id, merchant_id=merchant_id, enabled=True, threshold=THRESHOLD,
+                    payment_method="pm_card_visa", customer="cus_new")  # card B
+    assert len(top_ups(auto_account_id)) == 1
+
+    assert execute.run_due() == 1
+    top_up = storage.TopUp.get_by_id(top_up.id)
+    charge = gateway.charges[execute.charge_key(top_up.id)]
+    assert (charge.payment_method, charge.customer) == ("pm_card_visa", "cus_new")
+    assert (top_up.status, top_up.payment_method, top_up.customer) == ("succeeded", "pm_card_visa", "cus_new")
+    assert received["top_up_failed"] == []
+
+
+def test_every_retry_sends_the_charge_its_first_attempt_sent(app, auto_account_id, merchant_id):
+    gateway = app.config["ADDONS_PAYMENT_GATEWAY"] = FlakyGateway(outages=1)
+    top_up = deduct_below(auto_account_id)
+    execute.run_due()  # attempt 1 with pm_card_visa: the outcome is unknown
+    set_auto_top_up(auto_account_id, merchant_id=merchant_id, enabled=True, threshold=THRESHOLD,
+                    payment_method="pm_card_chargeDeclined", customer="cus_new")
+    execute.run_due(utcnow() + timedelta(seconds=30))
+    top_up = storage.TopUp.get_by_id(top_up.id)
+    [charge] = gateway.charges.values()
+    assert (charge.payment_method, charge.customer, top_up.status) == ("pm_card_visa", None, "succeeded")
+    assert gateway.keys == [execute.charge_key(top_up.id)] * 2
+
+
+# -- what could refuse the credit is checked before the charge --------------------------------
+
+def _near_the_balance_limit(account_id: str, merchant_id: str, *, below_limit: int, threshold_gap: int) -> None:
+    """Balance ``MAX_CREDITS - below_limit``; switching the threshold to
+    ``MAX_CREDITS - threshold_gap`` (at or above it) decides a top-up of one bank."""
+    ledger.record(account_id, ledger.MAX_CREDITS - below_limit - ledger.balance(account_id), "adjustment")
+    set_auto_top_up(account_id, merchant_id=merchant_id, enabled=True, threshold=ledger.MAX_CREDITS - threshold_gap,
+                    payment_method="pm_card_visa")
+
+
+def test_a_top_up_whose_credit_would_pass_the_balance_limit_fails_without_a_charge(
+        auto_account_id, merchant_id, gateway, received):
+    _near_the_balance_limit(auto_account_id, merchant_id, below_limit=60, threshold_gap=50)
+    [top_up] = top_ups(auto_account_id)
+    assert top_up.credits == 100
+
+    assert execute.run_due() == 1
+    top_up = storage.TopUp.get_by_id(top_up.id)
+    assert (top_up.status, top_up.failure_code, top_up.attempts, top_up.charge_id) == (
+        "failed", "balance_limit_exceeded", 0, None)
+    assert gateway.calls == 0 and top_up_entries(auto_account_id) == []
+    account = account_row(auto_account_id)
+    assert account.top_up_failures == 0 and account.auto_top_up_enabled  # not a card failure…
+    assert account.top_up_blocked_until == top_up.completed_at + timedelta(seconds=3600)  # …but not repeated
+    [signal] = received["top_up_failed"]
+    assert signal["failure"]["code"] == "balance_limit_exceeded"
+    ledger.record(auto_account_id, -1, "usage")
+    assert len(top_ups(auto_account_id)) == 1
+
+
+def test_a_credit_refused_after_the_charge_fails_the_top_up_and_is_never_charged_again(
+        app, auto_account_id, merchant_id, received):
+    class GrowingGateway(TestGateway):
+        """While the charge is out, a grant takes the balance to the limit's edge."""
+
+        def charge(self, **kwargs) -> str:
+            ledger.record(auto_account_id, 150, "adjustment")
+            return super().charge(**kwargs)
+
+    _near_the_balance_limit(auto_account_id, merchant_id, below_limit=200, threshold_gap=150)
+    gateway = app.config["ADDONS_PAYMENT_GATEWAY"] = GrowingGateway()
+    [top_up] = top_ups(auto_account_id)
+    assert execute.run_due() == 1
+
+    top_up = storage.TopUp.get_by_id(top_up.id)
+    [charge] = gateway.charges.values()
+    assert (top_up.status, top_up.failure_code, top_up.charge_id) == ("failed", "balance_limit_exceeded", charge.id)
+    assert charge.id in top_up.failure_message  # the charge to refund
+    assert top_up_entries(auto_account_id) == [] and ledger.balance(auto_account_id) == ledger.MAX_CREDITS - 50
+    assert account_row(auto_account_id).top_up_failures == 0
+    assert execute.run_due(utcnow() + execute.lease_duration() * 10) == 0 and gateway.calls == 1
+    assert [signal["top_up"]["charge_id"] for signal in received["top_up_failed"]] == [charge.id]
+
+
+def test_a_retry_whose_credit_would_now_be_refused_is_not_sent_but_left_unresolved(
+        app, auto_account_id, received):
+    gateway = app.config["ADDONS_PAYMENT_GATEWAY"] = FlakyGateway(outages=1)
+    top_up = deduct_below(auto_account_id)
+    execute.run_due()  # attempt 1: the outcome is unknown
+    ledger.record(auto_account_id, ledger.MAX_CREDITS - 50 - ledger.balance(auto_account_id), "adjustment")
+    assert execute.run_due(utcnow() + timedelta(seconds=30)) == 1
+    top_up = storage.TopUp.get_by_id(top_up.id)
+    assert (top_up.status, top_up.attempts, len(gateway.keys)) == ("unresolved", 2, 1)
+    assert len(received["top_up_unresolved"]) == 1 and received["top_up_failed"] == []
+
+
+def test_a_top_up_claimed_more_often_than_its_schedule_allows_is_left_unresolved(app, auto_account_id, received):
+    class AlwaysDyingGateway(TestGateway):
+        def charge(self, **kwargs):
+            super().charge(**kwargs)
+            raise Crash()  # the worker dies after every charge: the credit is never recorded
+
+    gateway = app.config["ADDONS_PAYMENT_GATEWAY"] = AlwaysDyingGateway()
+    top_up = deduct_below(auto_account_id)
+    moment = utcnow()
+    for _ in range(4):  # the first attempt and the schedule's three retries
+        with pytest.raises(Crash):
+            execute.run_due(moment)
+        moment += execute.lease_duration()
+    assert execute.run_due(moment) == 1  # the fifth claim sends nothing
+    top_up = storage.TopUp.get_by_id(top_up.id)
+    assert (top_up.status, top_up.attempts, gateway.calls, len(gateway.charges)) == ("unresolved", 5, 4, 1)
+    assert len(received["top_up_unresolved"]) == 1 and top_up_entries(auto_account_id) == []
 
 
 # -- the daily limit ----------------------------------------------------------------

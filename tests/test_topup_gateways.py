@@ -11,12 +11,22 @@ import requests
 import responses
 
 import storage
-from addon_plugin.topup import Declined, GatewayUnavailable, StripeGateway, TestGateway, execute, resolve_gateway
+from addon_plugin.topup import (
+    ChargePending,
+    Declined,
+    GatewayUnavailable,
+    StripeGateway,
+    TestGateway,
+    execute,
+    resolve_gateway,
+    settle,
+)
 from addon_plugin.topup.gateways import stripe_amount
 from topup_fixtures import auto_account_id, gateway, top_up_entries, top_ups  # noqa: F401
 
 API = "https://stripe.test"
 INTENTS = f"{API}/v1/payment_intents"
+SEARCH = f"{INTENTS}/search"
 CHARGE = dict(amount=Decimal("19.00"), currency="USD", customer="cus_1", payment_method="pm_card_visa",
               idempotency_key="addons-top-up-topup_1", description="Automatic top-up: 100 credits",
               metadata={"top_up_id": "topup_1", "account_id": "acct_1"})
@@ -46,6 +56,19 @@ def test_the_test_gateway_declines_like_stripes_test_tokens(payment_method, code
     assert gateway.charges == {}
 
 
+def test_the_test_gateway_looks_up_what_it_did_with_a_key():
+    gateway = TestGateway()
+    charge_id = gateway.charge(**CHARGE)
+    with pytest.raises(Declined):
+        gateway.charge(**{**CHARGE, "idempotency_key": "declined", "payment_method": "pm_card_chargeDeclined"})
+    assert gateway.lookup(CHARGE["idempotency_key"]) == charge_id
+    with pytest.raises(Declined) as declined:
+        gateway.lookup("declined")
+    assert declined.value.code == "card_declined"
+    assert gateway.lookup("never-sent") is None
+    assert (gateway.calls, gateway.lookups) == (2, 3)
+
+
 # -- amounts ------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("amount", "currency", "minor"), [
@@ -72,6 +95,12 @@ def stripe() -> StripeGateway:
 
 def _intent(status: str = "succeeded") -> dict:
     return {"id": "pi_123", "object": "payment_intent", "status": status}
+
+
+def _found(*intents: dict) -> dict:
+    """A search answer holding ``intents`` (each a PaymentIntent of top-up ``topup_1``)."""
+    data = [{"object": "payment_intent", "metadata": {"top_up_id": "topup_1"}, **intent} for intent in intents]
+    return {"object": "search_result", "data": data, "has_more": False, "next_page": None}
 
 
 def _error(code: str, type_: str = "card_error", message: str = "Your card was declined.") -> dict:
@@ -116,6 +145,57 @@ def test_stripe_refusals_are_declines_with_stripes_code(status, body, code):
     with pytest.raises(Declined) as declined:
         stripe().charge(**CHARGE)
     assert declined.value.code == code
+
+
+@responses.activate
+def test_a_processing_payment_intent_is_a_pending_charge_not_a_success():
+    responses.post(INTENTS, json=_intent("processing"))
+    with pytest.raises(ChargePending) as pending:
+        stripe().charge(**CHARGE)
+    assert pending.value.charge_id == "pi_123"
+
+
+@responses.activate
+def test_stripe_lookup_searches_payment_intents_by_the_top_up_id_in_their_metadata():
+    responses.get(SEARCH, json=_found({"id": "pi_9", "status": "succeeded"}))
+    assert stripe().lookup("addons-top-up-topup_1") == "pi_9"
+    [call] = responses.calls
+    assert call.request.headers["Authorization"] == "Bearer sk_test_abc"
+    assert call.request.params == {"query": "metadata['top_up_id']:'topup_1'"}
+
+
+@pytest.mark.parametrize(("found", "code"), [
+    (_found({"id": "pi_9", "status": "requires_payment_method",
+             "last_payment_error": {"code": "card_declined", "message": "Your card was declined."}}), "card_declined"),
+    (_found({"id": "pi_9", "status": "canceled"}), "payment_failed"),
+    (_found({"id": "pi_9", "status": "requires_action"}), "authentication_required"),
+])
+@responses.activate
+def test_stripe_lookup_of_a_failed_payment_intent_is_a_decline(found, code):
+    responses.get(SEARCH, json=found)
+    with pytest.raises(Declined) as declined:
+        stripe().lookup("addons-top-up-topup_1")
+    assert declined.value.code == code
+
+
+@responses.activate
+def test_stripe_lookup_finding_nothing_is_none():
+    responses.get(SEARCH, json=_found())
+    assert stripe().lookup("addons-top-up-topup_1") is None
+
+
+@pytest.mark.parametrize("reply", [
+    {"json": _found({"id": "pi_9", "status": "processing"})},  # it cannot tell yet
+    {"json": _error("api_error", "api_error", "Something went wrong."), "status": 500},
+    {"json": _error("feature_unavailable", "invalid_request_error", "Search is unavailable."), "status": 400},
+    {"body": requests.exceptions.ReadTimeout("read timed out")},
+    {"body": "<html>Bad gateway</html>", "status": 502},
+])
+@responses.activate
+def test_stripe_lookup_that_cannot_tell_is_unavailable(reply):
+    responses.get(SEARCH, **reply)
+    with pytest.raises(GatewayUnavailable):
+        stripe().lookup("addons-top-up-topup_1")
 
 
 @pytest.mark.parametrize("reply", [
@@ -165,6 +245,26 @@ def test_a_top_up_retries_stripe_outages_with_the_same_idempotency_key(app, auto
 
 
 @responses.activate
+def test_a_processing_stripe_charge_is_credited_once_its_lookup_finds_it_succeeded(app, auto_account_id):
+    _stripe_account(app, auto_account_id)
+    responses.post(INTENTS, json=_intent("processing"))
+    from addon_plugin import ledger
+
+    ledger.record(auto_account_id, -510, "usage")
+    [top_up] = top_ups(auto_account_id)
+    execute.run_due(top_up.next_attempt_at)
+    assert (storage.TopUp.get_by_id(top_up.id).status, ledger.balance(auto_account_id)) == ("pending_settlement", 490)
+
+    responses.get(SEARCH, json={"object": "search_result", "has_more": False, "data": [
+        {"id": "pi_123", "status": "succeeded", "metadata": {"top_up_id": top_up.id}}]})
+    assert settle.look_up_due(top_up.next_attempt_at + timedelta(seconds=300)) == 1
+    top_up = storage.TopUp.get_by_id(top_up.id)
+    assert (top_up.status, top_up.charge_id) == ("succeeded", "pi_123")
+    assert len(top_up_entries(auto_account_id)) == 1 and ledger.balance(auto_account_id) == 590
+    assert responses.calls[-1].request.params == {"query": f"metadata['top_up_id']:'{top_up.id}'"}
+
+
+@responses.activate
 def test_a_stripe_decline_fails_the_top_up(app, auto_account_id):
     _stripe_account(app, auto_account_id)
     responses.post(INTENTS, json=_error("card_declined"), status=402)
@@ -175,6 +275,63 @@ def test_a_stripe_decline_fails_the_top_up(app, auto_account_id):
     [top_up] = top_ups(auto_account_id)
     assert (top_up.status, top_up.failure_code, top_up.failure_message) == (
         "failed", "card_declined", "Your card was declined.")
+
+
+# -- who owns a payment method ---------------------------------------------------------
+
+@pytest.mark.parametrize(("payment_method", "owned"), [
+    ("pm_card_visa", True), ("pm_card_chargeDeclined", True), ("pm_1Nabc", False), ("card_visa", False),
+])
+def test_every_test_token_belongs_to_every_customer(payment_method, owned):
+    assert TestGateway().owns("cus_anyone", payment_method) is owned
+    assert TestGateway().owns(None, payment_method) is owned
+
+
+def _payment_method(customer: str | None) -> dict:
+    return {"id": "pm_1", "object": "payment_method", "type": "card", "customer": customer}
+
+
+@pytest.mark.parametrize(("reply", "owned"), [
+    ({"json": _payment_method("cus_1")}, True),
+    ({"json": {**_payment_method(None), "customer": {"id": "cus_1", "object": "customer"}}}, True),  # expanded
+    ({"json": _payment_method("cus_other")}, False),
+    ({"json": _payment_method(None)}, False),  # attached to nobody
+    ({"json": _error("resource_missing", "invalid_request_error", "No such PaymentMethod."), "status": 404}, False),
+    ({"json": _error("parameter_invalid", "invalid_request_error", "Invalid id."), "status": 400}, False),
+])
+@responses.activate
+def test_stripe_owns_retrieves_the_payment_method_and_compares_its_customer(reply, owned):
+    responses.get(f"{API}/v1/payment_methods/pm_1", **reply)
+    assert stripe().owns("cus_1", "pm_1") is owned
+    [call] = responses.calls
+    assert call.request.headers["Authorization"] == "Bearer sk_test_abc"
+
+
+@responses.activate
+def test_stripe_owns_quotes_the_id_into_one_path_segment():
+    responses.get(f"{API}/v1/payment_methods/pm_x%2F..%2F..%2Fv1%2Fcustomers%2Fcus_1%3Fa%3Db",
+                  json=_payment_method("cus_1"))
+    assert stripe().owns("cus_1", "pm_x/../../v1/customers/cus_1?a=b") is True
+
+
+@responses.activate
+def test_stripe_owns_nothing_for_no_customer_without_asking():
+    assert stripe().owns(None, "pm_1") is False
+    assert len(responses.calls) == 0
+
+
+@pytest.mark.parametrize("reply", [
+    {"json": _error("api_error", "api_error", "Something went wrong."), "status": 500},
+    {"json": _error("rate_limit", "invalid_request_error", "Too many requests."), "status": 429},
+    {"json": _error("authentication_error", "invalid_request_error", "Bad key."), "status": 401},
+    {"body": "<html>Bad gateway</html>", "status": 200},
+    {"body": requests.exceptions.ConnectionError("connection refused")},
+])
+@responses.activate
+def test_stripe_owns_raises_unavailable_when_stripe_cannot_tell(reply):
+    responses.get(f"{API}/v1/payment_methods/pm_1", **reply)
+    with pytest.raises(GatewayUnavailable):
+        stripe().owns("cus_1", "pm_1")
 
 
 # -- configuration -------------------------------------------------------------------

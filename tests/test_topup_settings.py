@@ -94,12 +94,30 @@ def _failed_and_blocked(account_id: str) -> None:
         storage.CreditAccount.id == account_id).execute()
 
 
-def test_a_change_resets_the_failure_count_and_the_retry_block(auto_account_id, merchant_id):
+def test_a_new_card_lifts_the_retry_block_but_keeps_the_failure_count(auto_account_id, merchant_id):
     _failed_and_blocked(auto_account_id)
     set_auto_top_up(auto_account_id, merchant_id=merchant_id, enabled=True, threshold=THRESHOLD,
                     payment_method="pm_card_visa", customer="cus_new")
     row = account_row(auto_account_id)
-    assert (row.top_up_failures, row.top_up_blocked_until) == (0, None)
+    assert (row.top_up_failures, row.top_up_blocked_until) == (2, None)
+
+
+def test_a_new_threshold_lifts_neither(auto_account_id, merchant_id):
+    _failed_and_blocked(auto_account_id)
+    set_auto_top_up(auto_account_id, merchant_id=merchant_id, enabled=True, threshold=THRESHOLD + 1,
+                    payment_method="pm_card_visa")
+    row = account_row(auto_account_id)
+    assert row.top_up_failures == 2 and row.top_up_blocked_until is not None
+
+
+def test_switching_on_starts_the_failure_count_afresh_but_keeps_the_retry_block(auto_account_id, merchant_id):
+    set_auto_top_up(auto_account_id, merchant_id=merchant_id, enabled=False, threshold=THRESHOLD,
+                    payment_method="pm_card_visa")
+    _failed_and_blocked(auto_account_id)
+    set_auto_top_up(auto_account_id, merchant_id=merchant_id, enabled=True, threshold=THRESHOLD,
+                    payment_method="pm_card_visa")
+    row = account_row(auto_account_id)
+    assert row.top_up_failures == 0 and row.top_up_blocked_until is not None
 
 
 def test_the_same_settings_again_change_nothing(auto_account_id, merchant_id):

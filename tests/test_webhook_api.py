@@ -1,4 +1,4 @@
-"""The webhook endpoints API (SPEC §3): routes, scoping, secrets shown only twice."""
+"""The webhook endpoints API: routes, scoping, secrets shown only twice."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import responses
 
 import storage
 from addon_plugin import merchants, worker
-from addon_plugin.api.webhook_endpoints import DeliverySchema, EndpointSchema, EndpointWithSecretSchema
+from webhooks.api import DeliverySchema, EndpointSchema, EndpointWithSecretSchema
 
 URL = "https://merchant.example/hook"
 BASE = "/api/addons/webhook-endpoints"

@@ -1,5 +1,5 @@
 """webhooks.dispatcher: the outbox is written in the balance change's own
-transaction, with the body SPEC §5 describes, for the endpoints that want it."""
+transaction, with the event's documented body, for the endpoints that want it."""
 
 from __future__ import annotations
 
@@ -308,3 +308,24 @@ def test_an_endpoint_deleted_while_a_change_publishes_fails_nothing_and_gets_not
     [(kind, _, targets)] = outbox()
     assert (kind, targets) == ("balance.updated", [other])
     assert ledger.balance(funded_account_id) == 999
+
+
+def test_an_unresolved_top_up_becomes_a_top_up_unresolved_event(app, endpoint_id, auto_account_id):
+    from addon_plugin.topup import GatewayUnavailable, execute
+
+    class Silent:
+        requires_customer = False
+
+        def charge(self, **kwargs):
+            raise GatewayUnavailable("Read timed out.")
+
+    app.config.update(ADDONS_PAYMENT_GATEWAY=Silent(), ADDONS_TOP_UP_RETRY_SCHEDULE=[])
+    _deduct_below_threshold(auto_account_id)
+    storage.WebhookEvent.delete().execute()
+    execute.run_due()
+    [(kind, body, targets)] = outbox()
+    assert (kind, targets) == ("top_up.unresolved", [endpoint_id])
+    data = body["data"]
+    assert (data["account_id"], data["balance"]) == (auto_account_id, THRESHOLD - 10)
+    assert data["top_up"]["status"] == "unresolved" and data["top_up"]["credits"] == 100
+    assert "entry" not in data and "failure" not in data

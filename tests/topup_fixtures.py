@@ -2,19 +2,31 @@
 
 They chain on conftest's: ``funded_account_id`` (1000 credits, product of 100
 credits for 19.00 USD) → ``auto_account_id`` (auto top-up on, threshold 500,
-``pm_card_visa``, the :class:`TestGateway` in ``gateway``).
+``pm_card_visa``, the :class:`TestGateway` in ``gateway``). ``clock`` is the
+top-up code's clock, moved by the test; :class:`LostAnswersGateway` takes the
+money and loses the answer, as a gateway that times out after charging does.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import pytest
 
 import storage
 from addon_plugin import signals
-from addon_plugin.topup import TestGateway, set_auto_top_up
+from addon_plugin.topup import (
+    Declined,
+    GatewayUnavailable,
+    TestGateway,
+    decide,
+    execute,
+    set_auto_top_up,
+    settings,
+    settle,
+)
 
 THRESHOLD = 500
 
@@ -40,7 +52,7 @@ def received(app) -> Iterator[dict[str, list[dict]]]:
     """The kwargs of every top-up signal the app sends, by signal name."""
     seen: dict[str, list[dict]] = defaultdict(list)
     receivers = {}
-    for name in ("top_up_succeeded", "top_up_failed", "auto_top_up_disabled"):
+    for name in ("top_up_succeeded", "top_up_failed", "top_up_unresolved", "auto_top_up_disabled"):
         def receiver(sender, _name=name, **kwargs):
             assert sender is app
             seen[_name].append(kwargs)
@@ -49,6 +61,50 @@ def received(app) -> Iterator[dict[str, list[dict]]]:
     yield seen
     for name, receiver in receivers.items():
         getattr(signals, name).disconnect(receiver, sender=app)
+
+
+class Clock:
+    """A clock a test moves: ``clock()`` is the time, ``clock.advance(seconds)`` moves it on."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> datetime:
+        self.now += timedelta(seconds=seconds)
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    """The clock top-ups are decided, charged, retried and looked up by (the
+    worker's too): it stands still until the test advances it."""
+    clock = Clock(storage.utcnow())
+    for module in (decide, settings, execute, settle):
+        monkeypatch.setattr(module, "utcnow", clock)
+    return clock
+
+
+class LostAnswersGateway(TestGateway):
+    """A :class:`TestGateway` whose first ``lose`` charge answers are lost: the
+    charge (or the decline) is made and recorded, then the call times out."""
+
+    def __init__(self, lose: int = 1_000_000) -> None:
+        super().__init__()
+        self.lose = lose
+
+    def charge(self, **kwargs) -> str:
+        try:
+            charge_id = super().charge(**kwargs)
+        except Declined:
+            if self.calls > self.lose:
+                raise
+        else:
+            if self.calls > self.lose:
+                return charge_id
+        raise GatewayUnavailable("Read timed out.")
 
 
 def top_ups(account_id: str) -> list[storage.TopUp]:

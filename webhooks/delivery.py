@@ -1,28 +1,9 @@
 """The worker's side of the outbox: claim a due delivery, POST it, record the attempt.
 
-The only module of ``webhooks`` that makes HTTP requests, and it runs in the
-worker (``flask addons worker``), never in a request thread.
-
-Claiming. A worker leases one due delivery at a time: one short transaction
-sets ``lease_token`` and ``lease_expires_at`` on a pending, due, unleased row
-of an enabled endpoint (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so workers
-never wait on each other; SQLite: ``BEGIN IMMEDIATE`` serialises claims). The
-attempt is made outside any transaction; its result is written only if the
-lease is still ours. A worker that dies mid-attempt leaves a lease that expires
-after ``ADDONS_WEBHOOK_LEASE`` seconds (default 120; ``init_app`` refuses one
-not longer than the connect and read timeouts together), and another worker
-then makes that attempt again with the same ``webhook-id``: delivery is at
-least once, and an attempt is made once unless its worker dies or outlives its
-lease.
-
-An attempt. POST the stored body, signed at this moment with the endpoint's
-live secrets, with (connect, read) timeouts, no redirects, no proxies from the
-environment, and a ``User-Agent``. The connection goes only to an address the
-SSRF guard has just vetted (resolved here, at connect time, so a DNS change
-since registration cannot point us inward). 2xx is success; 410 disables the
-endpoint and fails the delivery; anything else is retried per ``schedule``,
-honouring ``Retry-After``; after the last attempt the delivery is ``failed``
-and ``webhook_delivery_failed`` is sent.
+The only module of ``webhooks`` that makes HTTP requests, and only in the worker,
+never in a request thread. A claim is a lease, not a lock held across the call, so
+a worker that dies mid-attempt only delays the delivery: delivery is at least once,
+every attempt carrying the same ``webhook-id``.
 """
 
 from __future__ import annotations
@@ -45,7 +26,16 @@ from urllib3.util import connection as _connection
 
 import storage
 from addon_plugin import signals
-from storage import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent, db, dialect, transaction, utcnow
+from storage import (
+    Statements,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+    db,
+    transaction,
+    utcnow,
+)
 
 from . import schedule, urls
 from .errors import InvalidUrl
@@ -84,16 +74,14 @@ _ATTEMPT = """INSERT INTO webhook_attempt
        (id, delivery_id, number, status_code, duration_ms, error, response_excerpt, created_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
 
-_SQL = {
-    "sqlite": {"claim": _CLAIM.format(lock=""), "target": _TARGET, "finish": _FINISH, "attempt": _ATTEMPT},
-    "postgresql": {"claim": _CLAIM.format(lock=" FOR UPDATE OF d SKIP LOCKED").replace("?", "%s"),
-                   "target": _TARGET.replace("?", "%s"), "finish": _FINISH.replace("?", "%s"),
-                   "attempt": _ATTEMPT.replace("?", "%s")},
-}
+_SQL = Statements(
+    claim={"sqlite": _CLAIM.format(lock=""), "postgresql": _CLAIM.format(lock=" FOR UPDATE OF d SKIP LOCKED")},
+    target=_TARGET, finish=_FINISH, attempt=_ATTEMPT,
+)
 
 
 def _execute(name: str, params: tuple):
-    return db.execute_sql(_SQL[dialect()][name], params)
+    return db.execute_sql(_SQL[name], params)
 
 
 # -- one HTTP attempt --------------------------------------------------------
@@ -184,7 +172,8 @@ def _describe(error: Exception) -> str:
 
 def send(session: requests.Session, url: str, body: bytes, headers: dict[str, str],
          timeout: tuple[float, float]) -> Outcome:
-    """POST one signed body; never raises: errors come back in the :class:`Outcome`."""
+    """POST one signed body with (connect, read) timeouts and no redirects; never
+    raises: errors come back in the :class:`Outcome`."""
     headers = {**headers, "content-type": "application/json", "user-agent": USER_AGENT}
     started = time.monotonic()
     try:
@@ -232,7 +221,12 @@ def live_secrets(secret: str, previous: str | None, previous_expires_at: datetim
 
 
 def _claim(lease_seconds: float) -> _Claim | None:
-    """Lease the most overdue delivery no one holds, with what its attempt needs."""
+    """Lease the most overdue delivery no one holds, with what its attempt needs.
+
+    One short transaction: PostgreSQL skips rows other workers have locked
+    (``SKIP LOCKED``), SQLite's write lock serialises claims. ``init_app`` keeps the
+    lease longer than both timeouts together; once it expires, another worker
+    makes the attempt again."""
     now = utcnow()
     token = secrets.token_hex(12)
     with transaction():
@@ -246,6 +240,8 @@ def _claim(lease_seconds: float) -> _Claim | None:
 
 
 def _attempt(claim: _Claim, session: requests.Session) -> None:
+    """Sign the stored body now, with the endpoint's live secrets, and send it
+    outside any transaction."""
     config = current_app.config
     body = claim.payload.encode()
     headers = signature_headers(claim.event_id, int(time.time()), body, claim.secrets)
@@ -256,7 +252,11 @@ def _attempt(claim: _Claim, session: requests.Session) -> None:
 
 
 def _record(claim: _Claim, outcome: Outcome, retry_schedule: list[float]) -> None:
-    """Write the attempt and the delivery's next state, if the lease is still ours."""
+    """Write the attempt and the delivery's next state, if the lease is still ours.
+
+    2xx succeeds; 410 disables the endpoint and fails the delivery; anything else
+    is retried per :mod:`.schedule` until the last attempt fails the delivery and
+    sends ``webhook_delivery_failed``."""
     now = utcnow()
     gone = outcome.status_code == 410
     delay = None if outcome.ok or gone else schedule.next_delay(retry_schedule, claim.number, outcome.retry_after)

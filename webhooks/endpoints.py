@@ -3,12 +3,6 @@
 Every function takes the merchant's id and only ever sees that merchant's
 objects: another merchant's id is "not found". Secrets leave this module only
 from :func:`create_endpoint` and :func:`rotate_secret`, once each.
-
-Rotation: the new secret signs at once; the old one keeps signing too (both
-signatures in ``webhook-signature``) for ``ADDONS_WEBHOOK_SECRET_GRACE``
-seconds (default 24 h), so a receiver can switch secrets without dropping a
-message. A second rotation within the grace period retires the oldest secret
-at once.
 """
 
 from __future__ import annotations
@@ -215,7 +209,11 @@ def delete_endpoint(merchant_id: str, endpoint_id: str) -> None:
 
 
 def rotate_secret(merchant_id: str, endpoint_id: str) -> tuple[Endpoint, str]:
-    """A new secret for the endpoint; the old one also signs until the grace period ends."""
+    """A new secret for the endpoint; the old one also signs until the grace period ends.
+
+    Both signatures go in ``webhook-signature`` for ``ADDONS_WEBHOOK_SECRET_GRACE``
+    seconds, so a receiver can switch secrets without dropping a message; a second
+    rotation within the grace period retires the oldest secret at once."""
     secret = generate_secret()
     now = utcnow()
     grace = timedelta(seconds=float(current_app.config["ADDONS_WEBHOOK_SECRET_GRACE"]))

@@ -1,4 +1,4 @@
-"""The event catalogue and the body of each event (SPEC §5). Pure.
+"""The event catalogue and the body of each event. Pure.
 
 Every body reads ``{"type", "timestamp", "data"}``. For events about an
 account, ``data`` holds ``merchant_id``, ``account_id``, ``buyer_email``,
@@ -30,6 +30,7 @@ EXTRA_FIELDS: dict[str, tuple[str, ...]] = {
     "addon.purchased": ("order_id", "quantity", "credits"),
     "top_up.succeeded": ("top_up",),
     "top_up.failed": ("top_up", "failure"),
+    "top_up.unresolved": ("top_up",),
     "auto_top_up.disabled": ("reason",),
 }
 

@@ -1,22 +1,9 @@
 """The SSRF guard: which webhook URLs the plugin may call.
 
-Only ``http`` and ``https``, no whitespace or control characters anywhere (a
-URL has none, RFC 3986; ``urlsplit`` silently drops tabs and line breaks, so
-the host checked would not be the host called), and only hosts whose every
-address is public:
-private (10/8, 172.16/12, 192.168/16, fc00::/7), loopback, link-local
-(169.254/16, where cloud metadata lives), unspecified (0.0.0.0, ::), multicast,
-shared (100.64/10) and reserved addresses are refused, and so are hosts that do
-not resolve. IPv4 addresses embedded in IPv6 (``::ffff:127.0.0.1``, 6to4) are
-judged as the IPv4 address they carry.
-
-The check runs at registration (:func:`check_url`) and again at delivery time,
-on the address actually connected to (``delivery`` pins the connection to an
-address :func:`public_addresses` vetted), because DNS can change in between.
-``ADDONS_WEBHOOK_ALLOW_PRIVATE_URLS`` switches the address rules off (for
-development and tests); the scheme rule always holds.
-
-This module sends nothing; resolving a name is the one lookup it makes.
+A merchant's URL must not make our servers call into our own network (or the
+cloud's metadata service), so only ``http(s)`` URLs whose host resolves to public
+addresses pass. The check runs at registration and again at connect time
+(``delivery``), because DNS can change in between. This module sends nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +25,11 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def refusal_reason(address: str) -> str | None:
-    """Why ``address`` (an IP literal) may not be called, or None if it is public."""
+    """Why ``address`` (an IP literal) may not be called, or None if it is public.
+
+    Private, loopback, link-local (169.254/16, cloud metadata), unspecified,
+    multicast, shared and reserved addresses are refused; an IPv4 address embedded
+    in IPv6 (``::ffff:127.0.0.1``, 6to4) is judged as itself."""
     ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or ip.sixtofour
@@ -74,7 +65,12 @@ def public_addresses(host: str, port: int) -> list[str]:
 
 
 def check_url(url: str, *, allow_private: bool = False) -> str:
-    """``url`` if the plugin may deliver to it, else :class:`InvalidUrl` saying why."""
+    """``url`` if the plugin may deliver to it, else :class:`InvalidUrl` saying why.
+
+    No whitespace or control characters anywhere (``urlsplit`` silently drops tabs
+    and line breaks, so the host checked would not be the host called).
+    ``allow_private`` (``ADDONS_WEBHOOK_ALLOW_PRIVATE_URLS``, for development)
+    switches the address rules off; the scheme rule always holds."""
     if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
         raise InvalidUrl(f"The URL must be a string of 1 to {MAX_URL_LENGTH} characters.")
     if not url.isprintable() or any(c.isspace() for c in url):

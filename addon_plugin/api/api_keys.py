@@ -8,11 +8,11 @@ from typing import Any
 from flask import Response
 
 from .. import merchants
+from ..present import api_key_body, new_api_key_body
 from ..schemas import ApiKeyCreatedSchema, ApiKeySchema, ListQuerySchema, WriteSchema
 from . import blueprint
 from .http import authenticate, load, load_query, respond, write
 from .openapi import operation
-from .present import api_key_body, new_api_key_body
 
 _write_schema = WriteSchema()
 _list_schema = ListQuerySchema()

@@ -8,11 +8,11 @@ import storage
 
 from .. import products
 from ..pagination import paginate
+from ..present import product_body
 from ..schemas import ListQuerySchema, ProductCreateSchema, ProductSchema, ProductUpdateSchema
 from . import blueprint
 from .http import authenticate, load, load_query, respond, write
 from .openapi import operation
-from .present import product_body
 
 _create_schema = ProductCreateSchema()
 _update_schema = ProductUpdateSchema()

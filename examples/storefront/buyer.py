@@ -148,7 +148,7 @@ def account() -> str:
     signed_in = plugin.current_buyer()
     if signed_in is None:
         return render_template("account.html", accounts=None)
-    merchant_id, email = signed_in
+    merchant_id, email, _ = signed_in
     found = []
     for row in reversed(accounts.list_accounts(merchant_id, buyer_email=email, limit=500)["data"]):  # oldest first
         addon = product_body(products.get_product(merchant_id, row["product_id"]))
@@ -163,7 +163,7 @@ def render_video(account_id: str):
     signed_in = plugin.current_buyer()
     if signed_in is None:
         abort(404)
-    merchant_id, email = signed_in
+    merchant_id, email, _ = signed_in
     try:
         found = accounts.get_account(merchant_id, account_id)
     except AccountNotFound:

@@ -43,10 +43,11 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
     "delete_webhook_endpoint": {},
     "rotate_webhook_secret": {},
     "me_auto_top_up": {"enabled": False},
+    "resolve_top_up": {"outcome": "succeeded", "charge_id": "ch_walk_1"},
 }
 
 #: Ids that name one merchant's objects, wherever they appear (path or body).
-ID_NAMES = ("product_id", "account_id", "key_id", "endpoint_id", "delivery_id", "invoice_id")
+ID_NAMES = ("product_id", "account_id", "key_id", "endpoint_id", "delivery_id", "invoice_id", "top_up_id")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,14 @@ class Operation:
 
     def __str__(self) -> str:
         return f"{self.method.upper()} {self.path}"
+
+
+def unresolved_top_up(account_id: str) -> str:
+    """The id of a new ``unresolved`` top-up of the account (for the resolve route), written directly."""
+    account = storage.CreditAccount.get_by_id(account_id)
+    return storage.TopUp.create(id=storage.new_id("topup"), account=account_id, merchant=account.merchant_id,
+                                status="unresolved", banks=1, credits=100, amount_minor=1900, currency="USD",
+                                payment_method="pm_card_visa", next_attempt_at=storage.utcnow()).id
 
 
 def document(base_url: str) -> dict[str, Any]:
@@ -227,7 +236,7 @@ def dump() -> dict[str, list[tuple]]:
     return {model._meta.table_name: sorted(model.select().tuples(), key=repr) for model in storage.ALL_MODELS}
 
 
-#: Refusals made before the request executed: they store nothing at all (SPEC §3),
+#: Refusals made before the request executed: they store nothing at all,
 #: not even an idempotent result, so the request may be corrected and retried.
 REFUSED_BEFORE_EXECUTING = {400, 401, 405, 413, 415}
 
@@ -270,8 +279,8 @@ def check_round_trip(expected: dict[str, dict[str, Any]], listed: list[dict[str,
                      delivered: list[dict[str, Any]]) -> tuple[int, int]:
     """Each accepted entry's strings (``expected``: entry id → the fields sent)
     come back equal, code point for code point, from the ledger list and from
-    every ``balance.updated`` webhook body (whose entry has no ``idempotency_key``,
-    SPEC §5). Returns (listed, delivered) matches."""
+    every ``balance.updated`` webhook body (whose entry has no ``idempotency_key``).
+    Returns (listed, delivered) matches."""
     by_id = {entry["id"]: entry for entry in listed}
     webhooks: dict[str, list[dict]] = {}
     for body in delivered:

@@ -80,7 +80,7 @@ def test_another_merchants_ids_are_404_on_every_route_and_change_nothing(server,
     ids = {"product_id": product.id, "account_id": funded_account_id, "endpoint_id": endpoint,
            "key_id": merchants.create_api_key(merchant_a.id).id, "invoice_id": "order_1",
            "delivery_id": storage.WebhookDelivery.get(storage.WebhookDelivery.endpoint == endpoint).id,
-           "receiver_url": "http://127.0.0.1:9/hook"}
+           "top_up_id": apiwalk.unresolved_top_up(funded_account_id), "receiver_url": "http://127.0.0.1:9/hook"}
     merchant_b = merchants.create_merchant("Other Rockets")
     b_auth = bearer(merchant_b[1].key)
     doc = apiwalk.document(server.url)

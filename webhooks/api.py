@@ -1,10 +1,9 @@
-"""Webhook endpoints (SPEC §3, §5): a merchant registers URLs, rotates their
-secrets, reads deliveries with their attempts and asks for a redelivery.
+"""The webhook endpoints API: a merchant registers URLs, rotates their secrets,
+reads deliveries with their attempts and asks for a redelivery.
 
-Views are thin: parse with a schema, call ``webhooks.endpoints``, present. No
-HTTP attempt is ever made here; a redelivery is queued for the worker. Only
-creation and rotation answer with the ``secret``. A URL is checked by the SSRF
-guard while the request is validated (422 ``invalid_url``), before anything runs.
+Mounted by :func:`webhooks.init_app` on a blueprint of its own under
+``ADDONS_URL_PREFIX``, answering like the plugin's API. Views are thin: no HTTP
+attempt is made here; a redelivery is queued for the worker.
 """
 
 from __future__ import annotations
@@ -14,15 +13,15 @@ from typing import Any
 from flask import Response, current_app
 from marshmallow import Schema, fields, validate
 
-from webhooks import EVENT_TYPES
-from webhooks import endpoints as service
-from webhooks.urls import MAX_URL_LENGTH, check_url
-
-from ..schemas import ListQuerySchema
-from . import blueprint
-from .http import authenticate, load, load_query, respond, write
-from .openapi import operation
+from addon_plugin.api import api_blueprint
+from addon_plugin.api.http import authenticate, load, load_query, respond, write
+from addon_plugin.api.openapi import operation
+from addon_plugin.schemas import ListQuerySchema
 from storage import isoformat
+
+from . import endpoints as service
+from .events import EVENT_TYPES
+from .urls import MAX_URL_LENGTH, check_url
 
 __all__ = [
     "EndpointSchema",
@@ -31,7 +30,10 @@ __all__ = [
     "EndpointUpdateSchema",
     "DeliverySchema",
     "DeliveryQuerySchema",
+    "blueprint",
 ]
+
+blueprint = api_blueprint("addons_webhooks", __name__)
 
 
 class _Strict(Schema):

@@ -1,5 +1,7 @@
-"""Objects → the API's JSON shapes (documented by the schemas in
-``addon_plugin.schemas``; tests check each against its schema)."""
+"""Objects → the resources' JSON shapes, shared by the API, the hooks and hosts.
+
+Outside ``api/`` so the domain never imports the HTTP layer; the schemas in
+``addon_plugin.schemas`` document each shape, and tests check them against it."""
 
 from __future__ import annotations
 
@@ -8,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 import storage
 from storage import isoformat
 
-from ..ledger import Account, Change, Entry
-from ..money import from_minor
+from .ledger import Account, Change, Entry
+from .money import from_minor
 
 if TYPE_CHECKING:
-    from ..merchants import NewKey
+    from .merchants import NewKey
 
 __all__ = ["account_body", "entry_body", "usage_body", "product_body", "adjustment_body",
            "api_key_body", "new_api_key_body"]
