@@ -164,7 +164,6 @@ def other_auth(app) -> dict[str, str]:
     return bearer(merchants.create_merchant("Other Rockets")[1].key)
 
 
-
 @pytest.fixture
 def real_ids(merchant, product, funded_account_id) -> dict[str, str]:
     """Ids of real objects, so the schemathesis walk's requests reach past the 404s.
