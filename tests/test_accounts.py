@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 import storage
-from addon_plugin import SignedInBuyer, accounts, ledger, merchants, worker
+from addon_plugin import GatewayUnavailable, SignedInBuyer, accounts, ledger, merchants, worker
 from addon_plugin.errors import (
     AccountNotFound,
     AddonError,
@@ -19,9 +19,16 @@ from addon_plugin.errors import (
     ValidationError,
 )
 from addon_plugin.idempotency import buyer_key_space
-from topup_fixtures import LostAnswersGateway, auto_account_id, gateway  # noqa: F401
+from addon_plugin.topup import TestGateway
 
 ACCOUNTS = "/api/addons/accounts"
+
+
+class DownGateway(TestGateway):
+    """No charge gets through, nor any answer: a top-up is left ``unresolved``."""
+
+    def charge(self, **kwargs) -> str:
+        raise GatewayUnavailable("Connection refused.")
 
 
 def entries(account_id: str) -> list[storage.LedgerEntry]:
@@ -159,7 +166,7 @@ def test_a_buyers_change_keeps_the_buyer_routes_rules(app, merchant_id, account_
 
 def test_an_unresolved_top_up_is_listed_and_resolved_as_the_api_does(
         app, client, auth, merchant_id, auto_account_id):
-    app.config.update(ADDONS_PAYMENT_GATEWAY=LostAnswersGateway(), ADDONS_TOP_UP_RETRY_SCHEDULE=[])
+    app.config.update(ADDONS_PAYMENT_GATEWAY=DownGateway(), ADDONS_TOP_UP_RETRY_SCHEDULE=[])
     ledger.record(auto_account_id, -600, "usage")                     # 400: below the threshold of 500
     worker.run_once()
     listed = accounts.list_top_ups(merchant_id, auto_account_id)

@@ -6,11 +6,11 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import pytest
-from conftest import ledger_sum, sequences
 
 import storage
 from addon_plugin import ledger, on_commit, signals
 from addon_plugin.errors import BalanceLimitExceeded, InsufficientCredits
+from tests.helpers import ledger_sum, sequences
 
 
 @contextmanager
@@ -160,7 +160,7 @@ def test_an_on_commit_callback_that_raises_does_not_undo_the_change(app, funded_
 
 
 def test_another_apps_receivers_hear_nothing(app, tmp_path, funded_account_id, database_url):
-    from conftest import make_app
+    from tests.helpers import make_app
 
     other = make_app(database_url, str(tmp_path / "other"))
     with recording(other, signals.balance_changed) as calls:

@@ -22,12 +22,12 @@ from storefront.app import create_app  # noqa: E402
 @pytest.fixture
 def demo(database_url, tmp_path):
     """The storefront on a fresh instance folder (its plugin data in ``database_url``)."""
-    from conftest import _empty_postgres
+    from tests.helpers import empty_postgres
 
     if database_url.startswith("postgresql"):
         storage.bind(database_url)
         storage.migrate()
-        _empty_postgres()
+        empty_postgres()
     app = create_app({"TESTING": True, "STOREFRONT_WORKER": False, "ADDONS_DATABASE_URL": database_url},
                      instance_path=str(tmp_path / "instance"))
     with app.app_context():

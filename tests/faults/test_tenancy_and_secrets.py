@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import bearer
 
 import storage
 import webhooks
 from addon_plugin import merchants
+from tests.helpers import bearer
 
 from . import apiwalk
 from .harness import ROOT, Server, Worker
