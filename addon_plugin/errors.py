@@ -82,6 +82,23 @@ class AddonError(Exception):
         """The API's error body: ``{"error": {"code", "message", "fields"}}``."""
         return {"error": {"code": self.code, "message": self.message, "fields": self.fields}}
 
+    @classmethod
+    def from_dict(cls, body: dict[str, Any], status: int) -> AddonError:
+        """The error an API error body stands for (a stored refusal replayed to a
+        host): the class with that ``code``, its message, fields and ``status``."""
+        error = body["error"]
+        classes: list[type[AddonError]] = [cls]
+        by_code: dict[str, type[AddonError]] = {}
+        while classes:
+            klass = classes.pop()
+            by_code.setdefault(klass.code, klass)
+            classes.extend(klass.__subclasses__())
+        klass = by_code.get(error["code"], cls)
+        found = klass.__new__(klass)
+        AddonError.__init__(found, error["message"], fields=error.get("fields"))  # not a subclass's own signature
+        found.code, found.status = error["code"], status
+        return found
+
 
 class ValidationError(AddonError, ValueError):
     """Input failed validation; ``messages`` maps each bad field to its messages."""

@@ -11,13 +11,19 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import storage
 from storage import Statements, db, new_id, transaction, utcnow
 
 from .errors import ApiKeyNotFound, AuthenticationFailed, MerchantNotFound
+from .pagination import paginate
+from .present import api_key_body
+from .schemas import ListQuerySchema, load_fields
 
-__all__ = ["NewKey", "create_merchant", "create_api_key", "revoke_api_key", "authenticate"]
+__all__ = ["NewKey", "create_merchant", "create_api_key", "revoke_api_key", "list_api_keys", "authenticate"]
+
+_list_schema = ListQuerySchema()
 
 _SQL = Statements(lookup="SELECT merchant_id, secret_hash FROM api_key WHERE id = ? AND revoked_at IS NULL")
 
@@ -71,6 +77,14 @@ def revoke_api_key(key_id: str, merchant_id: str | None = None) -> storage.ApiKe
     ).exists():
         raise ApiKeyNotFound(key_id=key_id)
     return storage.ApiKey.get_by_id(key_id)
+
+
+def list_api_keys(merchant_id: str, *, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+    """A page of the merchant's keys (``{"data", "next_cursor"}``), revoked ones
+    included, newest first: each ``{"id", "created_at", "revoked_at"}``, never a secret."""
+    args = load_fields(_list_schema, {"limit": limit, **({"cursor": cursor} if cursor is not None else {})})
+    query = storage.ApiKey.select().where(storage.ApiKey.merchant == merchant_id)
+    return paginate(query, storage.ApiKey.id, api_key_body, limit=args["limit"], cursor=args.get("cursor"))
 
 
 def authenticate(key: str | None) -> tuple[str, str]:

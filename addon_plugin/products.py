@@ -8,6 +8,11 @@ needs the price in the new one), and that the largest top-up
 A change applies to future purchases and top-ups; ``product_saved`` is sent
 inside the transaction so subscribers (e.g. auto top-up switching off when
 ``top_up_allowed`` goes false) change state together with the product.
+
+Hosts read products here (the public names in ``__all__``; a row is read as the
+API's resource with ``addon_plugin.product_body``) and save them with the
+``save_pricing`` hook, which validates first: ``create_product`` and
+``update_product`` take data a schema already loaded.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from . import signals
 from .errors import ProductNotFound, ValidationError
 from .money import MAX_MINOR, from_minor, parse_price, to_minor
 
-__all__ = ["create_product", "update_product", "get_product", "product_for_host"]
+__all__ = ["get_product", "product_for_host"]
 
 
 def _columns(data: dict[str, Any], currency: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ Unknown fields are refused; credits are strict integers within ±(2**53 - 1)
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "UNSTORABLE_MESSAGE",
     "refuse_unstorable",
     "coerce_form",
+    "load_fields",
     "Credits",
     "Metadata",
     "BuyerEmail",
@@ -96,6 +98,19 @@ def coerce_form(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
         if isinstance(field, fields.Integer) and isinstance(value, str) and _INTEGER.fullmatch(value):
             coerced[name] = int(value)
     return coerced
+
+
+def load_fields(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a host's form or dict with an API schema as the API validates a
+    form body: only the schema's fields are read (a host's form may carry
+    others), digit strings count as integers, and a bad field raises
+    :class:`~addon_plugin.errors.ValidationError` with its messages."""
+    picked = {name: data[name] for name in schema.load_fields if name in data}
+    refuse_unstorable(picked)
+    try:
+        return schema.load(coerce_form(schema, picked))
+    except ValidationError as error:
+        raise errors.ValidationError(fields=error.normalized_messages()) from None
 
 
 def Credits(*, minimum: int = -MAX_CREDITS, nonzero: bool = False, **kwargs: Any) -> fields.Integer:

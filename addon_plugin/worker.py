@@ -13,7 +13,9 @@ import logging
 import threading
 from collections.abc import Callable
 
-from flask import Flask, current_app
+from flask import Flask
+
+from .state import get_state
 
 __all__ = ["register_task", "run_once", "run_forever"]
 
@@ -24,11 +26,7 @@ Task = Callable[[], int]
 
 def register_task(app: Flask, name: str, task: Task, *, once_per_run: bool = False) -> None:
     """Add a task to the app's worker (called from ``init_app``)."""
-    app.extensions.setdefault("addons.worker_tasks", {})[name] = (task, once_per_run)
-
-
-def _tasks() -> dict[str, tuple[Task, bool]]:
-    return current_app.extensions.get("addons.worker_tasks", {})
+    get_state(app).worker_tasks[name] = (task, once_per_run)
 
 
 def run_once() -> int:
@@ -39,7 +37,7 @@ def run_once() -> int:
     total, first_round = 0, True
     while True:
         handled = 0
-        for name, (task, once_per_run) in _tasks().items():
+        for name, (task, once_per_run) in get_state().worker_tasks.items():
             if once_per_run and not first_round:
                 continue
             try:

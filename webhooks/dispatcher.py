@@ -114,10 +114,5 @@ def _receiver(event_type: str):
 
 def connect(app: Flask) -> None:
     """Subscribe the outbox to the app's signals (``init_app`` calls this once per app)."""
-    receivers = app.extensions.setdefault("webhooks.receivers", [])
-    if receivers:
-        return
     for signal, event_type in SIGNAL_EVENTS:
-        receiver = _receiver(event_type)
-        signal.connect(receiver, sender=app, weak=False)
-        receivers.append((signal, receiver))
+        signal.connect(_receiver(event_type), sender=app, weak=False)

@@ -109,4 +109,4 @@ def mount(app: Flask, api: Blueprint) -> None:
     """Register ``api`` (made by :func:`api_blueprint`) under ``ADDONS_URL_PREFIX``,
     its routes listed in the OpenAPI document with the plugin's own."""
     app.register_blueprint(api, url_prefix=app.config["ADDONS_URL_PREFIX"])
-    document_blueprint(api.name)
+    document_blueprint(app, api.name)

@@ -16,19 +16,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flask import Response, current_app, request
+from flask import Response, request
 
-import storage
-
+from .. import accounts
 from ..errors import AuthenticationFailed, CrossOriginRequest
 from ..idempotency import buyer_key_space
-from ..present import account_body
 from ..schemas import AccountSchema, BuyerAutoTopUpSettingsSchema, ListQuerySchema
-from ..topup import check_owner, set_auto_top_up
+from ..state import get_state
+from ..topup import check_owner
 from . import blueprint
 from .http import UnsupportedMediaType, load, load_query, respond, write
 from .openapi import operation
-from .pagination import paginate
 
 if TYPE_CHECKING:
     from ..hooks import SignedInBuyer
@@ -39,7 +37,7 @@ _settings_schema = BuyerAutoTopUpSettingsSchema()
 
 def _buyer() -> SignedInBuyer:
     """``(merchant_id, buyer_email, customer)`` of the host's signed-in buyer, else 401."""
-    buyer = current_app.extensions["addons"].current_buyer()
+    buyer = get_state().plugin.current_buyer()
     if buyer is None:
         raise AuthenticationFailed("Sign in to the shop first.")
     return buyer
@@ -59,10 +57,7 @@ def _check_same_origin_json() -> None:
 def me_accounts() -> Response:
     """The buyer's credit accounts with this merchant, newest first (host session, no API key)."""
     merchant_id, email, _ = _buyer()
-    args = load_query(_list_schema)
-    query = storage.CreditAccount.select().where((storage.CreditAccount.merchant == merchant_id)
-                                                 & (storage.CreditAccount.buyer_email == email))
-    return respond(paginate(query, storage.CreditAccount.id, args, account_body))
+    return respond(accounts.list_accounts(merchant_id, buyer_email=email, **load_query(_list_schema)))
 
 
 @blueprint.put("/addons/me/accounts/<account_id>/auto-top-up")
@@ -74,15 +69,9 @@ def me_auto_top_up(account_id: str) -> Response:
     ``customer``: the host's session names it. A payment method must belong to
     that customer at the gateway (422 ``invalid_payment_method``). JSON only; with
     an ``Origin`` header, only from the host's own origin (403 ``cross_origin_request``)."""
-    merchant_id, email, customer = _buyer()
+    buyer = _buyer()
     _check_same_origin_json()
     data = load(_settings_schema)
-    check_owner(data["payment_method"], customer=customer)  # a gateway call: before the transaction
-
-    def apply() -> tuple[dict, int]:
-        account = set_auto_top_up(account_id, merchant_id=merchant_id, buyer_email=email,
-                                  enabled=data["enabled"], threshold=data["threshold"],
-                                  payment_method=data["payment_method"], customer=customer)
-        return account_body(account), 200
-
-    return write(merchant_id, data, apply, key_space=buyer_key_space(email))
+    check_owner(data["payment_method"], customer=buyer.customer)  # a gateway call: before the transaction
+    return write(buyer.merchant_id, data, lambda: accounts.apply_buyer_auto_top_up(buyer, account_id, data),
+                 key_space=buyer_key_space(buyer.buyer_email))

@@ -24,6 +24,7 @@ from flask import Flask, current_app
 from marshmallow import Schema
 
 from ..schemas import ErrorSchema
+from ..state import get_state
 
 __all__ = ["operation", "document", "document_blueprint"]
 
@@ -60,13 +61,12 @@ def operation(*, summary: str, tag: str, body: type[Schema] | Schema | None = No
     return decorate
 
 
-#: Names of the blueprints whose routes the document lists.
-_documented_blueprints = {"addons"}
-
-
-def document_blueprint(name: str) -> None:
-    """List the routes of blueprint ``name`` too: a feature's own routes under the prefix."""
-    _documented_blueprints.add(name)
+def document_blueprint(app: Flask, name: str) -> None:
+    """List the routes of the app's blueprint ``name`` too: a feature's own
+    routes under the prefix (kept per app, in its :class:`~addon_plugin.state.AddonsState`)."""
+    state = get_state(app)
+    state.documented_blueprints.add(name)
+    state.openapi = None  # built again with them
 
 
 def _schema_name(schema: Any) -> str:
@@ -81,10 +81,10 @@ def _resolver(schema: Any) -> str:
 def document(app: Flask | None = None) -> dict[str, Any]:
     """The OpenAPI document for the API mounted on ``app`` (cached per app)."""
     app = app or current_app._get_current_object()
-    cached = app.extensions.get("addons.openapi")
-    if cached is None:
-        cached = app.extensions["addons.openapi"] = _build(app)
-    return cached
+    state = get_state(app)
+    if state.openapi is None:
+        state.openapi = _build(app)
+    return state.openapi
 
 
 def _build(app: Flask) -> dict[str, Any]:
@@ -102,8 +102,9 @@ def _build(app: Flask) -> dict[str, Any]:
         "description": "The host's own session of a signed-in buyer (the plugin's buyer_loader)."})
     spec.components.schema("Error", schema=ErrorSchema)
     prefix = app.config["ADDONS_URL_PREFIX"].rstrip("/")
+    documented = get_state(app).documented_blueprints
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
-        if rule.endpoint.partition(".")[0] not in _documented_blueprints:
+        if rule.endpoint.partition(".")[0] not in documented:
             continue
         view = app.view_functions[rule.endpoint]
         meta = getattr(view, "openapi", None)

@@ -1,15 +1,12 @@
 """Auto top-up for merchants: an account's settings, its top-ups to reconcile
 against the payment gateway, and resolving one whose outcome the gateway never
-told. Thin: parse, call :mod:`addon_plugin.topup`, present."""
+told. Thin: parse, call :mod:`addon_plugin.accounts` (which hosts call too)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Response
 
-from .. import topup
-from ..present import account_body
+from .. import accounts
 from ..schemas import AccountSchema, AutoTopUpSettingsSchema, ListQuerySchema, TopUpResolveSchema, TopUpSchema
 from . import blueprint
 from .http import authenticate, load, load_query, respond, write
@@ -31,14 +28,9 @@ def put_auto_top_up(account_id: str) -> Response:
     top-up at once (within the retry block and the decline budget)."""
     merchant_id = authenticate()
     data = load(_settings_schema)
-
-    def apply() -> tuple[dict[str, Any], int]:
-        account = topup.set_auto_top_up(
-            account_id, merchant_id=merchant_id, enabled=data["enabled"], threshold=data["threshold"],
-            payment_method=data["payment_method"], customer=data["customer"])
-        return account_body(account), 200
-
-    return write(merchant_id, data, apply)
+    return write(merchant_id, data, lambda: (accounts.set_auto_top_up(
+        merchant_id, account_id, enabled=data["enabled"], threshold=data["threshold"],
+        payment_method=data["payment_method"], customer=data["customer"]), 200))
 
 
 @blueprint.get("/addons/accounts/<account_id>/top-ups")
@@ -48,12 +40,7 @@ def list_top_ups(account_id: str) -> Response:
     """The account's automatic top-ups, newest first: status, banks, credits,
     amount, currency, the gateway's charge id, failure code and times."""
     merchant_id = authenticate()
-    query = load_query(_list_schema)
-    rows = topup.list_top_ups(account_id, merchant_id=merchant_id, limit=query["limit"] + 1,
-                              before=query.get("cursor"))
-    page = rows[:query["limit"]]
-    next_cursor = page[-1].id if len(rows) > query["limit"] else None
-    return respond({"data": [topup.as_resource(row) for row in page], "next_cursor": next_cursor})
+    return respond(accounts.list_top_ups(merchant_id, account_id, **load_query(_list_schema)))
 
 
 @blueprint.post("/addons/top-ups/<top_up_id>/resolve")
@@ -67,10 +54,4 @@ def resolve_top_up(top_up_id: str) -> Response:
     other status."""
     merchant_id = authenticate()
     data = load(_resolve_schema)
-
-    def apply() -> tuple[dict[str, Any], int]:
-        top_up = topup.resolve_top_up(top_up_id, merchant_id=merchant_id, outcome=data["outcome"],
-                                      charge_id=data.get("charge_id"))
-        return topup.as_resource(top_up), 200
-
-    return write(merchant_id, data, apply)
+    return write(merchant_id, data, lambda: accounts.apply_resolve_top_up(merchant_id, top_up_id, data))

@@ -7,14 +7,10 @@ The account is named by ``product_id`` + ``buyer_email``, or by ``invoice_id``
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Response
 
-from .. import ledger
-from ..errors import AccountNotFound, AmbiguousInvoice
+from .. import accounts, ledger
 from ..present import usage_body
-from ..idempotency import Outcome
 from ..schemas import UsageAddSchema, UsageBalanceSchema, UsageResponseSchema
 from . import blueprint
 from .http import actor, authenticate, idempotency_key, load, respond, write
@@ -24,23 +20,6 @@ _balance_schema = UsageBalanceSchema()
 _add_schema = UsageAddSchema()
 
 
-def _account_id(merchant_id: str, data: dict[str, Any], *, create: bool = False) -> str:
-    """The account the request names; created for a new buyer when ``create``."""
-    if "invoice_id" in data:
-        found = ledger.order_accounts(merchant_id, data["invoice_id"], data.get("product_id"))
-        if len(found) > 1:
-            raise AmbiguousInvoice(fields={"product_id": ["Required: that invoice bought several add-ons."]})
-        if not found:
-            raise AccountNotFound("No add-on was bought with that invoice_id.")
-        return found[0]
-    account_id = ledger.find_account_id(merchant_id, data["product_id"], data["buyer_email"])
-    if account_id is None:
-        if not create:
-            raise AccountNotFound()
-        account_id = ledger.open_account(merchant_id, data["product_id"], data["buyer_email"])
-    return account_id
-
-
 @blueprint.post("/buyer-addon/usage")
 @operation(summary="Read a buyer's balance", tag="usage", body=UsageBalanceSchema, body_required=True,
            response=UsageResponseSchema, errors=(404,), form=True, idempotent=False)
@@ -48,7 +27,7 @@ def usage_balance() -> Response:
     """The buyer's balance for the add-on; 404 ``account_not_found`` for an unknown buyer."""
     merchant_id = authenticate()
     data = load(_balance_schema)
-    return respond(usage_body(ledger.get_account(_account_id(merchant_id, data))))
+    return respond(usage_body(ledger.get_account(accounts.named_account_id(merchant_id, data))))
 
 
 @blueprint.post("/buyer-addon/usage/add")
@@ -62,15 +41,4 @@ def usage_add() -> Response:
     first entry again, as a replay."""
     merchant_id = authenticate()
     data = load(_add_schema)
-    value = data["value"]
-
-    def apply() -> Outcome:
-        change = ledger.record(
-            _account_id(merchant_id, data, create=value > 0), value,
-            "usage" if value < 0 else "adjustment",
-            description=data["description"], reference=data["reference"], metadata=data["metadata"],
-            idempotency_key=idempotency_key(data), key_space=ledger.API_KEYS, actor=actor(),
-        )
-        return Outcome(200, usage_body(change.account, change.entry), replayed=change.replayed)
-
-    return write(merchant_id, data, apply)
+    return write(merchant_id, data, lambda: accounts.apply_usage(merchant_id, data, idempotency_key(data), actor()))

@@ -39,6 +39,8 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 import requests
 from flask import Flask, current_app
 
+from ..state import get_state
+
 __all__ = [
     "Gateway",
     "GatewayError",
@@ -389,9 +391,9 @@ def current_gateway(app: Flask | None = None) -> Gateway | None:
     :class:`TestGateway` per app, whose charges tests can inspect)."""
     app = app or current_app._get_current_object()
     value = app.config.get("ADDONS_PAYMENT_GATEWAY")
+    state = get_state(app)
     with _resolve_lock:
-        cached = app.extensions.get("addons.gateway")
+        cached = state.gateway
         if cached is None or (cached[0] is not value and cached[0] != value):
-            cached = (value, resolve_gateway(value, app.config))
-            app.extensions["addons.gateway"] = cached
+            cached = state.gateway = (value, resolve_gateway(value, app.config))
     return cached[1]

@@ -244,7 +244,7 @@ def test_a_client_key_equal_to_a_hooks_key_never_blocks_the_grant(client, auth, 
     is the client's own: the order's grant still happens."""
     assert client.post(ADD, json={"product_id": product.id, "buyer_email": "bob@example.com", "value": -1},
                        headers={**auth, "Idempotency-Key": client_key}).status_code == 200
-    app.extensions["addons"].order_paid({"id": "order_9", "merchant_id": merchant_id, "buyer_email": "bob@example.com",
+    app.extensions["addons"].plugin.order_paid({"id": "order_9", "merchant_id": merchant_id, "buyer_email": "bob@example.com",
                                          "lines": [{"id": "l1", "product_id": product.id, "quantity": 1}]}, None)
     assert ledger.balance(funded_account_id) == 1000 - 1 + 100 == ledger_sum(funded_account_id)
 
@@ -252,7 +252,7 @@ def test_a_client_key_equal_to_a_hooks_key_never_blocks_the_grant(client, auth, 
 @pytest.mark.parametrize("client_key", ["order_refunded:order_9", '["order_refunded","order_9"]'])
 def test_a_client_key_equal_to_a_hooks_key_never_makes_a_refund_a_no_op(client, auth, app, merchant_id, product,
                                                                         account_id, client_key):
-    plugin = app.extensions["addons"]
+    plugin = app.extensions["addons"].plugin
     plugin.order_paid({"id": "order_9", "merchant_id": merchant_id, "buyer_email": "bob@example.com",
                        "lines": [{"id": "l1", "product_id": product.id, "quantity": 1}]}, None)
     assert client.post(ADD, json={"product_id": product.id, "buyer_email": "bob@example.com", "value": -1},
@@ -268,7 +268,7 @@ def test_a_merchants_key_never_reaches_a_buyers_stored_answer(client, auth, app,
     the merchant's own key space: a merchant's key spelled so was replayed (or
     refused) with the buyer's answer."""
     app.config["ADDONS_PAYMENT_GATEWAY"] = "test"
-    app.extensions["addons"].buyer_loader(lambda: (merchant_id, "bob@example.com"))
+    app.extensions["addons"].plugin.buyer_loader(lambda: (merchant_id, "bob@example.com"))
     settings = {"enabled": True, "threshold": 0, "payment_method": "pm_card_visa"}
     mine = client.put(f"/api/addons/me/accounts/{account_id}/auto-top-up", json=settings,
                       headers={"Idempotency-Key": "k"})
@@ -283,7 +283,7 @@ def test_a_key_of_255_characters_works_everywhere_and_comes_back_as_sent(client,
     """Stored beside its key space, never inside it: no prefix can overflow the
     255-character key (the buyer's route was a 500 on PostgreSQL)."""
     app.config["ADDONS_PAYMENT_GATEWAY"] = "test"
-    app.extensions["addons"].buyer_loader(lambda: (merchant_id, "bob@example.com"))
+    app.extensions["addons"].plugin.buyer_loader(lambda: (merchant_id, "bob@example.com"))
     keys = [f"{n}ü" + "k" * 252 + " " for n in range(3)]  # the buyer's may be the merchant's: another space
     usage = {"product_id": product.id, "buyer_email": "bob@example.com", "value": -1}
     requests = [
@@ -347,7 +347,7 @@ def _row_counts() -> dict[str, int]:
 def test_an_empty_or_blank_key_is_422_and_records_nothing(client, app, auth, merchant_id, product,
                                                           funded_account_id, method, path, body, by_buyer):
     app.config.update(ADDONS_PAYMENT_GATEWAY="test", ADDONS_WEBHOOK_ALLOW_PRIVATE_URLS=True)
-    app.extensions["addons"].buyer_loader(lambda: (merchant_id, "bob@example.com"))
+    app.extensions["addons"].plugin.buyer_loader(lambda: (merchant_id, "bob@example.com"))
     ids = {"account": funded_account_id, "product": product.id,
            "key": merchants.create_api_key(merchant_id).id}
     path = path.format(**ids)

@@ -90,7 +90,7 @@ def test_a_body_is_required_exactly_when_an_empty_one_is_refused(app, client, au
     """Each operation is called with no body at all, as a generated client calls it
     when the document says the body is optional: refused (422; 415 on the buyer's
     JSON-only route) exactly when the document marks the body required."""
-    app.extensions["addons"].buyer_loader(lambda: (merchant_id, "bob@example.com"))
+    app.extensions["addons"].plugin.buyer_loader(lambda: (merchant_id, "bob@example.com"))
     checked = set()
     for path, method, operation in _operations(document):
         if "requestBody" not in operation:

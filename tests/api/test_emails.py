@@ -50,7 +50,7 @@ def _order(merchant_id: str, email: str) -> dict:
                          ids=["nfd-then-nfc", "nfc-then-nfd", "nfd-then-upper", "nfc-then-padded-nfd"])
 def test_credits_bought_with_one_spelling_are_used_with_another(app, client, auth, merchant_id, addon,
                                                                paid_as, used_as):
-    app.extensions["addons"].order_paid(_order(merchant_id, paid_as), None)
+    app.extensions["addons"].plugin.order_paid(_order(merchant_id, paid_as), None)
     body = {"product_id": addon.id, "buyer_email": used_as}
     balance = client.post(USAGE, json=body, headers=auth)
     assert balance.status_code == 200, balance.get_json()
@@ -67,7 +67,7 @@ def test_credits_added_over_the_api_reach_the_signed_in_buyer(app, client, auth,
     """Added with the decomposed spelling; the host's session holds the composed one."""
     added = client.post(ADD, json={"product_id": addon.id, "buyer_email": NFD, "value": 5}, headers=auth)
     assert added.status_code == 200, added.get_json()
-    plugin = app.extensions["addons"]
+    plugin = app.extensions["addons"].plugin
     plugin.buyer_loader(lambda: (merchant_id, NFC.upper()))
     assert plugin.current_buyer() == (merchant_id, NFC, None)
     mine = client.get("/api/addons/me/accounts")
@@ -77,7 +77,7 @@ def test_credits_added_over_the_api_reach_the_signed_in_buyer(app, client, auth,
 
 
 def test_the_cli_finds_the_account_whatever_the_spelling(app, merchant_id, addon):
-    app.extensions["addons"].order_paid(_order(merchant_id, NFC), None)
+    app.extensions["addons"].plugin.order_paid(_order(merchant_id, NFC), None)
     result = app.test_cli_runner().invoke(args=["addons", "balance", "--merchant", merchant_id, "--product",
                                                 addon.id, "--email", f" {NFD.upper()}"])
     assert result.exit_code == 0, result.output

@@ -20,7 +20,7 @@ def signed_in(app, merchant_id):
     """The host's session says bob@example.com is signed in."""
     app.config["ADDONS_PAYMENT_GATEWAY"] = "test"
     who = {"buyer": (merchant_id, "Bob@Example.com")}
-    app.extensions["addons"].buyer_loader(lambda: who["buyer"])
+    app.extensions["addons"].plugin.buyer_loader(lambda: who["buyer"])
     return who
 
 
@@ -30,7 +30,7 @@ def bobs(signed_in, merchant_id, product) -> str:
 
 
 def test_without_a_signed_in_buyer_every_route_is_401(client, app, account_id):
-    app.extensions["addons"].buyer_loader(lambda: None)
+    app.extensions["addons"].plugin.buyer_loader(lambda: None)
     assert client.get(ME).status_code == 401
     answer = client.put(f"{ME}/{account_id}/auto-top-up", json=ON)
     assert answer.status_code == 401 and answer.json["error"]["code"] == "unauthorized"

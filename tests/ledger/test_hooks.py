@@ -20,7 +20,7 @@ from tests.helpers import create_product, ledger_sum, make_app, run_concurrently
 
 @pytest.fixture
 def plugin(app) -> AddonPlugin:
-    return app.extensions["addons"]
+    return app.extensions["addons"].plugin
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def bob_account(merchant_id, product) -> ledger.Account:
 @pytest.fixture
 def inactive_plugin(app):
     app.config["ADDONS_ACTIVE"] = False
-    yield app.extensions["addons"]
+    yield app.extensions["addons"].plugin
     app.config["ADDONS_ACTIVE"] = True
 
 
@@ -63,7 +63,7 @@ def test_plugin_metadata_lists_every_setting_with_secrets_typed_as_secrets():
     assert set(AddonPlugin.CONFIG_STRUCTURE) == set(settings)
     for setting in AddonPlugin.CONFIG_STRUCTURE.values():
         assert set(setting) == {"type", "label", "help_text"}
-        assert setting["type"] in {"Boolean", "String", "Secret"}
+        assert setting["type"] in {"Boolean", "Integer", "String", "Secret", "List"}
     secrets = {name for name, setting in AddonPlugin.CONFIG_STRUCTURE.items() if setting["type"] == "Secret"}
     assert secrets == {"ADDONS_DATABASE_URL", "ADDONS_STRIPE_API_KEY"}
 
@@ -546,7 +546,7 @@ def test_hooks_work_without_a_request(tmp_path, database_url):
     """Hooks need only the host's app context (e.g. a background job)."""
     host = make_app(database_url, str(tmp_path))
     with host.app_context():
-        assert host.extensions["addons"].get_product_types([]) == [{"id": "addon", "label": "Add on"}]
+        assert host.extensions["addons"].plugin.get_product_types([]) == [{"id": "addon", "label": "Add on"}]
 
 
 def test_save_pricing_refuses_strings_no_database_keeps(plugin, merchant_id):

@@ -23,7 +23,7 @@ from tests.helpers import create_product, ledger_sum, run_concurrently
 
 @pytest.fixture
 def plugin(app) -> AddonPlugin:
-    return app.extensions["addons"]
+    return app.extensions["addons"].plugin
 
 
 @pytest.fixture

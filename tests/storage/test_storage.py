@@ -226,7 +226,7 @@ def test_the_key_spaces_migration_carries_old_keys_over(app, client, merchant_id
     nothing, a client's and a buyer's keys still replay their stored answers."""
     from addon_plugin import ledger
 
-    plugin = app.extensions["addons"]
+    plugin = app.extensions["addons"].plugin
     app.config["ADDONS_PAYMENT_GATEWAY"] = "test"
     plugin.buyer_loader(lambda: (merchant_id, "bob@example.com"))
     paid = {"id": "A:B", "merchant_id": merchant_id, "buyer_email": "bob@example.com",

@@ -162,7 +162,7 @@ def test_only_the_buyers_consumption_among_balance_changes_decides_a_top_up(app,
 
 def test_a_refunded_order_never_charges_the_card(app, merchant_id, product, gateway):
     app.config["ADDONS_TOP_UP_MODE"] = "inline"
-    plugin = app.extensions["addons"]
+    plugin = app.extensions["addons"].plugin
     plugin.order_paid({"id": "order_A", "merchant_id": merchant_id, "buyer_email": "bob@example.com",
                        "lines": [{"id": "1", "product_id": product.id, "quantity": 6}],
                        "payment_method": "pm_card_visa", "auto_top_up_threshold": THRESHOLD}, None)
@@ -282,7 +282,7 @@ def test_the_worker_decides_the_next_top_up_once_the_retry_block_has_passed(app,
 
 
 def test_flask_addons_worker_decides_and_charges_the_retry(app, auto_account_id, stalled):
-    assert app.extensions["addons.worker_tasks"]["top_up_retries"][0] is decide.retry_due
+    assert app.extensions["addons"].worker_tasks["top_up_retries"][0] is decide.retry_due
     _retry_block_passes(auto_account_id)
     worker.run_once()
     assert [t.status for t in top_ups(auto_account_id)] == ["failed", "succeeded"]

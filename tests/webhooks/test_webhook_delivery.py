@@ -246,7 +246,7 @@ def test_the_worker_prunes_on_its_own(app, endpoint, delivery_id, mock):
     mock.add(responses.POST, URL)
     worker.run_once()
     WebhookDelivery.update(completed_at=utcnow() - timedelta(days=31)).execute()
-    app.extensions["webhooks"]["pruned_at"] = None  # due now
+    app.extensions["addons"].worker_tasks["webhooks.prune"][0].pruned_at = None  # due now
     worker.run_once()
     assert WebhookDelivery.select().count() == 0 and WebhookAttempt.select().count() == 0
 

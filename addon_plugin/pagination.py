@@ -14,7 +14,7 @@ from typing import Any
 
 from peewee import Field, IntegerField, ModelSelect
 
-from ..errors import ValidationError
+from .errors import ValidationError
 
 __all__ = ["paginate"]
 
@@ -39,12 +39,12 @@ def _decode(cursor: str, key: Field) -> int | str:
     return value
 
 
-def paginate(query: ModelSelect, key: Field, args: dict[str, Any], present: Callable[[Any], dict]) -> dict:
-    """One page of ``query``, ordered by ``key`` descending; ``args`` holds the
-    validated ``limit`` and optional ``cursor`` (see ``ListQuerySchema``)."""
-    limit = args["limit"]
-    if "cursor" in args:
-        query = query.where(key < _decode(args["cursor"], key))
+def paginate(query: ModelSelect[Any], key: Field, present: Callable[[Any], dict], *, limit: int,
+             cursor: str | None = None) -> dict:
+    """One page of ``query``, ordered by ``key`` descending, each row presented
+    by ``present``; ``limit`` and ``cursor`` validated (see ``ListQuerySchema``)."""
+    if cursor is not None:
+        query = query.where(key < _decode(cursor, key))
     rows = list(query.order_by(key.desc()).limit(limit + 1))
     page = rows[:limit]
     next_cursor = _encode(getattr(page[-1], key.name)) if len(rows) > limit else None
