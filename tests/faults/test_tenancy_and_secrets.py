@@ -146,7 +146,7 @@ def _forms(secret: str) -> list[str]:
     (an API key's after its id, a webhook secret's base64)."""
     if secret.startswith("whsec_"):
         return [secret, secret.removeprefix("whsec_")]
-    return [secret, secret.rsplit("_", 1)[1]]
+    return [secret, secret.split("_", 2)[2]]  # sk_<key id>_<secret>: the secret may hold "_" itself
 
 
 def _scan(where: str, text: str, secrets: dict[str, str]) -> list[str]:
