@@ -8,13 +8,14 @@ from collections.abc import Callable
 from typing import NoReturn
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import AppGroup
 
 import storage
 
 from . import idempotency, ledger, merchants, worker
 from .errors import AddonError
+from .state import get_state
 
 addons_cli = AppGroup("addons", help="Credit add-ons: database, merchants, keys, worker.")
 
@@ -104,11 +105,11 @@ def prune() -> None:
     """Delete idempotent results past ADDONS_IDEMPOTENCY_TTL, and what each
     feature keeps for a while (webhook deliveries past ADDONS_WEBHOOK_PRUNE_AFTER)."""
     click.echo(f"pruned {idempotency.prune()} idempotency record(s)")
-    for what, prune_some in current_app.extensions.get("addons.pruners", {}).items():
+    for what, prune_some in get_state().pruners.items():
         click.echo(f"pruned {prune_some()} {what}")
 
 
 def register_pruner(app: Flask, what: str, prune_some: Callable[[], int]) -> None:
     """Have ``flask addons prune`` call ``prune_some`` too, reporting how many
     ``what`` it deleted (called from a feature's ``init_app``)."""
-    app.extensions.setdefault("addons.pruners", {})[what] = prune_some
+    get_state(app).pruners[what] = prune_some

@@ -7,7 +7,8 @@ with, so a view never translates errors by hand::
     ├── ValidationError (ValueError)          422 validation_error
     │   ├── InvalidAmount                     422 invalid_value
     │   ├── IdempotencyKeyReused              422 idempotency_key_reused
-    │   └── AmbiguousInvoice                  422 ambiguous_invoice
+    │   ├── AmbiguousInvoice                  422 ambiguous_invoice
+    │   └── InvalidPaymentMethod              422 invalid_payment_method
     ├── BadRequest                            400 bad_request
     ├── AuthenticationFailed                  401 unauthorized
     ├── InsufficientCredits                   402 insufficient_credits
@@ -16,15 +17,18 @@ with, so a view never translates errors by hand::
     │   ├── AccountNotFound                   404 account_not_found
     │   ├── ProductNotFound                   404 product_not_found
     │   ├── MerchantNotFound                  404 merchant_not_found
-    │   └── ApiKeyNotFound                    404 api_key_not_found
+    │   ├── ApiKeyNotFound                    404 api_key_not_found
+    │   └── TopUpNotFound                     404 top_up_not_found
     ├── Conflict                              409 conflict
     │   ├── IdempotencyKeyInUse               409 idempotency_key_in_use
     │   ├── TopUpNotAllowed                   409 top_up_not_allowed
+    │   ├── TopUpNotUnresolved                409 top_up_not_unresolved
     │   └── NoPaymentGateway                  409 no_payment_gateway
     ├── BalanceLimitExceeded                  422 balance_limit_exceeded
     └── ServiceUnavailable                    503 service_unavailable
         ├── PluginInactive                    503 plugin_inactive
-        └── DatabaseUnavailable               503 database_unavailable
+        ├── DatabaseUnavailable               503 database_unavailable
+        └── PaymentGatewayUnavailable         503 payment_gateway_unavailable
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ __all__ = [
     "InvalidAmount",
     "IdempotencyKeyReused",
     "AmbiguousInvoice",
+    "InvalidPaymentMethod",
     "BadRequest",
     "AuthenticationFailed",
     "InsufficientCredits",
@@ -46,14 +51,17 @@ __all__ = [
     "ProductNotFound",
     "MerchantNotFound",
     "ApiKeyNotFound",
+    "TopUpNotFound",
     "Conflict",
     "IdempotencyKeyInUse",
     "TopUpNotAllowed",
+    "TopUpNotUnresolved",
     "NoPaymentGateway",
     "BalanceLimitExceeded",
     "ServiceUnavailable",
     "PluginInactive",
     "DatabaseUnavailable",
+    "PaymentGatewayUnavailable",
 ]
 
 
@@ -73,6 +81,23 @@ class AddonError(Exception):
     def to_dict(self) -> dict[str, Any]:
         """The API's error body: ``{"error": {"code", "message", "fields"}}``."""
         return {"error": {"code": self.code, "message": self.message, "fields": self.fields}}
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any], status: int) -> AddonError:
+        """The error an API error body stands for (a stored refusal replayed to a
+        host): the class with that ``code``, its message, fields and ``status``."""
+        error = body["error"]
+        classes: list[type[AddonError]] = [cls]
+        by_code: dict[str, type[AddonError]] = {}
+        while classes:
+            klass = classes.pop()
+            by_code.setdefault(klass.code, klass)
+            classes.extend(klass.__subclasses__())
+        klass = by_code.get(error["code"], cls)
+        found = klass.__new__(klass)
+        AddonError.__init__(found, error["message"], fields=error.get("fields"))  # not a subclass's own signature
+        found.code, found.status = error["code"], status
+        return found
 
 
 class ValidationError(AddonError, ValueError):
@@ -106,6 +131,13 @@ class AmbiguousInvoice(ValidationError):
 
     code = "ambiguous_invoice"
     default_message = "That invoice bought several add-ons: give product_id too."
+
+
+class InvalidPaymentMethod(ValidationError):
+    """The gateway does not confirm that the payment method belongs to the buyer's customer."""
+
+    code = "invalid_payment_method"
+    default_message = "That payment method is not one of yours."
 
 
 class BadRequest(AddonError):
@@ -183,6 +215,13 @@ class ApiKeyNotFound(NotFound):
     default_message = "No API key with that id."
 
 
+class TopUpNotFound(NotFound):
+    """No top-up with that id for this merchant."""
+
+    code = "top_up_not_found"
+    default_message = "No top-up with that id."
+
+
 class Conflict(AddonError):
     """The request conflicts with the current state."""
 
@@ -203,6 +242,13 @@ class TopUpNotAllowed(Conflict):
 
     code = "top_up_not_allowed"
     default_message = "This add-on is a one-time purchase; auto top-up is not allowed."
+
+
+class TopUpNotUnresolved(Conflict):
+    """Only an ``unresolved`` top-up can be resolved; this one is not (``status`` says what it is)."""
+
+    code = "top_up_not_unresolved"
+    default_message = "This top-up is not unresolved: its outcome is already known or still being worked out."
 
 
 class NoPaymentGateway(Conflict):
@@ -240,3 +286,10 @@ class DatabaseUnavailable(ServiceUnavailable):
 
     code = "database_unavailable"
     default_message = "The database is unavailable; retry later."
+
+
+class PaymentGatewayUnavailable(ServiceUnavailable):
+    """The payment gateway did not answer a question the request depends on."""
+
+    code = "payment_gateway_unavailable"
+    default_message = "The payment gateway is unavailable; retry later."

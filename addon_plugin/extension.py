@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from flask import Flask
 
 import storage
 
-from . import grants, topup
-from .config import DEFAULTS
+from . import config, grants, topup
 from .hooks import HostHooks
+from .state import AddonsState
 
 __all__ = ["AddonPlugin"]
 
 log = logging.getLogger(__name__)
-
-
-def _setting(type_: str, label: str, help_text: str) -> dict[str, str]:
-    return {"type": type_, "label": label, "help_text": help_text}
 
 
 class AddonPlugin(HostHooks):
@@ -44,44 +42,9 @@ class AddonPlugin(HostHooks):
     PLUGIN_NAME = "Credit add-ons"
     DEFAULT_ACTIVE = True
     #: Saleor-style settings: every ``ADDONS_*`` key (the source of truth) with its default.
-    DEFAULT_CONFIGURATION = [{"name": name, "value": value} for name, value in DEFAULTS.items()]
+    DEFAULT_CONFIGURATION = config.DEFAULT_CONFIGURATION
     #: How a Saleor-style settings page shows each setting ("Secret": write-only, never echoed).
-    CONFIG_STRUCTURE = {
-        "ADDONS_ACTIVE": _setting("Boolean", "Active", "Off: hooks pass values through, the API answers 503."),
-        "ADDONS_DATABASE_URL": _setting("Secret", "Database URL",
-                                        "sqlite:///path or postgresql://user:password@host/db (may hold a password)."),
-        "ADDONS_DATABASE_POOL_SIZE": _setting("String", "Database pool size", "PostgreSQL connections per process."),
-        "ADDONS_URL_PREFIX": _setting("String", "API URL prefix", "Where the API is mounted, e.g. /api."),
-        "ADDONS_DEFAULT_CURRENCY": _setting("String", "Default currency", "ISO 4217 code for new products."),
-        "ADDONS_MAX_CONTENT_LENGTH": _setting("String", "Largest request body", "Bytes the API reads (413 past it)."),
-        "ADDONS_IDEMPOTENCY_TTL": _setting("String", "Idempotency TTL", "Seconds an idempotent result is kept."),
-        "ADDONS_PAYMENT_GATEWAY": _setting("String", "Payment gateway", "\"test\", \"stripe\" or a dotted path."),
-        "ADDONS_TOP_UP_MODE": _setting("String", "Top-up mode", "inline (before the response) or worker."),
-        "ADDONS_TOP_UP_MAX_BANKS": _setting("String", "Most banks per top-up", "Banks one top-up may buy."),
-        "ADDONS_TOP_UP_MAX_FAILURES": _setting("String", "Failures before switching off",
-                                               "Consecutive failed top-ups that switch auto top-up off."),
-        "ADDONS_TOP_UP_RETRY_AFTER": _setting("String", "Retry after failure", "Seconds before trying again."),
-        "ADDONS_TOP_UP_DAILY_LIMIT": _setting("String", "Daily top-up limit", "Successful top-ups per account per day."),
-        "ADDONS_TOP_UP_LEASE": _setting("String", "Top-up lease (s)",
-                                        "Seconds before another worker resumes a top-up whose worker died."),
-        "ADDONS_TOP_UP_RETRY_SCHEDULE": _setting("String", "Gateway retry schedule",
-                                                 "Seconds between retries of a gateway that did not answer."),
-        "ADDONS_STRIPE_API_KEY": _setting("Secret", "Stripe secret key", "sk_live_… or sk_test_… for the Stripe gateway."),
-        "ADDONS_STRIPE_API_BASE": _setting("String", "Stripe API base URL", "https://api.stripe.com (a mock in tests)."),
-        "ADDONS_WEBHOOK_RETRY_SCHEDULE": _setting("String", "Webhook retry schedule",
-                                                  "Delay in seconds before each delivery attempt."),
-        "ADDONS_WEBHOOK_TIMEOUT": _setting("String", "Webhook timeouts", "(connect, read) seconds."),
-        "ADDONS_WEBHOOK_ALLOW_PRIVATE_URLS": _setting("Boolean", "Allow private webhook URLs",
-                                                      "Only for development: allows loopback and private hosts."),
-        "ADDONS_WEBHOOK_LEASE": _setting("String", "Delivery lease", "Seconds a worker holds a claimed delivery."),
-        "ADDONS_WEBHOOK_SECRET_GRACE": _setting("String", "Secret rotation grace",
-                                                "Seconds the previous secret keeps signing after a rotation."),
-        "ADDONS_WEBHOOK_PRUNE_AFTER": _setting("String", "Keep deliveries for",
-                                               "Seconds after which successful deliveries are pruned."),
-        "ADDONS_WEBHOOK_PRUNE_INTERVAL": _setting("String", "Prune interval", "Seconds between two prunes."),
-        "ADDONS_GRANT_EXPIRY_WARNING": _setting("String", "Grant expiry warning (s)",
-                                                "Seconds before a grant expires that grant.expiring is sent."),
-    }
+    CONFIG_STRUCTURE = config.CONFIG_STRUCTURE
 
     def __init__(self, app: Flask | None = None, *,
                  configuration: Iterable[Mapping[str, Any]] | None = None) -> None:
@@ -91,15 +54,24 @@ class AddonPlugin(HostHooks):
 
     def init_app(self, app: Flask) -> None:
         """Apply config defaults, bind the database, mount the blueprint, add the
-        ``flask addons`` commands and connect the plugin's own signal subscribers.
+        ``flask addons`` commands, connect the plugin's own signal subscribers
+        and keep the app's state in ``app.extensions["addons"]``. Once per app:
+        a second call raises :class:`RuntimeError`.
 
-        Reads every ``ADDONS_*`` key in :data:`addon_plugin.config.DEFAULTS`.
+        Reads these keys, each set with ``app.config.setdefault`` (a key the
+        host set wins over ``configuration``, which wins over the default):
+
+        {keys}
         """
-        for key, value in DEFAULTS.items():
-            app.config.setdefault(key, self.configuration.get(key, value))
+        if "addons" in app.extensions:
+            raise RuntimeError(f"The credit add-ons plugin is already mounted on the app {app.name!r}; "
+                               "init_app runs once per app.")
+        for key, default in config.DEFAULTS.items():  # a copy: no app may change another's list
+            app.config.setdefault(key, self.configuration[key] if key in self.configuration else copy.deepcopy(default))
         if not app.config["ADDONS_DATABASE_URL"]:
             path = os.path.join(app.instance_path, "addons.sqlite3")
             app.config["ADDONS_DATABASE_URL"] = f"sqlite:///{path}"
+        app.extensions["addons"] = AddonsState(plugin=self)
 
         storage.bind(app.config["ADDONS_DATABASE_URL"], pool_size=app.config["ADDONS_DATABASE_POOL_SIZE"])
         app.teardown_appcontext(_close_connection)
@@ -116,7 +88,15 @@ class AddonPlugin(HostHooks):
         topup.init_app(app)
         grants.init_app(app)
         webhooks.init_app(app)
-        app.extensions["addons"] = self
+
+
+def _keys_read() -> str:
+    """The keys ``init_app`` reads, for its docstring: one line each, with its default."""
+    return "\n        ".join(f"- ``{name}`` ({setting.default!r}): {setting.help}"
+                              for name, setting in config.SETTINGS.items())
+
+
+AddonPlugin.init_app.__doc__ = (AddonPlugin.init_app.__doc__ or "").replace("{keys}", _keys_read())
 
 
 def _close_connection(exc: BaseException | None) -> None:

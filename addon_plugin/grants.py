@@ -24,9 +24,9 @@ from typing import Any
 from flask import Flask, current_app
 
 import storage
-from storage import db, dialect, transaction
+from storage import db, transaction
 
-from . import ledger, signals
+from . import signals
 from .errors import GrantNotFound, ValidationError
 
 __all__ = ["CATEGORIES", "STATUSES", "Terms", "create", "draw_first", "draw", "take", "allocations_of", "expire_due",
@@ -47,37 +47,40 @@ DRAW_FIRST_SQL = f"""UPDATE credit_grant SET remaining = remaining - ? {{after}}
    AND credit_grant.remaining > ? {{guard}}
 RETURNING credit_grant.id"""
 
-_SQL_TEXT = {
-    "draw_first": DRAW_FIRST_SQL.format(after="", guard=""),
-    "spendable": f"SELECT id, remaining FROM credit_grant WHERE {_SPENDABLE} ORDER BY {_ORDER}",
-    "take": ("UPDATE credit_grant SET remaining = remaining - ?, "
-             "status = CASE WHEN remaining = ? THEN ? ELSE status END WHERE id = ? AND remaining >= ? "
-             "RETURNING id"),
-    "insert": ("INSERT INTO credit_grant (id, account_id, category, amount, remaining, priority, expires_at, "
-               "status, source, reference, description, metadata, created_at) "
-               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-    "allocation": "INSERT INTO grant_allocation (entry_id, position, grant_id, amount) VALUES (?, ?, ?, ?)",
-    "expiry_days": "SELECT credit_expiry_days FROM addon_product WHERE id = ?",
-    "sooner_expiry": ("UPDATE credit_account SET next_expiry_at = ? WHERE id = ? "
-                      "AND (next_expiry_at IS NULL OR next_expiry_at > ?)"),
-    "refresh_expiry": ("UPDATE credit_account SET next_expiry_at = (SELECT MIN(expires_at) FROM credit_grant "
-                       "WHERE account_id = ? AND status = 'active' AND expires_at IS NOT NULL) WHERE id = ?"),
-    "due": ("SELECT id, remaining FROM credit_grant WHERE account_id = ? AND status = 'active' "
-            "AND expires_at <= ? ORDER BY expires_at, id"),
-    "due_accounts": "SELECT id FROM credit_account WHERE next_expiry_at <= ? ORDER BY next_expiry_at LIMIT 100",
-    "to_warn": ("SELECT id FROM credit_grant WHERE status = 'active' AND expires_at IS NOT NULL "
-                "AND expiry_warned_at IS NULL AND expires_at <= ? ORDER BY expires_at LIMIT 100"),
-    "claim_warning": ("UPDATE credit_grant SET expiry_warned_at = ? WHERE id = ? AND expiry_warned_at IS NULL "
-                      "AND status = 'active' AND expires_at > ? RETURNING account_id"),
-    "of_order": ("SELECT id, remaining FROM credit_grant WHERE account_id = ? AND reference = ? "
-                 "AND source = 'purchase' AND status = 'active' ORDER BY id"),
-    "summary": f"SELECT category, remaining, expires_at FROM credit_grant WHERE {_SPENDABLE}",
-}
-_SQL = {name: {"sqlite": sql, "postgresql": sql.replace("?", "%s")} for name, sql in _SQL_TEXT.items()}
+# The ledger's statements embed DRAW_FIRST_SQL: import it once that is defined,
+# so either module may be imported first.
+from . import ledger
+
+_SQL = storage.Statements(
+    draw_first=DRAW_FIRST_SQL.format(after="", guard=""),
+    spendable=f"SELECT id, remaining FROM credit_grant WHERE {_SPENDABLE} ORDER BY {_ORDER}",
+    take=("UPDATE credit_grant SET remaining = remaining - ?, "
+          "status = CASE WHEN remaining = ? THEN ? ELSE status END WHERE id = ? AND remaining >= ? "
+          "RETURNING id"),
+    insert=("INSERT INTO credit_grant (id, account_id, category, amount, remaining, priority, expires_at, "
+            "status, source, reference, description, metadata, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+    allocation="INSERT INTO grant_allocation (entry_id, position, grant_id, amount) VALUES (?, ?, ?, ?)",
+    expiry_days="SELECT credit_expiry_days FROM addon_product WHERE id = ?",
+    sooner_expiry=("UPDATE credit_account SET next_expiry_at = ? WHERE id = ? "
+                   "AND (next_expiry_at IS NULL OR next_expiry_at > ?)"),
+    refresh_expiry=("UPDATE credit_account SET next_expiry_at = (SELECT MIN(expires_at) FROM credit_grant "
+                    "WHERE account_id = ? AND status = 'active' AND expires_at IS NOT NULL) WHERE id = ?"),
+    due=("SELECT id, remaining FROM credit_grant WHERE account_id = ? AND status = 'active' "
+         "AND expires_at <= ? ORDER BY expires_at, id"),
+    due_accounts="SELECT id FROM credit_account WHERE next_expiry_at <= ? ORDER BY next_expiry_at LIMIT 100",
+    to_warn=("SELECT id FROM credit_grant WHERE status = 'active' AND expires_at IS NOT NULL "
+             "AND expiry_warned_at IS NULL AND expires_at <= ? ORDER BY expires_at LIMIT 100"),
+    claim_warning=("UPDATE credit_grant SET expiry_warned_at = ? WHERE id = ? AND expiry_warned_at IS NULL "
+                   "AND status = 'active' AND expires_at > ? RETURNING account_id"),
+    of_order=("SELECT id, remaining FROM credit_grant WHERE account_id = ? AND reference = ? "
+              "AND source = 'purchase' AND status = 'active' ORDER BY id"),
+    summary=f"SELECT category, remaining, expires_at FROM credit_grant WHERE {_SPENDABLE}",
+)
 
 
 def _run(name: str, params: tuple) -> Any:
-    return db.execute_sql(_SQL[name][dialect()], params)
+    return db.execute_sql(_SQL[name], params)
 
 
 def _as_datetime(value: datetime | str | None) -> datetime | None:
@@ -319,10 +322,11 @@ def grant_body(grant: storage.CreditGrant) -> dict[str, Any]:
 # -- voids and refunds -------------------------------------------------------------
 
 def void(grant_id: str, merchant_id: str, *, description: str = "", actor: str | None = None,
-         idempotency_key: str | None = None) -> storage.CreditGrant:
+         idempotency_key: str | None = None, key_space: str | None = None) -> storage.CreditGrant:
     """Take the grant's remaining credits out (one ``void`` entry, ``reference``
     = the grant id) and mark it ``voided``; a depleted grant is just marked.
-    An expired or voided grant stays as it is."""
+    An expired or voided grant stays as it is. ``key_space``: the ledger's
+    (default: the host's)."""
     with transaction():
         account_id = get(grant_id, merchant_id).account_id
         ledger._lock(account_id)
@@ -330,7 +334,7 @@ def void(grant_id: str, merchant_id: str, *, description: str = "", actor: str |
         if grant.status == "active":
             ledger.record(account_id, -grant.remaining, "void", description=description or "Grant voided",
                           reference=grant_id, take=[(grant_id, grant.remaining)], taken_status="voided",
-                          actor=actor, idempotency_key=idempotency_key)
+                          actor=actor, idempotency_key=idempotency_key, key_space=key_space or ledger.HOST_KEYS)
             _run("refresh_expiry", (account_id, account_id))
         elif grant.status == "depleted":
             storage.CreditGrant.update(status="voided").where(storage.CreditGrant.id == grant_id).execute()

@@ -19,10 +19,11 @@ every credit moves through :mod:`addon_plugin.ledger`.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from flask import current_app
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -35,12 +36,13 @@ import storage
 from storage import transaction
 
 from . import ledger, orders, products
+from .emails import normalise_email
 from .errors import AddonError, MerchantNotFound, ValidationError
 from .present import product_body
 from .schemas import ProductCreateSchema, coerce_form, refuse_unstorable
 from .topup import set_auto_top_up
 
-__all__ = ["HostHooks", "ADDON", "PRICING_FIELDS"]
+__all__ = ["HostHooks", "SignedInBuyer", "ADDON", "PRICING_FIELDS"]
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,15 @@ def _decode_form(data: Mapping[str, Any]) -> dict[str, Any]:
     return coerce_form(_schema, picked)
 
 
+class SignedInBuyer(NamedTuple):
+    """The buyer the host's session names: its merchant, lower-cased e-mail, and
+    the gateway's customer the host knows for them (None if it gave none)."""
+
+    merchant_id: str
+    buyer_email: str
+    customer: str | None = None
+
+
 @dataclass(frozen=True)
 class _Line:
     """An order line that bought an add-on."""
@@ -143,7 +154,7 @@ class HostHooks:
     """Saleor-style hooks and host loaders, mixed into :class:`~addon_plugin.AddonPlugin`."""
 
     _merchant_loader: Callable[[], str | None] | None = None
-    _buyer_loader: Callable[[], tuple[str, str] | None] | None = None
+    _buyer_loader: Callable[[], tuple[str, str] | tuple[str, str, str | None] | None] | None = None
 
     # -- loaders ---------------------------------------------------------------
 
@@ -153,7 +164,10 @@ class HostHooks:
         return fn
 
     def buyer_loader(self, fn: F) -> F:
-        """Register ``fn() -> (merchant_id, buyer_email) | None``: the signed-in buyer (a decorator)."""
+        """Register ``fn() -> (merchant_id, buyer_email[, customer]) | None``: the
+        signed-in buyer (a decorator). ``customer`` is the gateway's customer of
+        that buyer (Stripe's ``cus_…``): the buyer's own routes take it from here,
+        never from the browser."""
         self._buyer_loader = fn
         return fn
 
@@ -161,13 +175,16 @@ class HostHooks:
         """The signed-in merchant's id, from the host's :meth:`merchant_loader`."""
         return self._merchant_loader() if self._merchant_loader else None
 
-    def current_buyer(self) -> tuple[str, str] | None:
-        """``(merchant_id, buyer_email)`` of the signed-in buyer, from :meth:`buyer_loader`."""
+    def current_buyer(self) -> SignedInBuyer | None:
+        """The signed-in buyer ``(merchant_id, buyer_email, customer)``, from :meth:`buyer_loader`."""
         buyer = self._buyer_loader() if self._buyer_loader else None
         if not buyer:
             return None
-        merchant_id, email = buyer
-        return str(merchant_id), email.strip().lower()
+        if len(buyer) not in (2, 3):
+            raise TypeError("buyer_loader must return (merchant_id, buyer_email[, customer]) or None, "
+                            f"not {len(buyer)} values.")
+        merchant_id, email, customer = (*buyer, None)[:3]
+        return SignedInBuyer(str(merchant_id), normalise_email(email), str(customer) if customer else None)
 
     # -- hooks -----------------------------------------------------------------
 
@@ -257,6 +274,7 @@ class HostHooks:
                 account_id = ledger.open_account(merchant_id, line.product.id, email)
                 ledger.purchase(account_id, line.product.credit_amount * line.quantity, order_id=order_id,
                                 quantity=line.quantity, idempotency_key=_line_key(order_id, line.id),
+                                key_space=ledger.HOOK_KEYS,
                                 description=f"{line.quantity} × {line.product.name}", actor="hook:order_paid")
                 granted.append((account_id, line.product))
         if threshold is not None:
@@ -275,6 +293,7 @@ class HostHooks:
                 return previous_value
             for account_id in ledger.order_accounts(merchant_id, order_id):  # order_paid's lock order
                 ledger.refund_unspent(account_id, order_id, idempotency_key=_key("order_refunded", order_id),
+                                      key_space=ledger.HOOK_KEYS,
                                       description=f"Refund of order {order_id}", actor="hook:order_refunded")
         return previous_value
 
@@ -292,9 +311,12 @@ def _messages(value: Any) -> list[str]:
 
 
 def _key(*parts: str) -> str:
-    """An idempotency key from parts; hashed when it would pass 255 characters."""
-    key = ":".join(parts)
-    return key if len(key) <= 255 else f"{parts[0]}:{hashlib.sha256(key.encode()).hexdigest()}"
+    """An idempotency key from parts, one key per list of parts whatever they hold
+    (a JSON list: order ``A:B`` line ``C`` is not order ``A`` line ``B:C``);
+    hashed when it would pass 255 characters. The hooks' keys live in their own
+    key space (``ledger.HOOK_KEYS``): no API client can send one."""
+    key = json.dumps(parts, separators=(",", ":"))
+    return key if len(key) <= 255 else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def _line_key(order_id: str, line_id: str) -> str:
@@ -304,6 +326,7 @@ def _line_key(order_id: str, line_id: str) -> str:
 def _order_identity(order: Any, *, need_buyer: bool = True) -> tuple[str, str, str]:
     """``(order id, merchant id, buyer email)``, or a ValidationError naming what is missing."""
     values = {name: _get(order, name) for name in ("id", "merchant_id", "buyer_email")}
+    values["buyer_email"] = normalise_email(str(values["buyer_email"] or ""))
     required = ("id", "merchant_id", "buyer_email") if need_buyer else ("id", "merchant_id")
     missing = {name: ["Missing."] for name in required if values[name] in (None, "")}
     if missing:
@@ -312,7 +335,7 @@ def _order_identity(order: Any, *, need_buyer: bool = True) -> tuple[str, str, s
     if len(order_id) > _ORDER_ID_LENGTH:
         raise ValidationError(fields={"id": [f"Must be at most {_ORDER_ID_LENGTH} characters."]})
     refuse_unstorable({"id": order_id})
-    return order_id, _known_merchant(values["merchant_id"]), str(values["buyer_email"] or "")
+    return order_id, _known_merchant(values["merchant_id"]), values["buyer_email"]
 
 
 def _known_merchant(merchant_id: Any) -> str:

@@ -2,12 +2,17 @@
 
 A write that carries an idempotency key runs in one transaction with the record
 of its result, so the two commit together or not at all. A replay (same merchant,
-same key, same request) returns the stored status and body; the same key with a
-different request is :class:`IdempotencyKeyReused`. Refusals (402, 404, 409, …)
-are stored too: the failed attempt is rolled back first, so nothing it wrote
-survives, and the refusal is recorded in a transaction of its own. Validation
-errors (422, however deep they are found) and errors from a receiver (5xx) store
-nothing, so the request may be corrected or retried with the same key.
+same key space, same key, same request) returns the stored status and body; the
+same key with a different request is :class:`IdempotencyKeyReused`. Refusals
+(402, 404, 409, …) are stored too: the failed attempt is rolled back first, so
+nothing it wrote survives, and the refusal is recorded in a transaction of its
+own. Validation errors (422, however deep they are found) and errors from a
+receiver (5xx) store nothing, so the request may be corrected or retried with
+the same key.
+
+Key spaces keep callers apart within a merchant: the merchant's API keys share
+:data:`MERCHANT_KEYS`; each signed-in buyer has :func:`buyer_key_space`. The key
+itself is stored as sent, so any key of 1 to 255 characters fits.
 
 While one request holds a key, a concurrent one with the same key is
 :class:`IdempotencyKeyInUse` on PostgreSQL (an advisory lock); on SQLite the
@@ -24,32 +29,31 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
+from peewee import IntegrityError
 
-from storage import db, dialect, transaction, utcnow
+import storage
+from storage import Statements, db, dialect, transaction
 
 from .errors import AddonError, IdempotencyKeyInUse, IdempotencyKeyReused, ValidationError
 
-__all__ = ["Outcome", "fingerprint", "run", "prune"]
+__all__ = ["MERCHANT_KEYS", "Outcome", "buyer_key_space", "fingerprint", "run", "prune"]
 
-Action = Callable[[], tuple[dict[str, Any], int]]
+#: The key space of every request made with one of the merchant's API keys.
+MERCHANT_KEYS = "api"
 
-_SQL = {
+_SQL = Statements(
     # PostgreSQL: take the key's lock and read its record in one round trip.
-    "lock_and_select": ("SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0)), r.request_hash, "
-                        "r.response_status, r.response_body, r.created_at FROM (SELECT 1) AS one "
-                        "LEFT JOIN idempotency_record r ON r.merchant_id = %s AND r.key = %s"),
-    "select": ("SELECT request_hash, response_status, response_body, created_at FROM idempotency_record "
-               "WHERE merchant_id = ? AND key = ?"),
-    "delete": "DELETE FROM idempotency_record WHERE merchant_id = ? AND key = ?",
-    "insert": ("INSERT INTO idempotency_record (merchant_id, key, request_hash, response_status, "
-               "response_body, created_at) VALUES (?, ?, ?, ?, ?, ?)"),
-    "prune": "DELETE FROM idempotency_record WHERE created_at < ?",
-}
-
-
-def _sql(name: str) -> str:
-    sql = _SQL[name]
-    return sql.replace("?", "%s") if dialect() == "postgresql" else sql
+    lock_and_select={"postgresql": (
+        "SELECT pg_try_advisory_xact_lock(hashtextextended(?, 0)), r.request_hash, r.response_status, "
+        "r.response_body, r.created_at FROM (SELECT 1) AS one "
+        "LEFT JOIN idempotency_record r ON r.merchant_id = ? AND r.key_space = ? AND r.key = ?")},
+    select=("SELECT request_hash, response_status, response_body, created_at FROM idempotency_record "
+            "WHERE merchant_id = ? AND key_space = ? AND key = ?"),
+    delete="DELETE FROM idempotency_record WHERE merchant_id = ? AND key_space = ? AND key = ?",
+    insert=("INSERT INTO idempotency_record (merchant_id, key_space, key, request_hash, response_status, "
+            "response_body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+    prune="DELETE FROM idempotency_record WHERE created_at < ?",
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,17 @@ class Outcome:
     replayed: bool = False
 
 
+#: A write: returns ``(body, status)``, or an :class:`Outcome` with ``replayed``
+#: set when it found its change already made (the ledger keeps keys for good).
+Action = Callable[[], "tuple[dict[str, Any], int] | Outcome"]
+
+
+def buyer_key_space(email: str) -> str:
+    """The key space of one signed-in buyer: their own, within their merchant's,
+    and of a fixed length (a hash of the e-mail)."""
+    return "buyer:" + hashlib.sha256(email.encode()).hexdigest()
+
+
 def fingerprint(*parts: Any) -> str:
     """A stable hash of what makes two requests "the same request"."""
     text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
@@ -68,66 +83,92 @@ def fingerprint(*parts: Any) -> str:
 
 
 def run(merchant_id: str, key: str | None, request_hash: str, action: Action, *,
-        redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Outcome:
-    """Run ``action`` (which returns ``(body, status)``) at most once per key.
+        key_space: str = MERCHANT_KEYS, redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Outcome:
+    """Run ``action`` at most once per key of ``key_space``.
 
     ``redact`` gives the body to store for replays when the first answer holds
     a secret that must not be kept (a new API key)."""
     if key is None:
         with transaction():
-            body, status = action()
-        return Outcome(status, body)
+            return _outcome(action())
+    record = (merchant_id, key_space, key)
+    for attempt in (1, 2):
+        try:
+            return _run_once(record, request_hash, action, redact)
+        except IntegrityError:
+            # PostgreSQL: the key's first request committed after this claim's
+            # snapshot was taken but before its lock was: the record was not
+            # seen and its insert collided. All was rolled back; a second claim sees it.
+            if attempt == 2 or db.in_transaction():
+                raise
+    raise AssertionError("unreachable")
+
+
+def prune(older_than: timedelta | None = None) -> int:
+    """Delete records past their time to live; returns how many."""
+    return db.execute_sql(_SQL["prune"], (storage.utcnow() - (older_than or _ttl()),)).rowcount
+
+
+def _run_once(record: tuple[str, str, str], request_hash: str, action: Action,
+              redact: Callable[[dict[str, Any]], dict[str, Any]] | None) -> Outcome:
     try:
         with transaction():
-            stored = _claim(merchant_id, key, request_hash)
+            stored = _claim(record, request_hash)
             if stored is not None:
                 return stored
-            body, status = action()
-            _store(merchant_id, key, request_hash, status, redact(body) if redact else body)
-            return Outcome(status, body)
+            outcome = _outcome(action())
+            _store(record, request_hash, outcome.status, redact(outcome.body) if redact else outcome.body)
+            return outcome
     except (IdempotencyKeyInUse, ValidationError):
         raise
     except AddonError as refusal:
         if not 400 <= refusal.status < 500:
             raise
-        body, status = refusal.to_dict(), refusal.status
+        outcome = Outcome(refusal.status, refusal.to_dict())
     with transaction():
-        stored = _claim(merchant_id, key, request_hash)
+        stored = _claim(record, request_hash)
         if stored is not None:
             return stored
-        _store(merchant_id, key, request_hash, status, body)
+        _store(record, request_hash, outcome.status, outcome.body)
+    return outcome
+
+
+def _outcome(result: tuple[dict[str, Any], int] | Outcome) -> Outcome:
+    if isinstance(result, Outcome):
+        return result
+    body, status = result
     return Outcome(status, body)
 
 
-def prune(older_than: timedelta | None = None) -> int:
-    """Delete records past their time to live; returns how many."""
-    ttl = older_than or timedelta(seconds=current_app.config["ADDONS_IDEMPOTENCY_TTL"])
-    return db.execute_sql(_sql("prune"), (utcnow() - ttl,)).rowcount
+def _ttl() -> timedelta:
+    return timedelta(seconds=current_app.config["ADDONS_IDEMPOTENCY_TTL"])
 
 
-def _claim(merchant_id: str, key: str, request_hash: str) -> Outcome | None:
-    """Hold the key for this transaction; the stored outcome if there is one."""
+def _claim(record: tuple[str, str, str], request_hash: str) -> Outcome | None:
+    """Hold the key for this transaction; the stored outcome if there is one
+    (and it has not expired: ``storage.utcnow`` is read at each call, so a test
+    can move the clock)."""
     if dialect() == "postgresql":
-        held, *row = db.execute_sql(_SQL["lock_and_select"], (f"{merchant_id}:{key}", merchant_id, key)).fetchone()
+        held, *row = db.execute_sql(_SQL["lock_and_select"], (json.dumps(record), *record)).fetchone()
         if not held:
-            raise IdempotencyKeyInUse(key=key)
+            raise IdempotencyKeyInUse(key=record[2])
         if row[0] is None:
             return None
     else:
-        row = db.execute_sql(_sql("select"), (merchant_id, key)).fetchone()
+        row = db.execute_sql(_SQL["select"], record).fetchone()
         if row is None:
             return None
     stored_hash, status, body, created_at = row
     if isinstance(created_at, str):
         created_at = datetime.fromisoformat(created_at)
-    if created_at < utcnow() - timedelta(seconds=current_app.config["ADDONS_IDEMPOTENCY_TTL"]):
-        db.execute_sql(_sql("delete"), (merchant_id, key))
+    if created_at < storage.utcnow() - _ttl():
+        db.execute_sql(_SQL["delete"], record)
         return None
     if stored_hash != request_hash:
-        raise IdempotencyKeyReused(key=key)
+        raise IdempotencyKeyReused(key=record[2])
     return Outcome(status, json.loads(body), replayed=True)
 
 
-def _store(merchant_id: str, key: str, request_hash: str, status: int, body: dict[str, Any]) -> None:
-    db.execute_sql(_sql("insert"), (merchant_id, key, request_hash, status,
-                                    json.dumps(body, separators=(",", ":")), utcnow()))
+def _store(record: tuple[str, str, str], request_hash: str, status: int, body: dict[str, Any]) -> None:
+    db.execute_sql(_SQL["insert"], (*record, request_hash, status,
+                                    json.dumps(body, separators=(",", ":")), storage.utcnow()))

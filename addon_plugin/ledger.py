@@ -22,7 +22,7 @@ write the ``expiry`` entry first, and costs nothing where no grant expires.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
@@ -30,9 +30,10 @@ from flask import current_app
 from peewee import IntegrityError
 
 import storage
-from storage import db, dialect, new_id, transaction, utcnow
+from storage import Statements, db, dialect, new_id, transaction, utcnow
 
 from . import grants, signals
+from .emails import normalise_email
 from .errors import (
     AccountNotFound,
     BalanceLimitExceeded,
@@ -46,6 +47,9 @@ from .errors import (
 __all__ = [
     "MAX_CREDITS",
     "KINDS",
+    "API_KEYS",
+    "HOOK_KEYS",
+    "HOST_KEYS",
     "Account",
     "Allocation",
     "Entry",
@@ -74,6 +78,16 @@ KINDS: dict[str, int] = {
     "expiry": -1,
     "void": -1,
 }
+
+#: Idempotency key spaces: who issued a key. A key matches only a key of the same
+#: space on the same account, so no caller can pre-empt or replay another's change.
+#: The merchant's clients, through the HTTP API (the key exactly as they sent it):
+API_KEYS = "api"
+#: The order hooks (keys they derive from order and line ids):
+HOOK_KEYS = "hook"
+#: The host's own calls, the default (and the plugin's top-up credits):
+HOST_KEYS = "host"
+_KEY_SPACES = (API_KEYS, HOOK_KEYS, HOST_KEYS)
 
 _LIMITS = {"description": 1000, "reference": 255, "idempotency_key": 255, "metadata_keys": 50,
            "metadata_key": 40, "metadata_value": 500, "metadata_bytes": 8192}
@@ -125,7 +139,8 @@ class Entry:
 @dataclass(frozen=True, slots=True)
 class Change:
     """What :func:`record` did: the account after it, its entry, and whether it
-    was a replay of an earlier change with the same idempotency key."""
+    was a replay of an earlier change with the same idempotency key (then the
+    first change's entry, and the account's balance as that entry left it)."""
 
     account: Account
     entry: Entry
@@ -149,18 +164,20 @@ _UPDATE = """UPDATE credit_account
    AND (next_expiry_at IS NULL OR next_expiry_at > ?){guard}
 RETURNING {columns}, last_sequence"""
 
-_INSERT_ENTRY = f"INSERT INTO ledger_entry ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_ENTRY = (f"INSERT INTO ledger_entry ({_ENTRY_COLUMNS}, key_space) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
-# The update also refuses a key this account already used (the slow path then
-# replays the first result), so a keyed change costs no extra read.
+# The update also refuses a key (of that key space) this account already used
+# (the slow path then replays the first result), so a keyed change costs no extra read.
 _GUARDED_UPDATE = _UPDATE.format(
     max_credits=MAX_CREDITS, columns=_ACCOUNT_COLUMNS,
-    guard=" AND NOT EXISTS (SELECT 1 FROM ledger_entry WHERE account_id = ? AND idempotency_key = ?)")
+    guard=" AND NOT EXISTS (SELECT 1 FROM ledger_entry WHERE account_id = ? AND key_space = ?"
+          " AND idempotency_key = ?)")
 
 # PostgreSQL: the update and the entry insert in one round trip.
 _UPDATE_AND_INSERT_PG = f"""WITH u AS ({_GUARDED_UPDATE}),
-e AS (INSERT INTO ledger_entry ({_ENTRY_COLUMNS})
-      SELECT ?, u.id, u.last_sequence, ?, u.balance, ?, ?, ?, ?, ?, ?, ?, ? FROM u)
+e AS (INSERT INTO ledger_entry ({_ENTRY_COLUMNS}, key_space)
+      SELECT ?, u.id, u.last_sequence, ?, u.balance, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM u)
 SELECT {_ACCOUNT_COLUMNS}, last_sequence FROM u"""
 
 # A deduction also draws on the first grant in consumption order, when it
@@ -171,43 +188,34 @@ SELECT {_ACCOUNT_COLUMNS}, last_sequence FROM u"""
 _UPDATE_DRAW_AND_INSERT_PG = f"""WITH u AS ({_GUARDED_UPDATE}),
 g AS ({grants.DRAW_FIRST_SQL.format(after="FROM u", guard="AND u.last_sequence = "
                                     "(SELECT last_sequence FROM credit_account WHERE id = ?) + 1")}),
-e AS (INSERT INTO ledger_entry ({_ENTRY_COLUMNS})
-      SELECT ?, u.id, u.last_sequence, ?, u.balance, ?, ?, ?, ?, ?, ?, ?, (SELECT id FROM g) FROM u)
+e AS (INSERT INTO ledger_entry ({_ENTRY_COLUMNS}, key_space)
+      SELECT ?, u.id, u.last_sequence, ?, u.balance, ?, ?, ?, ?, ?, ?, ?, (SELECT id FROM g), ? FROM u)
 SELECT {_ACCOUNT_COLUMNS}, last_sequence, (SELECT id FROM g) FROM u"""
 
 _SELECT_ACCOUNT = f"SELECT {_ACCOUNT_COLUMNS}, next_expiry_at FROM credit_account WHERE id = ?"
-_SELECT_ENTRY_BY_KEY = f"SELECT {_ENTRY_COLUMNS} FROM ledger_entry WHERE account_id = ? AND idempotency_key = ?"
-_SELECT_REFUSAL = """SELECT a.balance, p.overdraft_limit, a.next_expiry_at FROM credit_account a
-JOIN addon_product p ON p.id = a.product_id WHERE a.id = ?"""
+_SELECT_ENTRY_BY_KEY = (f"SELECT {_ENTRY_COLUMNS} FROM ledger_entry "
+                        "WHERE account_id = ? AND key_space = ? AND idempotency_key = ?")
+_SELECT_REFUSAL = f"""SELECT {", ".join("a." + c for c in _ACCOUNT_COLUMNS.split(", "))}, a.next_expiry_at,
+ p.overdraft_limit FROM credit_account a JOIN addon_product p ON p.id = a.product_id WHERE a.id = ?"""
 _SELECT_BALANCE = "SELECT balance, next_expiry_at FROM credit_account WHERE id = ?"
 _FIND_ACCOUNT = "SELECT id FROM credit_account WHERE product_id = ? AND buyer_email = ? AND merchant_id = ?"
-_LOCK_ACCOUNT = {"sqlite": "SELECT balance FROM credit_account WHERE id = ?",  # BEGIN IMMEDIATE holds the lock
-                 "postgresql": "SELECT balance FROM credit_account WHERE id = %s FOR UPDATE"}
-
-
-def _for_dialect(sql: str) -> dict[str, str]:
-    return {"sqlite": sql, "postgresql": sql.replace("?", "%s")}
-
-
-_SQL = {name: _for_dialect(sql) for name, sql in {
-    "update": _GUARDED_UPDATE,
-    "insert_entry": _INSERT_ENTRY,
-    "update_and_insert": _UPDATE_AND_INSERT_PG,
-    "update_draw_and_insert": _UPDATE_DRAW_AND_INSERT_PG,
-    "select_account": _SELECT_ACCOUNT,
-    "entry_by_key": _SELECT_ENTRY_BY_KEY,
-    "refusal": _SELECT_REFUSAL,
-    "balance": _SELECT_BALANCE,
-    "find_account": _FIND_ACCOUNT,
-}.items()}
-
-
-def _sql(name: str) -> str:
-    return _SQL[name][dialect()]
+_SQL = Statements(
+    update=_GUARDED_UPDATE,
+    insert_entry=_INSERT_ENTRY,
+    update_and_insert={"postgresql": _UPDATE_AND_INSERT_PG},
+    update_draw_and_insert={"postgresql": _UPDATE_DRAW_AND_INSERT_PG},
+    select_account=_SELECT_ACCOUNT,
+    entry_by_key=_SELECT_ENTRY_BY_KEY,
+    refusal=_SELECT_REFUSAL,
+    balance=_SELECT_BALANCE,
+    find_account=_FIND_ACCOUNT,
+    lock_account={"sqlite": "SELECT balance FROM credit_account WHERE id = ?",  # BEGIN IMMEDIATE holds the lock
+                  "postgresql": "SELECT balance FROM credit_account WHERE id = ? FOR UPDATE"},
+)
 
 
 def _fetchone(name: str, params: tuple) -> tuple | None:
-    return db.execute_sql(_sql(name), params).fetchone()
+    return db.execute_sql(_SQL[name], params).fetchone()
 
 
 def _account_from_row(row: tuple) -> Account:
@@ -243,7 +251,8 @@ def check_credits(value: Any, *, field: str = "value", allow_zero: bool = False)
 
 
 def _check_details(kind: str, delta: int, description: str, reference: str | None,
-                   metadata: Mapping[str, str] | None, idempotency_key: str | None) -> dict[str, str]:
+                   metadata: Mapping[str, str] | None, idempotency_key: str | None,
+                   key_space: str) -> dict[str, str]:
     check_credits(delta, field="delta")
     sign = KINDS.get(kind)
     if sign is None:
@@ -260,6 +269,8 @@ def _check_details(kind: str, delta: int, description: str, reference: str | Non
         not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= _LIMITS["idempotency_key"]
     ):
         problems["idempotency_key"] = [f"Must be 1 to {_LIMITS['idempotency_key']} characters."]
+    if key_space not in _KEY_SPACES:
+        problems["key_space"] = [f"Must be one of {list(_KEY_SPACES)}."]
     meta = dict(metadata or {})
     if (
         len(meta) > _LIMITS["metadata_keys"]
@@ -305,14 +316,14 @@ def balance(account_id: str) -> int:
 
 def find_account_id(merchant_id: str, product_id: str, buyer_email: str) -> str | None:
     """The id of the buyer's account for that product, if the merchant has one."""
-    row = _fetchone("find_account", (product_id, buyer_email.lower(), merchant_id))
+    row = _fetchone("find_account", (product_id, normalise_email(buyer_email), merchant_id))
     return row[0] if row else None
 
 
 def open_account(merchant_id: str, product_id: str, buyer_email: str, *,
                  host_customer_id: str | None = None) -> str:
     """The buyer's account for that product, created (with the buyer) if new."""
-    email = buyer_email.strip().lower()
+    email = normalise_email(buyer_email)
     existing = find_account_id(merchant_id, product_id, email)
     if existing:
         return existing
@@ -340,7 +351,7 @@ def open_account(merchant_id: str, product_id: str, buyer_email: str, *,
 
 def record(account_id: str, delta: int, kind: str, *, description: str = "",
            reference: str | None = None, metadata: Mapping[str, str] | None = None,
-           idempotency_key: str | None = None, actor: str | None = None,
+           idempotency_key: str | None = None, key_space: str = HOST_KEYS, actor: str | None = None,
            grant: grants.Terms | None = None, take: Sequence[tuple[str, int]] = (),
            taken_status: str = "depleted") -> Change:
     """Apply ``delta`` credits to the account as one ledger entry of ``kind``.
@@ -353,18 +364,21 @@ def record(account_id: str, delta: int, kind: str, *, description: str = "",
     Joins the caller's transaction or opens its own. Refusals
     (:class:`InsufficientCredits`, :class:`BalanceLimitExceeded`,
     :class:`AccountNotFound`, :class:`IdempotencyKeyReused`) are raised before
-    anything is written. With an ``idempotency_key`` already used on this account,
-    the same request returns the first result (``replayed=True``, no signal) and a
-    different one raises :class:`IdempotencyKeyReused`.
+    anything is written; a refused deduction also sends ``deduction_refused``
+    once the transaction it was refused in has ended. With an ``idempotency_key``
+    already used on this account in the same ``key_space``, the same request
+    returns the first result (``replayed=True``, no signal) and a different one
+    raises :class:`IdempotencyKeyReused`.
     """
-    meta = _check_details(kind, delta, description, reference, metadata, idempotency_key)
+    meta = _check_details(kind, delta, description, reference, metadata, idempotency_key, key_space)
+    key = None if idempotency_key is None else (key_space, idempotency_key)
     if delta > 0:
         grant = grant or grants.Terms()
         grant.check(utcnow())
     for attempt in (1, 2):
         try:
             with transaction():
-                return _apply(account_id, delta, kind, description, reference, meta, idempotency_key, actor,
+                return _apply(account_id, delta, kind, description, reference, meta, key, actor,
                               grant, tuple(take), taken_status)
         except _Replayed as replayed:  # nothing was written
             return replayed.change
@@ -382,14 +396,15 @@ _ANY_TIME = datetime(1, 1, 1)
 
 
 def _apply(account_id: str, delta: int, kind: str, description: str, reference: str | None,
-           metadata: dict[str, str], idempotency_key: str | None, actor: str | None,
+           metadata: dict[str, str], key: tuple[str, str] | None, actor: str | None,
            grant: grants.Terms | None, take: tuple[tuple[str, int], ...], taken_status: str,
            expired_first: bool = False) -> Change:
     now = utcnow()
     entry_id = new_id("entry")
     metadata_json = json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))
+    key_space, idempotency_key = key or (None, None)
     update_params = (delta, now, account_id, delta, delta, delta, _ANY_TIME if take else now,
-                     account_id, idempotency_key)
+                     account_id, key_space, idempotency_key)
     entry_params = (entry_id, delta, kind, description, reference, metadata_json, idempotency_key, actor, now)
     # The entry's one grant (created, drawn on or taken from) is named on its
     # row; only entries that touch several grants, or debt, get allocation rows.
@@ -398,26 +413,26 @@ def _apply(account_id: str, delta: int, kind: str, description: str, reference: 
     if dialect() == "postgresql":
         if draws:
             row = _fetchone("update_draw_and_insert", update_params + (-delta, account_id, now, -delta, account_id)
-                            + entry_params)
+                            + entry_params + (key_space,))
             grant_id = row and row[10]
         else:
-            row = _fetchone("update_and_insert", update_params + entry_params + (grant_id,))
+            row = _fetchone("update_and_insert", update_params + entry_params + (grant_id, key_space))
     else:
         row = _fetchone("update", update_params)
         if row is not None:
             if draws:
                 grant_id = grants.draw_first(account_id, -delta, now)
-            db.execute_sql(_sql("insert_entry"), (
+            db.execute_sql(_SQL["insert_entry"], (
                 entry_id, account_id, row[9], delta, row[4], kind, description, reference,
-                metadata_json, idempotency_key, actor, now, grant_id))
+                metadata_json, idempotency_key, actor, now, grant_id, key_space))
     if row is None:  # nothing was written: a replay, a due expiry, or a refusal
-        if idempotency_key is not None:
-            _replay_if_used(account_id, idempotency_key, delta, kind, description, reference, metadata)
+        if key is not None:
+            _replay_if_used(account_id, key, delta, kind, description, reference, metadata)
         if not expired_first and _refusal_is_due_expiry(account_id, now):
             grants.expire_due(account_id)
-            return _apply(account_id, delta, kind, description, reference, metadata, idempotency_key, actor,
+            return _apply(account_id, delta, kind, description, reference, metadata, key, actor,
                           grant, take, taken_status, expired_first=True)
-        _raise_refusal(account_id, delta)
+        _raise_refusal(account_id, delta, kind)
 
     account = _account_from_row(row)
     previous = account.balance - delta
@@ -444,7 +459,7 @@ def _apply(account_id: str, delta: int, kind: str, description: str, reference: 
 
 def _refusal_is_due_expiry(account_id: str, now: datetime) -> bool:
     row = _fetchone("refusal", (account_id,))
-    return row is not None and _due(row[2], now)
+    return row is not None and _due(row[9], now)
 
 
 class _Replayed(Exception):
@@ -454,34 +469,49 @@ class _Replayed(Exception):
         self.change = change
 
 
-def _replay_if_used(account_id: str, key: str, delta: int, kind: str, description: str,
+def _replay_if_used(account_id: str, key: tuple[str, str], delta: int, kind: str, description: str,
                     reference: str | None, metadata: dict[str, str]) -> None:
-    row = _fetchone("entry_by_key", (account_id, key))
+    row = _fetchone("entry_by_key", (account_id, *key))
     if row is not None:
-        raise _Replayed(_replay(_entry_from_row(row), delta, kind, description, reference, metadata))
+        entry = _entry_from_row(row)
+        if (entry.delta, entry.kind, entry.description, entry.reference, entry.metadata) != (
+            delta, kind, description, reference, metadata
+        ):
+            raise IdempotencyKeyReused(account_id=entry.account_id, entry_id=entry.id)
+        raise _Replayed(_replay(entry))
 
 
-def _replay(entry: Entry, delta: int, kind: str, description: str, reference: str | None,
-            metadata: dict[str, str]) -> Change:
-    if (entry.delta, entry.kind, entry.description, entry.reference, entry.metadata) != (
-        delta, kind, description, reference, metadata
-    ):
-        raise IdempotencyKeyReused(account_id=entry.account_id, entry_id=entry.id)
-    return Change(get_account(entry.account_id), entry, entry.balance_after - entry.delta, replayed=True)
+def _replay(entry: Entry) -> Change:
+    """The first result again: its entry, and the account as that entry left its
+    balance (the settings are today's), so ``account.balance == entry.balance_after``
+    however the balance moved since."""
+    account = replace(get_account(entry.account_id), balance=entry.balance_after)
+    return Change(account, entry, entry.balance_after - entry.delta, replayed=True)
 
 
-def _raise_refusal(account_id: str, delta: int) -> None:
+def _raise_refusal(account_id: str, delta: int, kind: str) -> None:
     row = _fetchone("refusal", (account_id,))
     if row is None:
         raise AccountNotFound(account_id=account_id)
-    current, overdraft_limit, _ = row
+    account, overdraft_limit = _account_from_row(row), row[-1]
+    current = account.balance
     if delta > 0:
         raise BalanceLimitExceeded(account_id=account_id, balance=current)
+    _announce_refusal(account, kind, -delta)
     raise InsufficientCredits(
         f"The balance is {current} and this deduction needs {-delta}"
         + (f" (overdraft limit {overdraft_limit})." if overdraft_limit else "."),
         account_id=account_id, balance=current, overdraft_limit=overdraft_limit, requested=-delta,
     )
+
+
+def _announce_refusal(account: Account, kind: str, requested: int) -> None:
+    """Send :data:`~addon_plugin.signals.deduction_refused` once the refused
+    change's transaction has ended (it wrote nothing; receivers write in their own)."""
+    app = current_app._get_current_object()
+    if signals.deduction_refused.has_receivers_for(app):
+        storage.after_transaction(lambda: signals.deduction_refused.send(
+            app, account=account, kind=kind, requested=requested))
 
 
 def _announce(change: Change) -> None:
@@ -505,22 +535,22 @@ def _lock(account_id: str) -> int:
     Inside the lock every change committed before it is visible, so an
     idempotency key checked after it cannot race another transaction.
     """
-    row = db.execute_sql(_LOCK_ACCOUNT[dialect()], (account_id,)).fetchone()
+    row = _fetchone("lock_account", (account_id,))
     if row is None:
         raise AccountNotFound(account_id=account_id)
     return row[0]
 
 
 def purchase(account_id: str, credits: int, *, order_id: str, quantity: int, idempotency_key: str,
-             description: str = "", actor: str | None = None) -> Change:
+             key_space: str = HOST_KEYS, description: str = "", actor: str | None = None) -> Change:
     """Grant ``credits`` an order line bought (kind ``purchase``, ``reference`` =
     the order id) and send :data:`~addon_plugin.signals.addon_purchased` in the
-    same transaction. Exactly once per ``idempotency_key``, even concurrently:
-    a repeat returns the first change (``replayed=True``) and sends nothing."""
+    same transaction. Exactly once per ``idempotency_key`` (in ``key_space``), even
+    concurrently: a repeat returns the first change (``replayed=True``) and sends nothing."""
     with transaction():
         _lock(account_id)
         change = record(account_id, credits, "purchase", description=description, reference=order_id,
-                        idempotency_key=idempotency_key, actor=actor)
+                        idempotency_key=idempotency_key, key_space=key_space, actor=actor)
         if not change.replayed:
             signals.addon_purchased.send(current_app._get_current_object(), account=change.account,
                                          entry=change.entry, order_id=order_id, quantity=quantity,
@@ -540,18 +570,17 @@ def order_accounts(merchant_id: str, order_id: str, product_id: str | None = Non
     return [row.id for row in query.order_by(account.product)]
 
 
-def refund_unspent(account_id: str, order_id: str, *, idempotency_key: str, description: str = "",
-                   actor: str | None = None) -> Change | None:
+def refund_unspent(account_id: str, order_id: str, *, idempotency_key: str, key_space: str = HOST_KEYS,
+                   description: str = "", actor: str | None = None) -> Change | None:
     """Take back exactly what the grants that the order's ``purchase`` entries
     created on this account still hold (one ``refund`` entry naming them),
-    exactly once per ``idempotency_key``. None when they hold nothing (spent,
+    exactly once per ``idempotency_key`` (in ``key_space``). None when they hold nothing (spent,
     expired or voided), so refunding orders in any order takes only each
     order's own credits."""
     with transaction():
         _lock(account_id)
-        row = _fetchone("entry_by_key", (account_id, idempotency_key))
+        row = _fetchone("entry_by_key", (account_id, key_space, idempotency_key))
         if row is not None:
-            done = _entry_from_row(row)
-            return Change(get_account(account_id), done, done.balance_after - done.delta, replayed=True)
+            return _replay(_entry_from_row(row))
         return grants.refund_order(account_id, order_id, description=description,
-                                   idempotency_key=idempotency_key, actor=actor)
+                                   idempotency_key=idempotency_key, key_space=key_space, actor=actor)

@@ -11,18 +11,21 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import storage
-from storage import db, dialect, new_id, transaction, utcnow
+from storage import Statements, db, new_id, transaction, utcnow
 
 from .errors import ApiKeyNotFound, AuthenticationFailed, MerchantNotFound
+from .pagination import paginate
+from .present import api_key_body
+from .schemas import ListQuerySchema, load_fields
 
-__all__ = ["NewKey", "create_merchant", "create_api_key", "revoke_api_key", "authenticate"]
+__all__ = ["NewKey", "create_merchant", "create_api_key", "revoke_api_key", "list_api_keys", "authenticate"]
 
-_LOOKUP = {
-    "sqlite": "SELECT merchant_id, secret_hash FROM api_key WHERE id = ? AND revoked_at IS NULL",
-    "postgresql": "SELECT merchant_id, secret_hash FROM api_key WHERE id = %s AND revoked_at IS NULL",
-}
+_list_schema = ListQuerySchema()
+
+_SQL = Statements(lookup="SELECT merchant_id, secret_hash FROM api_key WHERE id = ? AND revoked_at IS NULL")
 
 #: ``sk_<26-char key id>_<secret>``: anything else is refused before any lookup.
 _KEY_FORMAT = re.compile(r"sk_([0-9a-z]{26})_([A-Za-z0-9_-]{20,100})")
@@ -76,13 +79,21 @@ def revoke_api_key(key_id: str, merchant_id: str | None = None) -> storage.ApiKe
     return storage.ApiKey.get_by_id(key_id)
 
 
+def list_api_keys(merchant_id: str, *, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+    """A page of the merchant's keys (``{"data", "next_cursor"}``), revoked ones
+    included, newest first: each ``{"id", "created_at", "revoked_at"}``, never a secret."""
+    args = load_fields(_list_schema, {"limit": limit, **({"cursor": cursor} if cursor is not None else {})})
+    query = storage.ApiKey.select().where(storage.ApiKey.merchant == merchant_id)
+    return paginate(query, storage.ApiKey.id, api_key_body, limit=args["limit"], cursor=args.get("cursor"))
+
+
 def authenticate(key: str | None) -> tuple[str, str]:
     """``(merchant_id, key_id)`` for a valid, unrevoked key, else :class:`AuthenticationFailed`."""
     match = _KEY_FORMAT.fullmatch(key or "")
     if match is None:
         raise AuthenticationFailed()
     key_id = "key_" + match.group(1)
-    row = db.execute_sql(_LOOKUP[dialect()], (key_id,)).fetchone()
+    row = db.execute_sql(_SQL["lookup"], (key_id,)).fetchone()
     if row is None or not hmac.compare_digest(row[1], _hash(match.group(2))):
         raise AuthenticationFailed()
     return row[0], key_id

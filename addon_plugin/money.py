@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-__all__ = ["CURRENCIES", "minor_digits", "to_minor", "from_minor", "parse_price"]
+__all__ = ["CURRENCIES", "MAX_MINOR", "minor_digits", "to_minor", "from_minor", "parse_price"]
 
 _ZERO_DECIMAL = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
 _THREE_DECIMAL = "BHD IQD JOD KWD LYD OMR TND"
@@ -28,6 +28,9 @@ CURRENCIES: dict[str, int] = {
     **{code: 2 for code in _TWO_DECIMAL.split()},
     **{code: 3 for code in _THREE_DECIMAL.split()},
 }
+
+#: The most minor units an amount column holds (a signed 64-bit integer).
+MAX_MINOR = 2**63 - 1
 
 
 def minor_digits(currency: str) -> int:

@@ -14,26 +14,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from storage import db, dialect, utcnow
+from storage import Statements, db, utcnow
 
 __all__ = ["Event", "Seen", "report"]
 
 #: What a hook reports of an order.
 Event = Literal["paid", "refunded"]
 
-_SQL = {
+_SQL = Statements(
     # Create the row, or lock the existing one (a no-op update), and read it.
-    "claim": ("INSERT INTO addon_order (merchant_id, order_id, created_at) VALUES (?, ?, ?) "
-              "ON CONFLICT (merchant_id, order_id) DO UPDATE SET created_at = addon_order.created_at "
-              "RETURNING paid_at, refunded_at"),
-    "paid": "UPDATE addon_order SET paid_at = ? WHERE merchant_id = ? AND order_id = ?",
-    "refunded": "UPDATE addon_order SET refunded_at = ? WHERE merchant_id = ? AND order_id = ?",
-}
-
-
-def _sql(name: str) -> str:
-    sql = _SQL[name]
-    return sql.replace("?", "%s") if dialect() == "postgresql" else sql
+    claim=("INSERT INTO addon_order (merchant_id, order_id, created_at) VALUES (?, ?, ?) "
+           "ON CONFLICT (merchant_id, order_id) DO UPDATE SET created_at = addon_order.created_at "
+           "RETURNING paid_at, refunded_at"),
+    paid="UPDATE addon_order SET paid_at = ? WHERE merchant_id = ? AND order_id = ?",
+    refunded="UPDATE addon_order SET refunded_at = ? WHERE merchant_id = ? AND order_id = ?",
+)
 
 
 @dataclass(frozen=True)
@@ -51,8 +46,8 @@ def report(merchant_id: str, order_id: str, event: Event) -> Seen:
     that acts on the order, before anything else."""
     assert db.in_transaction(), "the order's lock lasts only as long as the caller's transaction"
     now = utcnow()
-    paid_at, refunded_at = db.execute_sql(_sql("claim"), (merchant_id, order_id, now)).fetchone()
+    paid_at, refunded_at = db.execute_sql(_SQL["claim"], (merchant_id, order_id, now)).fetchone()
     seen = Seen(paid=paid_at is not None, refunded=refunded_at is not None)
     if not getattr(seen, event):
-        db.execute_sql(_sql(event), (now, merchant_id, order_id))
+        db.execute_sql(_SQL[event], (now, merchant_id, order_id))
     return seen

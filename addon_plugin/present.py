@@ -5,15 +5,17 @@ Outside ``api/`` so the domain never imports the HTTP layer; the schemas in
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import storage
 from storage import isoformat
 
 from . import grants, ledger
 from .ledger import Account, Change, Entry
-from .merchants import NewKey
 from .money import from_minor
+
+if TYPE_CHECKING:
+    from .merchants import NewKey
 
 __all__ = ["account_body", "entry_body", "usage_body", "product_body", "adjustment_body",
            "api_key_body", "new_api_key_body", "grant_body", "grant_created_body"]

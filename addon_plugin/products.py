@@ -1,8 +1,18 @@
 """Add-on products: create, change, read. Validated data in, rows out.
 
+What only the whole product can tell is checked here, for the API and the
+pricing form alike: a price's digits against its currency (a currency change
+needs the price in the new one), and that the largest top-up
+(``ADDONS_TOP_UP_MAX_BANKS`` times the price) fits the amount column.
+
 A change applies to future purchases and top-ups; ``product_saved`` is sent
 inside the transaction so subscribers (e.g. auto top-up switching off when
 ``top_up_allowed`` goes false) change state together with the product.
+
+Hosts read products here (the public names in ``__all__``; a row is read as the
+API's resource with ``addon_plugin.product_body``) and save them with the
+``save_pricing`` hook, which validates first: ``create_product`` and
+``update_product`` take data a schema already loaded.
 """
 
 from __future__ import annotations
@@ -17,9 +27,9 @@ from storage import new_id, transaction, utcnow
 
 from . import signals
 from .errors import ProductNotFound, ValidationError
-from .money import from_minor, parse_price, to_minor
+from .money import MAX_MINOR, from_minor, parse_price, to_minor
 
-__all__ = ["create_product", "update_product", "get_product", "product_for_host"]
+__all__ = ["get_product", "product_for_host"]
 
 
 def _columns(data: dict[str, Any], currency: str) -> dict[str, Any]:
@@ -33,7 +43,19 @@ def _columns(data: dict[str, Any], currency: str) -> dict[str, Any]:
         except ValueError as error:
             raise ValidationError(fields={"price": [str(error)]}) from None
         columns["price_minor"] = to_minor(Decimal(price), currency)
+        _check_largest_top_up(columns["price_minor"], currency)
     return columns
+
+
+def _check_largest_top_up(price_minor: int, currency: str) -> None:
+    """Refuse a price whose largest top-up could not be stored (found at save,
+    not when a card has been charged)."""
+    banks = int(current_app.config["ADDONS_TOP_UP_MAX_BANKS"])
+    if price_minor * banks > MAX_MINOR:
+        largest = from_minor(MAX_MINOR // banks, currency)
+        message = (f"Too large: one auto top-up may buy {banks} banks at this price, and that amount is more "
+                   f"than can be stored. The largest price is {largest} {currency}.")
+        raise ValidationError(fields={"price": [message]})
 
 
 def create_product(merchant_id: str, data: dict[str, Any]) -> storage.Product:
@@ -54,10 +76,11 @@ def update_product(merchant_id: str, product_id: str, data: dict[str, Any]) -> s
     with transaction():
         product = get_product(merchant_id, product_id)
         currency = data.get("currency") or product.currency
+        if currency != product.currency and "price" not in data:
+            # 19.00 USD is not 19.00 EUR, and may not even be a valid JPY amount.
+            message = f"Required when the currency changes: give the price in {currency}."
+            raise ValidationError(fields={"price": [message]})
         columns = _columns(data, currency)
-        if "currency" in data and "price" not in data:
-            # The stored minor units mean something else in another currency.
-            columns.update(_columns({"price": str(from_minor(product.price_minor, product.currency))}, currency))
         _check_host_product_id(merchant_id, columns.get("host_product_id"), product.id)
         if columns:
             columns["updated_at"] = utcnow()

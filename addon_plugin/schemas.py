@@ -9,6 +9,7 @@ Unknown fields are refused; credits are strict integers within ±(2**53 - 1)
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import timezone
 from decimal import Decimal
 from typing import Any
@@ -17,6 +18,7 @@ from flask import current_app
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from . import errors
+from .emails import normalise_email
 from .ledger import MAX_CREDITS
 from .money import CURRENCIES, from_minor, parse_price
 
@@ -25,8 +27,10 @@ __all__ = [
     "UNSTORABLE_MESSAGE",
     "refuse_unstorable",
     "coerce_form",
+    "load_fields",
     "Credits",
     "Metadata",
+    "BuyerEmail",
     "ProductSchema",
     "ProductCreateSchema",
     "ProductUpdateSchema",
@@ -45,7 +49,9 @@ __all__ = [
     "ApiKeyCreatedSchema",
     "ErrorSchema",
     "AutoTopUpSettingsSchema",
+    "BuyerAutoTopUpSettingsSchema",
     "TopUpSchema",
+    "TopUpResolveSchema",
     "AllocationSchema",
     "GrantSchema",
     "GrantCreateSchema",
@@ -55,7 +61,7 @@ __all__ = [
 ]
 
 _CREDIT_RANGE = validate.Range(-MAX_CREDITS, MAX_CREDITS)
-_INTEGER = re.compile(r"[+-]?\d{1,20}")
+_INTEGER = re.compile(r"-?[0-9]{1,20}")  # ASCII only: int() would also read "٥" or "５"
 
 #: What no database stores byte-for-byte: NUL (PostgreSQL refuses it) and
 #: unpaired surrogates (not encodable as UTF-8).
@@ -89,14 +95,29 @@ def refuse_unstorable(data: dict[str, Any]) -> None:
 
 
 def coerce_form(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
-    """Form fields are strings: make strict integer fields' digit strings ints
-    (shared by the API's form bodies and the host's pricing form)."""
+    """Form fields are strings: make strict integer fields' ASCII digit strings
+    (optional leading minus, nothing else) ints; any other string stays a string,
+    which the strict field refuses (shared by the API's form bodies, query
+    strings and the host's pricing form)."""
     coerced = dict(data)
     for name, field in schema.load_fields.items():
         value = coerced.get(name)
-        if isinstance(field, fields.Integer) and isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        if isinstance(field, fields.Integer) and isinstance(value, str) and _INTEGER.fullmatch(value):
             coerced[name] = int(value)
     return coerced
+
+
+def load_fields(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a host's form or dict with an API schema as the API validates a
+    form body: only the schema's fields are read (a host's form may carry
+    others), digit strings count as integers, and a bad field raises
+    :class:`~addon_plugin.errors.ValidationError` with its messages."""
+    picked = {name: data[name] for name in schema.load_fields if name in data}
+    refuse_unstorable(picked)
+    try:
+        return schema.load(coerce_form(schema, picked))
+    except ValidationError as error:
+        raise errors.ValidationError(fields=error.normalized_messages()) from None
 
 
 def Credits(*, minimum: int = -MAX_CREDITS, nonzero: bool = False, **kwargs: Any) -> fields.Integer:
@@ -137,6 +158,14 @@ def Price(**kwargs: Any) -> fields.String:
     return fields.String(validate=_decimal_string, metadata={
         "pattern": "^[0-9]+(\\.[0-9]+)?$", "example": "19.00",
         "description": "Decimal string > 0 with at most the currency's minor-unit digits."}, **kwargs)
+
+
+class BuyerEmail(fields.Email):
+    """A buyer's e-mail, normalised (NFC, trimmed, lower-cased) before it is
+    checked, so a decomposed or capitalised spelling names the same buyer."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return normalise_email(super()._deserialize(value, attr, data, **kwargs))
 
 
 def _not_blank(value: str) -> None:
@@ -185,15 +214,17 @@ class ProductUpdateSchema(_Strict):
 
     @validates_schema(skip_on_field_errors=False)  # a form shows every bad field at once
     def _price_fits_currency(self, data: dict, **kwargs: Any) -> None:
-        if "price" in data:
-            currency = data.get("currency") or self.context_currency()
+        currency = data.get("currency") or self.default_currency()
+        if "price" in data and currency is not None:
             try:
                 parse_price(data["price"], currency)
             except ValueError as error:
                 raise ValidationError(str(error), "price") from None
 
-    def context_currency(self) -> str:
-        return current_app.config["ADDONS_DEFAULT_CURRENCY"]
+    def default_currency(self) -> str | None:
+        """The currency of a price given without one: for a change, the product's
+        own, which only :mod:`addon_plugin.products` knows (and checks)."""
+        return None
 
     @post_load
     def _typed_price(self, data: dict, **kwargs: Any) -> dict:
@@ -207,6 +238,9 @@ class ProductCreateSchema(ProductUpdateSchema):
 
     price = Price(required=True)
     credit_amount = Credits(minimum=1, required=True)
+
+    def default_currency(self) -> str:
+        return current_app.config["ADDONS_DEFAULT_CURRENCY"]
 
 
 # -- accounts and the ledger ------------------------------------------------------
@@ -321,7 +355,7 @@ class UsageBalanceSchema(_Strict):
     """Names the add-on account: ``product_id`` + ``buyer_email``, or ``invoice_id``."""
 
     product_id = fields.String(validate=validate.Length(1, 40))
-    buyer_email = fields.Email(validate=validate.Length(max=320))
+    buyer_email = BuyerEmail(validate=validate.Length(max=320))
     invoice_id = fields.String(validate=validate.Length(1, 255))
     auth_token = fields.String(load_only=True, metadata={"description": "The API key, if not sent as a Bearer token."})
 
@@ -331,10 +365,8 @@ class UsageBalanceSchema(_Strict):
             raise ValidationError("Give product_id and buyer_email, or invoice_id.", "buyer_email")
 
     @post_load
-    def _normalise(self, data: dict, **kwargs: Any) -> dict:
+    def _without_auth_token(self, data: dict, **kwargs: Any) -> dict:
         data.pop("auth_token", None)
-        if "buyer_email" in data:
-            data["buyer_email"] = data["buyer_email"].strip().lower()
         return data
 
 
@@ -376,14 +408,8 @@ class ListQuerySchema(_Strict):
 class AccountListQuerySchema(ListQuerySchema):
     """``GET /addons/accounts`` filters, all optional, plus ``limit`` and ``cursor``."""
 
-    buyer_email = fields.Email(validate=validate.Length(max=320))
+    buyer_email = BuyerEmail(validate=validate.Length(max=320))
     product_id = fields.String(validate=validate.Length(1, 40))
-
-    @post_load
-    def _normalise(self, data: dict, **kwargs: Any) -> dict:
-        if "buyer_email" in data:
-            data["buyer_email"] = data["buyer_email"].lower()
-        return data
 
 
 class WriteSchema(_Strict):
@@ -424,16 +450,15 @@ class ErrorSchema(_Strict):
 
 # -- auto top-up ---------------------------------------------------------------------
 
-class AutoTopUpSettingsSchema(_Strict):
-    """``PUT …/auto-top-up``: replaces the settings; an omitted optional field is cleared."""
+class BuyerAutoTopUpSettingsSchema(_Strict):
+    """``PUT /addons/me/…/auto-top-up``: the buyer's own settings, replaced as a
+    whole. No ``customer``: the host names it (``buyer_loader``), never the browser."""
 
     enabled = fields.Boolean(required=True, truthy={True}, falsy={False})
     threshold = Credits(minimum=0, allow_none=True, load_default=None,
                         metadata={"description": "Top up when the balance is at or below this."})
     payment_method = fields.String(validate=validate.Length(1, 255), allow_none=True, load_default=None,
                                    metadata={"example": "pm_card_visa"})
-    customer = fields.String(validate=validate.Length(1, 255), allow_none=True, load_default=None,
-                             metadata={"description": "The gateway's customer (required by Stripe)."})
     idempotency_key = fields.String(load_only=True, validate=validate.Length(1, 255))
 
     @validates_schema
@@ -443,6 +468,13 @@ class AutoTopUpSettingsSchema(_Strict):
                        for name in ("threshold", "payment_method") if data.get(name) is None}
             if missing:
                 raise ValidationError(missing)
+
+
+class AutoTopUpSettingsSchema(BuyerAutoTopUpSettingsSchema):
+    """``PUT …/auto-top-up``: replaces the settings; an omitted optional field is cleared."""
+
+    customer = fields.String(validate=validate.Length(1, 255), allow_none=True, load_default=None,
+                             metadata={"description": "The gateway's customer (required by Stripe)."})
 
 
 # -- credit grants -------------------------------------------------------------------
@@ -512,7 +544,10 @@ class TopUpSchema(_Strict):
 
     id = fields.String(metadata={"example": "topup_01jd3k5q8w2n7x4m6r9t0v1b2c"})
     account_id = fields.String()
-    status = fields.String(validate=validate.OneOf(["pending", "charging", "succeeded", "failed", "canceled"]))
+    status = fields.String(validate=validate.OneOf(
+        ["pending", "charging", "unresolved", "pending_settlement", "succeeded", "failed", "canceled"]),
+        metadata={"description": "unresolved: the gateway never answered (lookup, or resolve it); "
+                                 "pending_settlement: charged, not yet settled (credited once it succeeds)."})
     banks = fields.Integer()
     credits = fields.Integer()
     amount = fields.String(metadata={"example": "19.00"})
@@ -523,7 +558,26 @@ class TopUpSchema(_Strict):
     failure_code = fields.String(allow_none=True, metadata={"example": "card_declined"})
     failure_message = fields.String(allow_none=True)
     attempts = fields.Integer(metadata={"description": "Calls made to the gateway."})
-    next_attempt_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+    next_attempt_at = fields.String(allow_none=True, metadata={
+        "format": "date-time", "description": "The next charge attempt, or the next lookup at the gateway."})
     created_at = fields.String(metadata={"format": "date-time"})
     updated_at = fields.String(metadata={"format": "date-time"})
     completed_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+
+
+class TopUpResolveSchema(_Strict):
+    """``POST …/top-ups/<id>/resolve``: what the merchant found at the gateway."""
+
+    outcome = fields.String(required=True, validate=validate.OneOf(["succeeded", "failed"]),
+                            metadata={"description": "succeeded: the charge was made (credit it); "
+                                                     "failed: no money was taken."})
+    charge_id = fields.String(validate=validate.Length(1, 255), metadata={
+        "example": "pi_3PqZ2b2eZvKYlo2C1a2b3c4d", "description": "The gateway's charge id; only with succeeded."})
+    idempotency_key = fields.String(load_only=True, validate=validate.Length(1, 255))
+
+    @validates_schema
+    def _charge_id_with_success(self, data: dict, **kwargs: Any) -> None:
+        if data.get("outcome") == "succeeded" and "charge_id" not in data:
+            raise ValidationError({"charge_id": ["Required when outcome is succeeded."]})
+        if data.get("outcome") == "failed" and "charge_id" in data:
+            raise ValidationError({"charge_id": ["Only with outcome succeeded."]})

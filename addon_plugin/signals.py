@@ -36,6 +36,13 @@ balance_low = _signals.signal("balance-low")
 #: ``previous_balance``.
 balance_depleted = _signals.signal("balance-depleted")
 
+#: Sent when the ledger refused a deduction for insufficient credits, once the
+#: transaction it was refused in has ended: nothing was written for it, and
+#: receivers run outside any transaction (open one to write). Kwargs:
+#: ``account`` (as it stood at the refusal), ``kind`` (of the refused entry,
+#: e.g. ``"usage"``) and ``requested`` (the credits it needed, > 0).
+deduction_refused = _signals.signal("deduction-refused")
+
 #: Sent when an order line granted add-on credits (after its ``purchase`` entry,
 #: inside the transaction). Kwargs: ``account``, ``entry``, ``order_id``,
 #: ``quantity``, ``credits``.
@@ -49,10 +56,19 @@ top_up_succeeded = _signals.signal("top-up-succeeded")
 
 #: Sent when an automatic top-up failed, inside the transaction that records
 #: the failure: a decline (``card_declined``, ``authentication_required``, …),
-#: ``gateway_unavailable`` after its retries, or ``daily_limit_reached`` (decided
-#: but not charged). Kwargs: ``account``, ``top_up`` (a dict, as for
-#: :data:`top_up_succeeded`), ``failure`` (``{"code", "message"}``).
+#: ``gateway_unavailable`` (the gateway's lookup found no charge),
+#: ``resolved_as_failed`` (the merchant said so), or, without a charge,
+#: ``daily_limit_reached`` or ``balance_limit_exceeded``. Kwargs: ``account``,
+#: ``top_up`` (a dict, as for :data:`top_up_succeeded`), ``failure``
+#: (``{"code", "message"}``).
 top_up_failed = _signals.signal("top-up-failed")
+
+#: Sent when an automatic top-up's outcome is unknown once its gateway retries
+#: ran out (or the gateway's answers disagree), inside the transaction that
+#: marks it ``unresolved``. It blocks new top-ups until the gateway's lookup or
+#: the merchant (``POST …/top-ups/<id>/resolve``) settles it. Kwargs:
+#: ``account``, ``top_up`` (a dict, as for :data:`top_up_succeeded`).
+top_up_unresolved = _signals.signal("top-up-unresolved")
 
 #: Sent when auto top-up was switched off for an account by the plugin, inside
 #: that transaction. Kwargs: ``account`` and ``reason`` (``"max_failures"``,
@@ -78,9 +94,11 @@ __all__ = [
     "balance_changed",
     "balance_low",
     "balance_depleted",
+    "deduction_refused",
     "addon_purchased",
     "top_up_succeeded",
     "top_up_failed",
+    "top_up_unresolved",
     "auto_top_up_disabled",
     "product_saved",
     "webhook_delivery_failed",

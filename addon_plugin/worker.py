@@ -2,7 +2,9 @@
 
 Features register tasks (webhook deliveries, top-ups) on the app; the worker
 runs every task until none has anything due. A task is a callable that does a
-bounded batch of due work and returns how many items it handled.
+bounded batch of due work and returns how many items it handled. A task
+registered ``once_per_run`` (asking a gateway again, say) runs in the first
+round of each run only.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import logging
 import threading
 from collections.abc import Callable
 
-from flask import Flask, current_app
+from flask import Flask
+
+from .state import get_state
 
 __all__ = ["register_task", "run_once", "run_forever"]
 
@@ -20,13 +24,9 @@ log = logging.getLogger(__name__)
 Task = Callable[[], int]
 
 
-def register_task(app: Flask, name: str, task: Task) -> None:
+def register_task(app: Flask, name: str, task: Task, *, once_per_run: bool = False) -> None:
     """Add a task to the app's worker (called from ``init_app``)."""
-    app.extensions.setdefault("addons.worker_tasks", {})[name] = task
-
-
-def _tasks() -> dict[str, Task]:
-    return current_app.extensions.get("addons.worker_tasks", {})
+    get_state(app).worker_tasks[name] = (task, once_per_run)
 
 
 def run_once() -> int:
@@ -34,10 +34,12 @@ def run_once() -> int:
 
     Work that falls due while this runs (an immediate retry) is done too.
     """
-    total = 0
+    total, first_round = 0, True
     while True:
         handled = 0
-        for name, task in _tasks().items():
+        for name, (task, once_per_run) in get_state().worker_tasks.items():
+            if once_per_run and not first_round:
+                continue
             try:
                 handled += task()
             except Exception:
@@ -45,6 +47,7 @@ def run_once() -> int:
         total += handled
         if handled == 0:
             return total
+        first_round = False
 
 
 def run_forever(poll_interval: float = 0.2, stop: threading.Event | None = None) -> None:

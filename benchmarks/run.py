@@ -45,6 +45,7 @@ def sqlite_url() -> Iterator[str]:
     try:
         yield f"sqlite:///{folder}/bench.sqlite3"
     finally:
+        storage.unbind()
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -64,7 +65,7 @@ def postgres_url() -> Iterator[str | None]:
     try:
         yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
     finally:
-        storage.bind("sqlite:///:memory:")
+        storage.unbind()
         admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
 
@@ -189,16 +190,17 @@ def _raw_same_statements(url: str, account_id: str, seconds: float) -> float:
     if url.startswith("sqlite"):
         conn = sqlite3.connect(url[len("sqlite:///"):], isolation_level=None)
         conn.execute("PRAGMA synchronous=normal")
-        update, insert = ledger._SQL["update"]["sqlite"], ledger._SQL["insert_entry"]["sqlite"]
-        draw = grants._SQL["draw_first"]["sqlite"]
+        statements = ledger._SQL.by_dialect["sqlite"]
+        update, insert = statements["update"], statements["insert_entry"]
+        draw = grants._SQL.by_dialect["sqlite"]["draw_first"]
 
         def once() -> None:
             conn.execute("BEGIN IMMEDIATE")
             moment = now()
-            row = conn.execute(update, (-1, moment, account_id, -1, -1, -1, moment, account_id, None)).fetchone()
+            row = conn.execute(update, (-1, moment, account_id, -1, -1, -1, moment, account_id, None, None)).fetchone()
             grant_id = conn.execute(draw, (1, account_id, moment, 1)).fetchone()[0]
             conn.execute(insert, (storage.new_id("entry"), account_id, row[9], -1, row[4], "usage", "", None,
-                                  "{}", None, None, moment, grant_id))
+                                  "{}", None, None, moment, grant_id, None))
             conn.execute("COMMIT")
     else:
         import psycopg2
@@ -206,14 +208,15 @@ def _raw_same_statements(url: str, account_id: str, seconds: float) -> float:
         conn = psycopg2.connect(url)
         conn.autocommit = True
         cursor = conn.cursor()
-        statement = ledger._SQL["update_draw_and_insert"]["postgresql"]
+        statement = ledger._SQL.by_dialect["postgresql"]["update_draw_and_insert"]
 
         def once() -> None:
             cursor.execute("BEGIN")
             moment = now()
-            cursor.execute(statement, (-1, moment, account_id, -1, -1, -1, moment, account_id, None,
+            cursor.execute(statement, (-1, moment, account_id, -1, -1, -1, moment, account_id, None, None,
                                        1, account_id, moment, 1, account_id,
-                                       storage.new_id("entry"), -1, "usage", "", None, "{}", None, None, moment))
+                                       storage.new_id("entry"), -1, "usage", "", None, "{}", None, None, moment,
+                                       None))
             cursor.fetchone()
             cursor.execute("COMMIT")
 

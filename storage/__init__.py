@@ -3,7 +3,8 @@
 Holds every table and no business logic; knows nothing of Flask or HTTP.
 """
 
-from .database import bind, db, dialect, on_commit, transaction
+from .database import after_transaction, bind, db, dialect, on_commit, transaction, unbind
+from .dialects import Statements, sql
 from .ids import new_id
 from .models import (
     ALL_MODELS,
@@ -19,6 +20,8 @@ from .models import (
     Product,
     SchemaVersion,
     TOP_UP_IN_FLIGHT,
+    TOP_UP_TO_CHARGE,
+    TOP_UP_TO_LOOK_UP,
     TopUp,
     WebhookAttempt,
     WebhookDelivery,
@@ -42,12 +45,16 @@ __all__ = [
     "Order",
     "Product",
     "SchemaVersion",
+    "Statements",
     "TOP_UP_IN_FLIGHT",
+    "TOP_UP_TO_CHARGE",
+    "TOP_UP_TO_LOOK_UP",
     "TopUp",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",
     "WebhookEvent",
+    "after_transaction",
     "bind",
     "current_version",
     "db",
@@ -56,6 +63,8 @@ __all__ = [
     "migrate",
     "new_id",
     "on_commit",
+    "sql",
     "transaction",
+    "unbind",
     "utcnow",
 ]

@@ -4,12 +4,16 @@ SQLite is the embedded default (WAL, foreign keys on, a busy timeout, and
 ``BEGIN IMMEDIATE`` so a writing transaction holds the write lock from its first
 statement: two writers queue instead of deadlocking on a lock upgrade).
 PostgreSQL is for production; ``postgresql://`` URLs get a connection pool.
+
+One database per process: a second :func:`bind` to another URL is refused, so
+one app cannot silently move another's data; :func:`unbind` releases it first.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Iterator
@@ -19,7 +23,8 @@ from peewee import Database, DatabaseProxy, SqliteDatabase
 from playhouse.db_url import connect as connect_url
 from playhouse.pool import PooledSqliteDatabase
 
-__all__ = ["db", "bind", "dialect", "transaction", "on_commit", "SQLITE_BUSY_TIMEOUT"]
+__all__ = ["db", "bind", "unbind", "dialect", "transaction", "on_commit", "after_transaction",
+           "SQLITE_BUSY_TIMEOUT"]
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +41,47 @@ _SQLITE_PRAGMAS = (
     ("busy_timeout", SQLITE_BUSY_TIMEOUT * 1000),
 )
 
+_binding_lock = threading.Lock()
+_bound_url: str | None = None
+
 
 def bind(url: str, *, pool_size: int = 20) -> Database:
     """Open the database named by ``url`` and point :data:`db` at it.
 
     ``sqlite:///path`` (relative paths are relative to the working directory),
     ``postgresql://user@host:port/name``; both pooled (``pool_size`` connections
-    per process). Returns the database.
+    per process). Returns the database. Binding the URL already bound returns its
+    database (the first pool size stays); another URL raises ``RuntimeError``
+    until :func:`unbind` has released the first.
     """
+    global _bound_url
     if not url:
         raise ValueError("Missing database URL: set ADDONS_DATABASE_URL.")
+    with _binding_lock:
+        if _bound_url == url:
+            return db.obj
+        if _bound_url is not None:
+            raise RuntimeError(
+                f"storage is already bound to {_redacted(_bound_url)}; refusing to rebind it to {_redacted(url)} "
+                "(one database per process: call storage.unbind() first to switch on purpose)."
+            )
+        database = _open(url, pool_size)
+        db.initialize(database)
+        _bound_url = url
+        return database
+
+
+def unbind() -> None:
+    """Close the bound database's connections and forget it, so :func:`bind` may
+    name another. Does nothing when none is bound."""
+    global _bound_url
+    with _binding_lock:
+        database, _bound_url = db.obj, None
+        db.initialize(None)
+        _release(database)
+
+
+def _open(url: str, pool_size: int) -> Database:
     scheme = urlparse(url).scheme
     if scheme == "sqlite":
         path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
@@ -55,7 +91,7 @@ def bind(url: str, *, pool_size: int = 20) -> Database:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         # Pooled: closing a request's connection keeps it for the next request,
         # instead of reopening (pragmas) and, for the last one, checkpointing the WAL.
-        database = PooledSqliteDatabase(
+        return PooledSqliteDatabase(
             path,
             pragmas=_SQLITE_PRAGMAS,
             timeout=SQLITE_BUSY_TIMEOUT,
@@ -64,20 +100,22 @@ def bind(url: str, *, pool_size: int = 20) -> Database:
             max_connections=pool_size,
             stale_timeout=300,
         )
-    elif scheme in ("postgres", "postgresql"):
+    if scheme in ("postgres", "postgresql"):
         pooled = "postgresql+pool" + url[len(scheme):]
-        database = connect_url(
-            pooled, max_connections=pool_size, stale_timeout=300, timeout=10, connect_timeout=5
-        )
-    else:
-        database = connect_url(url)
-    _release(db.obj)
-    db.initialize(database)
-    return database
+        return connect_url(pooled, max_connections=pool_size, stale_timeout=300, timeout=10, connect_timeout=5)
+    return connect_url(url)
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password, fit for an error message."""
+    parts = urlparse(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
 def _release(database: Database | None) -> None:
-    """Close a database the proxy is about to stop pointing at."""
+    """Close a database the proxy no longer points at."""
     if database is None:
         return
     try:
@@ -94,6 +132,11 @@ def dialect() -> str:
     return "sqlite" if isinstance(db.obj, SqliteDatabase) else "postgresql"
 
 
+# Per thread: how deep this thread is in transaction() blocks, and what runs
+# when the outermost one ends (see after_transaction).
+_blocks = threading.local()
+
+
 @contextmanager
 def transaction() -> Iterator[None]:
     """Join the current transaction, or begin one.
@@ -102,8 +145,27 @@ def transaction() -> Iterator[None]:
     rolls the whole transaction back. Code that catches an error inside a
     transaction and carries on must only catch errors raised before it wrote.
     """
-    with db.transaction():
-        yield
+    depth = getattr(_blocks, "depth", 0)
+    _blocks.depth = depth + 1
+    try:
+        with db.transaction():
+            yield
+    finally:
+        _blocks.depth = depth
+        if depth == 0:
+            _run_after_transaction()
+
+
+def _guarded(fn: Callable[[], object], what: str) -> Callable[[], None]:
+    """``fn`` with its errors logged, never raised: what it follows is already over."""
+
+    def guarded() -> None:
+        try:
+            fn()
+        except Exception:
+            log.exception("%s callback %r failed", what, fn)
+
+    return guarded
 
 
 def on_commit(fn: Callable[[], object]) -> None:
@@ -112,14 +174,29 @@ def on_commit(fn: Callable[[], object]) -> None:
     Nothing runs if the transaction rolls back. Errors ``fn`` raises are logged,
     never raised: the change they follow is already committed.
     """
-
-    def guarded() -> None:
-        try:
-            fn()
-        except Exception:
-            log.exception("on_commit callback %r failed", fn)
-
+    guarded = _guarded(fn, "on_commit")
     if db.obj is not None and db.in_transaction():
         db.after_commit(guarded)
     else:
         guarded()
+
+
+def after_transaction(fn: Callable[[], object]) -> None:
+    """Run ``fn`` once the outermost :func:`transaction` block has ended,
+    committed or rolled back (now, if none is open).
+
+    For what follows a refusal: a refused change rolls its transaction back, yet
+    what it tells (a deduction was refused) stays true. ``fn`` runs outside the
+    transaction and opens its own to write. Errors are logged, never raised.
+    """
+    guarded = _guarded(fn, "after_transaction")
+    if getattr(_blocks, "depth", 0) == 0:
+        guarded()
+    else:
+        _blocks.pending = [*getattr(_blocks, "pending", ()), guarded]
+
+
+def _run_after_transaction() -> None:
+    pending, _blocks.pending = getattr(_blocks, "pending", ()), []
+    for fn in pending:
+        fn()

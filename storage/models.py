@@ -50,6 +50,8 @@ __all__ = [
     "WebhookDelivery",
     "WebhookAttempt",
     "TOP_UP_IN_FLIGHT",
+    "TOP_UP_TO_CHARGE",
+    "TOP_UP_TO_LOOK_UP",
     "TopUp",
     "Order",
     "CreditGrant",
@@ -186,6 +188,18 @@ class CreditAccount(BaseModel):
         )
 
 
+# The worker finds the accounts whose retry block has passed (few ever have one).
+CreditAccount.add_index(CreditAccount.index(
+    CreditAccount.top_up_blocked_until, name="credit_account_retry_at",
+    where=SQL("top_up_blocked_until IS NOT NULL"),
+))
+# The worker finds the accounts whose soonest grant expiry has come.
+CreditAccount.add_index(CreditAccount.index(
+    CreditAccount.next_expiry_at, name="credit_account_next_expiry_at",
+    where=SQL("next_expiry_at IS NOT NULL"),
+))
+
+
 class LedgerEntry(BaseModel):
     """One balance change; append-only. ``balance_after`` is the balance it left."""
 
@@ -204,21 +218,28 @@ class LedgerEntry(BaseModel):
     #: The one credit grant the entry created, drew on or took from; an entry
     #: touching several grants (or debt) has ``GrantAllocation`` rows instead.
     grant_id = CharField(max_length=40, null=True)
+    #: Who issued ``idempotency_key`` (``api``, ``hook`` or ``host``; NULL without
+    #: a key): keys of different spaces never match, whatever their text.
+    key_space = CharField(max_length=10, null=True)
 
     class Meta:
         # The (account, sequence) index also serves the account foreign key.
         indexes = ((("account", "sequence"), True),)
 
 
-LedgerEntry.add_index(LedgerEntry.index(LedgerEntry.account, LedgerEntry.idempotency_key, unique=True)
-                      .where(LedgerEntry.idempotency_key.is_null(False)))
+LedgerEntry.add_index(LedgerEntry.index(LedgerEntry.account, LedgerEntry.key_space, LedgerEntry.idempotency_key,
+                                        unique=True).where(LedgerEntry.idempotency_key.is_null(False)))
 LedgerEntry.add_index(LedgerEntry.index(LedgerEntry.reference).where(LedgerEntry.reference.is_null(False)))
 
 
 class IdempotencyRecord(BaseModel):
-    """The stored result of a write request, per (merchant, key), for replays."""
+    """The stored result of a write request, per (merchant, key space, key), for
+    replays. ``key`` is the client's key exactly as sent; ``key_space`` is whose
+    it is (``api``: the merchant's API keys; ``buyer:<sha256 of the e-mail>``: a
+    signed-in buyer), so no caller is ever replayed another's answer."""
 
     merchant = ForeignKeyField(Merchant, on_delete="CASCADE", index=False)
+    key_space = CharField(max_length=100)
     key = CharField(max_length=255)
     request_hash = CharField(max_length=64)
     response_status = IntegerField()
@@ -226,7 +247,7 @@ class IdempotencyRecord(BaseModel):
     created_at = DateTimeField(default=utcnow, index=True)
 
     class Meta:
-        primary_key = CompositeKey("merchant", "key")
+        primary_key = CompositeKey("merchant", "key_space", "key")
 
 
 class SchemaVersion(BaseModel):
@@ -321,9 +342,15 @@ class WebhookAttempt(BaseModel):
     class Meta:
         # Also serves the delivery foreign key. Unique: no attempt is recorded twice.
         indexes = ((("delivery", "number"), True),)
-#: Top-up statuses that count as "in flight": at most one row per account (a
-#: unique partial index) may have one of them.
-TOP_UP_IN_FLIGHT = ("pending", "charging")
+
+
+#: Top-up statuses still to be charged: due at ``next_attempt_at``.
+TOP_UP_TO_CHARGE = ("pending", "charging")
+#: Top-up statuses whose outcome the gateway's lookup settles: next asked at ``next_attempt_at``.
+TOP_UP_TO_LOOK_UP = ("unresolved", "pending_settlement")
+#: Top-up statuses that count as "in flight" and block a new top-up: at most
+#: one row per account (a unique partial index) may have one of them.
+TOP_UP_IN_FLIGHT = TOP_UP_TO_CHARGE + TOP_UP_TO_LOOK_UP
 
 
 class TopUp(BaseModel):
@@ -331,15 +358,18 @@ class TopUp(BaseModel):
     ``currency``'s minor units), crediting ``credits``.
 
     ``status`` is ``pending`` (decided, due at ``next_attempt_at``), ``charging``
-    (leased by a worker holding ``lease`` until ``next_attempt_at``), then
-    ``succeeded``, ``failed`` or ``canceled``. ``payment_method`` and ``customer``
-    are copied at decision time so every attempt sends the gateway the same charge.
+    (leased by a worker holding ``lease`` until ``next_attempt_at``),
+    ``unresolved`` (the outcome is unknown) or ``pending_settlement`` (the gateway
+    accepted a charge that has not settled), both looked up again at
+    ``next_attempt_at``; then ``succeeded``, ``failed`` or ``canceled``.
+    ``payment_method`` and ``customer`` are the account's when the first attempt
+    is claimed, kept so every attempt sends the gateway the same charge.
     """
 
     id = CharField(primary_key=True, max_length=40)
     account = ForeignKeyField(CreditAccount, backref="top_ups", on_delete="CASCADE", index=False)
     merchant = ForeignKeyField(Merchant, on_delete="CASCADE")
-    status = CharField(max_length=16)
+    status = CharField(max_length=32)
     banks = IntegerField()
     credits = BigIntegerField()
     amount_minor = BigIntegerField()
@@ -368,6 +398,9 @@ TopUp.add_index(TopUp.index(
     TopUp.account, unique=True, name="top_up_one_in_flight",
     where=SQL("status IN (%s)" % ", ".join(f"'{s}'" for s in TOP_UP_IN_FLIGHT)),
 ))
+
+# The decline budget and the daily limit count an account's recent outcomes.
+TopUp.add_index(TopUp.index(TopUp.account, TopUp.completed_at, name="top_up_account_completed"))
 
 
 class Order(BaseModel):
@@ -408,6 +441,24 @@ class CreditGrant(BaseModel):
 
     class Meta:
         table_name = "credit_grant"
+
+
+# An account's spendable grants: one range of this index, in consumption order.
+CreditGrant.add_index(CreditGrant.index(
+    CreditGrant.account, CreditGrant.priority, CreditGrant.expires_at, CreditGrant.id,
+    name="credit_grant_spendable", where=SQL("status = 'active'"),
+))
+# An account's grants newest first (the list), and an order's grants (exact refunds).
+CreditGrant.add_index(CreditGrant.index(CreditGrant.account, CreditGrant.id, name="credit_grant_account_id"))
+CreditGrant.add_index(CreditGrant.index(
+    CreditGrant.account, CreditGrant.reference, name="credit_grant_reference",
+    where=SQL("reference IS NOT NULL"),
+))
+# What the worker warns about: active grants that expire and were not warned of yet.
+CreditGrant.add_index(CreditGrant.index(
+    CreditGrant.expires_at, name="credit_grant_to_warn",
+    where=SQL("status = 'active' AND expires_at IS NOT NULL AND expiry_warned_at IS NULL"),
+))
 
 
 class GrantAllocation(BaseModel):

@@ -1,4 +1,5 @@
-"""Fixtures that chain: database_url → app → merchant → product → account.
+"""Fixtures that chain: database_url → app → merchant → product → account
+(→ auto_account_id, with the top-up fixtures other areas use too).
 
 Every test that uses ``app`` runs twice: on SQLite (a file in tmp_path) and on
 PostgreSQL (a database made for this run and dropped after it). The PostgreSQL
@@ -10,17 +11,16 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
-from datetime import datetime, timedelta
-from decimal import Decimal
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 
 import pytest
 from flask import Flask
 
 import storage
-from addon_plugin import AddonPlugin, ledger, merchants
-
-POSTGRES_ADMIN_URL = os.environ.get("ADDONS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+from addon_plugin import ledger, merchants, signals
+from addon_plugin.topup import TestGateway, set_auto_top_up
+from tests.helpers import POSTGRES_ADMIN_URL, THRESHOLD, Clock, bearer, create_product, empty_postgres, make_app
 
 
 def _postgres_admin():
@@ -46,10 +46,20 @@ def postgres_url() -> Iterator[str]:
     try:
         yield url
     finally:
-        storage.bind("sqlite:///:memory:")  # release the pool's connections
+        storage.unbind()  # release the pool's connections
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(autouse=True)
+def _release_database() -> Iterator[None]:
+    """Unbind the database a test bound (through a host app it made, say), so the
+    next test may bind its own; one bound by a wider fixture stays bound."""
+    bound = storage.db.obj
+    yield
+    if storage.db.obj is not bound:
+        storage.unbind()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -60,21 +70,33 @@ def database_url(request, tmp_path) -> str:
     return request.getfixturevalue("postgres_url")
 
 
-def _empty_postgres() -> None:
-    tables = [m._meta.table_name for m in storage.ALL_MODELS if m is not storage.SchemaVersion]
-    if storage.SchemaVersion.table_exists():
-        existing = set(storage.db.get_tables())
-        names = ", ".join(f'"{t}"' for t in tables if t in existing)
-        if names:
-            storage.db.execute_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_database(request, tmp_path) -> Iterator[Callable[[], str]]:
+    """Makes empty, unmigrated databases of each kind: each call returns a new one's URL."""
+    made: list[str] = []
+    admin = None
+    if request.param == "postgresql":
+        try:
+            admin = _postgres_admin()
+        except Exception as error:
+            pytest.skip(f"PostgreSQL not available at {POSTGRES_ADMIN_URL}: {error}".strip())
 
+    def make() -> str:
+        name = f"addons_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        made.append(name)
+        if admin is None:
+            return f"sqlite:///{tmp_path}/{name}.sqlite3"
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        return f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
 
-def make_app(database_url: str, instance_path: str, **config) -> Flask:
-    """A host app with the plugin mounted, as a host would do it."""
-    app = Flask("host", instance_path=instance_path)
-    app.config.update(TESTING=True, ADDONS_DATABASE_URL=database_url, **config)
-    AddonPlugin(app)
-    return app
+    yield make
+    if admin is not None:
+        storage.unbind()
+        with admin.cursor() as cursor:
+            for name in made:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
 
 
 @pytest.fixture
@@ -84,10 +106,9 @@ def app(database_url, tmp_path) -> Iterator[Flask]:
     with app.app_context():
         storage.migrate()
         if storage.dialect() == "postgresql":
-            _empty_postgres()
+            empty_postgres()
         yield app
-        if not storage.db.is_closed():
-            storage.db.close()
+    storage.unbind()
 
 
 @pytest.fixture
@@ -111,14 +132,6 @@ def api_key(merchant) -> str:
     return merchant[1].key
 
 
-def create_product(merchant_id: str, **fields) -> storage.Product:
-    """An add-on product row (the products service comes with the API)."""
-    values = dict(name="100 credits", price_minor=1900, currency="USD", credit_amount=100,
-                  top_up_allowed=True, overdraft_limit=0)
-    values.update(fields)
-    return storage.Product.create(id=storage.new_id("prod"), merchant=merchant_id, **values)
-
-
 @pytest.fixture
 def product(merchant_id) -> storage.Product:
     return create_product(merchant_id)
@@ -137,37 +150,6 @@ def funded_account_id(account_id) -> str:
     return account_id
 
 
-def ledger_sum(account_id: str) -> int:
-    """The sum of the account's ledger, straight from the table."""
-    from peewee import fn
-
-    total = (storage.LedgerEntry.select(fn.COALESCE(fn.SUM(storage.LedgerEntry.delta), 0))
-             .where(storage.LedgerEntry.account == account_id).scalar())
-    return int(total)
-
-
-def sequences(account_id: str) -> list[int]:
-    rows = (storage.LedgerEntry.select(storage.LedgerEntry.sequence)
-            .where(storage.LedgerEntry.account == account_id).order_by(storage.LedgerEntry.sequence))
-    return [row.sequence for row in rows]
-
-
-__all__ = ["Decimal", "make_app", "create_product", "ledger_sum", "sequences", "bearer", "Clock"]
-
-
-class Clock:
-    """The ledger's clock, moved by hand (time-dependent rules, no sleeps)."""
-
-    def __init__(self) -> None:
-        self.now = storage.utcnow()
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta) -> None:
-        self.now += timedelta(**delta)
-
-
 @pytest.fixture
 def clock(monkeypatch) -> Clock:
     """The ledger's clock (``ledger.utcnow``), frozen until advanced."""
@@ -177,11 +159,6 @@ def clock(monkeypatch) -> Clock:
 
 
 # -- the HTTP API ---------------------------------------------------------------------
-
-def bearer(key: str) -> dict[str, str]:
-    """Request headers carrying ``key`` as a Bearer token."""
-    return {"Authorization": f"Bearer {key}"}
-
 
 @pytest.fixture
 def auth(api_key) -> dict[str, str]:
@@ -193,3 +170,44 @@ def auth(api_key) -> dict[str, str]:
 def other_auth(app) -> dict[str, str]:
     """Headers authenticating as a second, unrelated merchant."""
     return bearer(merchants.create_merchant("Other Rockets")[1].key)
+
+
+@pytest.fixture
+def real_ids(merchant, product, funded_account_id) -> dict[str, str]:
+    """Ids of real objects, so the schemathesis walk's requests reach past the 404s.
+    The key id is a spare key's: revoking it must not lock the run out."""
+    return {"product_id": product.id, "account_id": funded_account_id,
+            "key_id": merchants.create_api_key(merchant[0].id).id}
+
+# -- top-ups (the API, hooks and webhooks use them too) -------------------------------
+
+@pytest.fixture
+def gateway(app) -> TestGateway:
+    """The app's payment gateway: a fresh :class:`TestGateway` to inspect."""
+    gateway = TestGateway()
+    app.config["ADDONS_PAYMENT_GATEWAY"] = gateway
+    return gateway
+
+
+@pytest.fixture
+def auto_account_id(funded_account_id, merchant_id, gateway) -> str:
+    """bob's account: 1000 credits, auto top-up on at threshold 500 with a good card."""
+    set_auto_top_up(funded_account_id, merchant_id=merchant_id, enabled=True, threshold=THRESHOLD,
+                    payment_method="pm_card_visa")
+    return funded_account_id
+
+
+@pytest.fixture
+def received(app) -> Iterator[dict[str, list[dict]]]:
+    """The kwargs of every top-up signal the app sends, by signal name."""
+    seen: dict[str, list[dict]] = defaultdict(list)
+    receivers = {}
+    for name in ("top_up_succeeded", "top_up_failed", "top_up_unresolved", "auto_top_up_disabled"):
+        def receiver(sender, _name=name, **kwargs):
+            assert sender is app
+            seen[_name].append(kwargs)
+        receivers[name] = receiver
+        getattr(signals, name).connect(receiver, sender=app)
+    yield seen
+    for name, receiver in receivers.items():
+        getattr(signals, name).disconnect(receiver, sender=app)

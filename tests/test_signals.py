@@ -6,10 +6,11 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import pytest
-from conftest import ledger_sum, sequences
 
 import storage
 from addon_plugin import ledger, on_commit, signals
+from addon_plugin.errors import BalanceLimitExceeded, InsufficientCredits
+from tests.helpers import ledger_sum, sequences
 
 
 @contextmanager
@@ -159,9 +160,36 @@ def test_an_on_commit_callback_that_raises_does_not_undo_the_change(app, funded_
 
 
 def test_another_apps_receivers_hear_nothing(app, tmp_path, funded_account_id, database_url):
-    from conftest import make_app
+    from tests.helpers import make_app
 
     other = make_app(database_url, str(tmp_path / "other"))
     with recording(other, signals.balance_changed) as calls:
         ledger.record(funded_account_id, -1, "usage")
     assert calls == []
+
+
+def test_deduction_refused_is_sent_after_the_refused_transaction_ended(app, funded_account_id):
+    """Sent once the transaction the deduction was refused in has rolled back:
+    the receiver's own transaction commits, the deduction still wrote nothing."""
+    seen = []
+
+    def receiver(sender, account, kind, requested):
+        seen.append((sender, account, kind, requested, storage.db.in_transaction()))
+        with storage.transaction():
+            storage.Merchant.create(id="mer_audit_refused", name=str(account.balance))
+
+    signals.deduction_refused.connect(receiver, sender=app)
+    try:
+        with pytest.raises(InsufficientCredits):
+            with storage.transaction():  # a caller's transaction, as the API's
+                ledger.record(funded_account_id, -1001, "usage")
+                assert seen == []  # not while it is open
+        with pytest.raises(BalanceLimitExceeded):
+            ledger.record(funded_account_id, ledger.MAX_CREDITS, "adjustment")  # not a deduction
+    finally:
+        signals.deduction_refused.disconnect(receiver, sender=app)
+    [(sender, account, kind, requested, in_transaction)] = seen
+    assert (sender, kind, requested, in_transaction) == (app, "usage", 1001, False)
+    assert account == ledger.get_account(funded_account_id) and account.balance == 1000
+    assert storage.Merchant.get_by_id("mer_audit_refused").name == "1000"
+    assert sequences(funded_account_id) == [1] and ledger_sum(funded_account_id) == 1000

@@ -23,12 +23,12 @@ from storefront.app import create_app  # noqa: E402
 @pytest.fixture
 def demo(database_url, tmp_path):
     """The storefront on a fresh instance folder (its plugin data in ``database_url``)."""
-    from conftest import _empty_postgres
+    from tests.helpers import empty_postgres
 
     if database_url.startswith("postgresql"):
         storage.bind(database_url)
         storage.migrate()
-        _empty_postgres()
+        empty_postgres()
     app = create_app({"TESTING": True, "STOREFRONT_WORKER": False, "ADDONS_DATABASE_URL": database_url},
                      instance_path=str(tmp_path / "instance"))
     with app.app_context():
@@ -253,6 +253,11 @@ def test_an_adjustment_past_the_overdraft_limit_is_refused(browser, merchant_id)
                                                          "idempotency_key": "adj-2"})
     assert answer.status_code == 422 and "value" in field_errors(answer.text)
     assert ledger.balance(account.id) == 100
+    [fresh_key] = re.findall(r'name="idempotency_key" value="(\w+)"', answer.text)
+    assert fresh_key != "adj-2"   # the refusal is kept for adj-2: a corrected try is a new request
+    corrected = browser.post(f"/buyers/{account.id}", data={"value": "-60", "description": "Less",
+                                                            "idempotency_key": fresh_key})
+    assert corrected.status_code == 302 and ledger.balance(account.id) == 40
 
 
 # -- the developer page --------------------------------------------------------------------------

@@ -64,14 +64,20 @@ def _prune() -> int:
     return delivery.prune(float(current_app.config["ADDONS_WEBHOOK_PRUNE_AFTER"]))
 
 
-def _prune_when_due() -> int:
-    """The worker's pruning task: at most once per ``ADDONS_WEBHOOK_PRUNE_INTERVAL`` per process."""
-    state = current_app.extensions["webhooks"]
-    now = time.monotonic()
-    if state["pruned_at"] is not None and now - state["pruned_at"] < current_app.config["ADDONS_WEBHOOK_PRUNE_INTERVAL"]:
-        return 0
-    state["pruned_at"] = now
-    return _prune()
+class _PruneWhenDue:
+    """The worker's pruning task (one per app): at most once per
+    ``ADDONS_WEBHOOK_PRUNE_INTERVAL`` per process."""
+
+    def __init__(self) -> None:
+        self.pruned_at: float | None = None
+
+    def __call__(self) -> int:
+        now = time.monotonic()
+        interval = current_app.config["ADDONS_WEBHOOK_PRUNE_INTERVAL"]
+        if self.pruned_at is not None and now - self.pruned_at < interval:
+            return 0
+        self.pruned_at = now
+        return _prune()
 
 
 def init_app(app: Flask) -> None:
@@ -82,10 +88,9 @@ def init_app(app: Flask) -> None:
     Reads the ``ADDONS_WEBHOOK_*`` keys (defaults in ``addon_plugin.config``).
     """
     _check_config(app)
-    app.extensions["webhooks"] = {"pruned_at": None}
     dispatcher.connect(app)
     mount(app, api.blueprint)
     register_task(app, "webhooks.deliver", delivery.deliver_due)
-    register_task(app, "webhooks.prune", _prune_when_due)
+    register_task(app, "webhooks.prune", _PruneWhenDue())
     register_pruner(app, "webhook delivery(ies)", _prune)
     addons_cli.add_command(cli.redeliver)

@@ -26,7 +26,16 @@ from urllib3.util import connection as _connection
 
 import storage
 from addon_plugin import signals
-from storage import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent, db, dialect, transaction, utcnow
+from storage import (
+    Statements,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+    db,
+    transaction,
+    utcnow,
+)
 
 from . import schedule, urls
 from .errors import InvalidUrl
@@ -65,16 +74,14 @@ _ATTEMPT = """INSERT INTO webhook_attempt
        (id, delivery_id, number, status_code, duration_ms, error, response_excerpt, created_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
 
-_SQL = {
-    "sqlite": {"claim": _CLAIM.format(lock=""), "target": _TARGET, "finish": _FINISH, "attempt": _ATTEMPT},
-    "postgresql": {"claim": _CLAIM.format(lock=" FOR UPDATE OF d SKIP LOCKED").replace("?", "%s"),
-                   "target": _TARGET.replace("?", "%s"), "finish": _FINISH.replace("?", "%s"),
-                   "attempt": _ATTEMPT.replace("?", "%s")},
-}
+_SQL = Statements(
+    claim={"sqlite": _CLAIM.format(lock=""), "postgresql": _CLAIM.format(lock=" FOR UPDATE OF d SKIP LOCKED")},
+    target=_TARGET, finish=_FINISH, attempt=_ATTEMPT,
+)
 
 
 def _execute(name: str, params: tuple):
-    return db.execute_sql(_SQL[dialect()][name], params)
+    return db.execute_sql(_SQL[name], params)
 
 
 # -- one HTTP attempt --------------------------------------------------------

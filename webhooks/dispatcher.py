@@ -23,7 +23,7 @@ from blinker import Signal
 from flask import Flask, current_app
 
 from addon_plugin import signals
-from storage import db, dialect, new_id, transaction, utcnow
+from storage import Statements, db, dialect, new_id, sql, transaction, utcnow
 
 from . import events, schedule
 
@@ -37,6 +37,7 @@ SIGNAL_EVENTS: tuple[tuple[Signal, str], ...] = (
     (signals.addon_purchased, "addon.purchased"),
     (signals.top_up_succeeded, "top_up.succeeded"),
     (signals.top_up_failed, "top_up.failed"),
+    (signals.top_up_unresolved, "top_up.unresolved"),
     (signals.auto_top_up_disabled, "auto_top_up.disabled"),
     (signals.grant_expiring, "grant.expiring"),
 )
@@ -55,7 +56,7 @@ def _statements(kind: str, rows: int) -> tuple[str, ...]:
     """The SQL that writes one event and ``rows`` deliveries, in as few statements as the dialect allows."""
     deliveries = _DELIVERY_INSERT + ", ".join([_SQL["delivery"]] * rows)
     if kind == "postgresql":
-        return (f"WITH event AS ({_SQL['event']}) {deliveries}".replace("?", "%s"),)
+        return (sql(f"WITH event AS ({_SQL['event']}) {deliveries}", kind),)
     return _SQL["event"], deliveries
 
 
@@ -66,8 +67,7 @@ def _statements(kind: str, rows: int) -> tuple[str, ...]:
 # (Without it, a delete committing between the read and the insert made the
 # insert, and with it the balance change, fail on the foreign key.) SQLite
 # writers hold the database's write lock from their first statement.
-_ENDPOINTS_SQL = {"sqlite": _SQL["endpoints"],
-                  "postgresql": _SQL["endpoints"].replace("?", "%s") + " FOR KEY SHARE"}
+_READ = Statements(endpoints={"sqlite": _SQL["endpoints"], "postgresql": _SQL["endpoints"] + " FOR KEY SHARE"})
 
 
 @lru_cache(maxsize=256)
@@ -84,7 +84,7 @@ def publish(merchant_id: str, event_type: str, body: dict[str, Any]) -> str | No
     (then nothing is written).
     """
     with transaction():
-        rows = db.execute_sql(_ENDPOINTS_SQL[dialect()], (merchant_id,)).fetchall()
+        rows = db.execute_sql(_READ["endpoints"], (merchant_id,)).fetchall()
         targets = [endpoint_id for endpoint_id, types in rows if _wants(types, event_type)]
         if not targets:
             return None
@@ -115,10 +115,5 @@ def _receiver(event_type: str):
 
 def connect(app: Flask) -> None:
     """Subscribe the outbox to the app's signals (``init_app`` calls this once per app)."""
-    receivers = app.extensions.setdefault("webhooks.receivers", [])
-    if receivers:
-        return
     for signal, event_type in SIGNAL_EVENTS:
-        receiver = _receiver(event_type)
-        signal.connect(receiver, sender=app, weak=False)
-        receivers.append((signal, receiver))
+        signal.connect(_receiver(event_type), sender=app, weak=False)

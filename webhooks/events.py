@@ -30,6 +30,7 @@ EXTRA_FIELDS: dict[str, tuple[str, ...]] = {
     "addon.purchased": ("order_id", "quantity", "credits"),
     "top_up.succeeded": ("top_up",),
     "top_up.failed": ("top_up", "failure"),
+    "top_up.unresolved": ("top_up",),
     "auto_top_up.disabled": ("reason",),
     "grant.expiring": ("grant",),
 }

@@ -26,10 +26,11 @@ log = logging.getLogger(__name__)
 ROUTE_MODULES = ["usage", "top_ups", "docs", "products", "accounts", "grants", "api_keys", "me"]
 
 
-def _error_response(code: str, message: str, status: int, fields: dict | None = None):
+def _error_response(code: str, message: str, status: int, fields: dict | None = None,
+                    headers: dict[str, str] | None = None):
     from .http import respond
 
-    return respond({"error": {"code": code, "message": message, "fields": fields or {}}}, status)
+    return respond({"error": {"code": code, "message": message, "fields": fields or {}}}, status, headers=headers)
 
 
 def _before_request() -> None:
@@ -48,8 +49,10 @@ _HTTP_CODES = {413: "payload_too_large"}
 
 
 def _http_error(error: HTTPException):
+    """Werkzeug's error as JSON, keeping its headers (a 405's ``Allow``)."""
     code = _HTTP_CODES.get(error.code or 500) or (error.name or "error").lower().replace(" ", "_")
-    return _error_response(code, error.description or error.name, error.code or 500)
+    headers = {name: value for name, value in error.get_headers() if name.lower() != "content-type"}
+    return _error_response(code, error.description or error.name, error.code or 500, headers=headers)
 
 
 def _database_error(error: Exception):
@@ -106,4 +109,4 @@ def mount(app: Flask, api: Blueprint) -> None:
     """Register ``api`` (made by :func:`api_blueprint`) under ``ADDONS_URL_PREFIX``,
     its routes listed in the OpenAPI document with the plugin's own."""
     app.register_blueprint(api, url_prefix=app.config["ADDONS_URL_PREFIX"])
-    document_blueprint(api.name)
+    document_blueprint(app, api.name)

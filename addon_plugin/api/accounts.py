@@ -1,16 +1,11 @@
 """``/addons/accounts``: buyers' credit accounts, their ledgers, and manual
-adjustments. Every balance change goes through :func:`addon_plugin.ledger.record`."""
+adjustments, served by :mod:`addon_plugin.accounts` (which hosts call too)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Response
 
-import storage
-
-from .. import grants, ledger
-from ..present import account_body, adjustment_body, entry_body
+from .. import accounts
 from ..schemas import (
     AccountListQuerySchema,
     AccountSchema,
@@ -20,9 +15,8 @@ from ..schemas import (
     ListQuerySchema,
 )
 from . import blueprint
-from .http import actor, authenticate, grant_terms, idempotency_key, load, load_query, respond, write
+from .http import actor, authenticate, idempotency_key, load, load_query, respond, write
 from .openapi import operation
-from .pagination import paginate
 
 _list_schema = AccountListQuerySchema()
 _ledger_schema = ListQuerySchema()
@@ -35,13 +29,7 @@ _adjustment_schema = AdjustmentCreateSchema()
 def list_accounts() -> Response:
     """The merchant's accounts, newest first; filter by ``buyer_email`` and/or ``product_id``."""
     merchant_id = authenticate()
-    args = load_query(_list_schema)
-    query = storage.CreditAccount.select().where(storage.CreditAccount.merchant == merchant_id)
-    if "buyer_email" in args:
-        query = query.where(storage.CreditAccount.buyer_email == args["buyer_email"])
-    if "product_id" in args:
-        query = query.where(storage.CreditAccount.product == args["product_id"])
-    return respond(paginate(query, storage.CreditAccount.id, args, account_body))
+    return respond(accounts.list_accounts(merchant_id, **load_query(_list_schema)))
 
 
 @blueprint.get("/addons/accounts/<account_id>")
@@ -49,7 +37,7 @@ def list_accounts() -> Response:
 def get_account(account_id: str) -> Response:
     """One account; 404 ``account_not_found`` (also for another merchant's)."""
     merchant_id = authenticate()
-    return respond(account_body(ledger.get_account(account_id, merchant_id)))
+    return respond(accounts.get_account(merchant_id, account_id))
 
 
 @blueprint.get("/addons/accounts/<account_id>/ledger")
@@ -58,13 +46,7 @@ def get_account(account_id: str) -> Response:
 def account_ledger(account_id: str) -> Response:
     """The account's entries, newest (highest ``sequence``) first."""
     merchant_id = authenticate()
-    args = load_query(_ledger_schema)
-    ledger.get_account(account_id, merchant_id)
-    query = storage.LedgerEntry.select().where(storage.LedgerEntry.account == account_id)
-    page = paginate(query, storage.LedgerEntry.sequence, args, lambda row: row)
-    allocations = grants.allocations_of([(row.id, row.grant_id, row.delta) for row in page["data"]])
-    page["data"] = [entry_body(row, allocations[row.id]) for row in page["data"]]
-    return respond(page)
+    return respond(accounts.list_entries(merchant_id, account_id, **load_query(_ledger_schema)))
 
 
 @blueprint.post("/addons/accounts/<account_id>/adjustments")
@@ -77,14 +59,5 @@ def create_adjustment(account_id: str) -> Response:
     402 ``insufficient_credits`` if it would pass the overdraft limit."""
     merchant_id = authenticate()
     data = load(_adjustment_schema)
-
-    def apply() -> tuple[dict[str, Any], int]:
-        ledger.get_account(account_id, merchant_id)
-        change = ledger.record(
-            account_id, data["value"], "adjustment", description=data["description"],
-            reference=data["reference"], metadata=data["metadata"],
-            idempotency_key=idempotency_key(data), actor=actor(), grant=grant_terms(data),
-        )
-        return adjustment_body(change), 201
-
-    return write(merchant_id, data, apply)
+    return write(merchant_id, data, lambda: accounts.apply_adjustment(
+        merchant_id, account_id, data, idempotency_key(data), actor()))

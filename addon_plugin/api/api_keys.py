@@ -7,15 +7,12 @@ from typing import Any
 
 from flask import Response
 
-import storage
-
 from .. import merchants
 from ..present import api_key_body, new_api_key_body
 from ..schemas import ApiKeyCreatedSchema, ApiKeySchema, ListQuerySchema, WriteSchema
 from . import blueprint
 from .http import authenticate, load, load_query, respond, write
 from .openapi import operation
-from .pagination import paginate
 
 _write_schema = WriteSchema()
 _list_schema = ListQuerySchema()
@@ -43,9 +40,7 @@ def create_api_key() -> Response:
 def list_api_keys() -> Response:
     """The merchant's keys, revoked ones included, newest first; never a secret."""
     merchant_id = authenticate()
-    args = load_query(_list_schema)
-    query = storage.ApiKey.select().where(storage.ApiKey.merchant == merchant_id)
-    return respond(paginate(query, storage.ApiKey.id, args, api_key_body))
+    return respond(merchants.list_api_keys(merchant_id, **load_query(_list_schema)))
 
 
 @blueprint.delete("/addons/api-keys/<key_id>")

@@ -9,13 +9,19 @@ from flask import Response
 
 import storage
 
-from .. import grants, ledger
+from .. import accounts, grants, ledger
+from ..idempotency import Outcome
 from ..present import grant_body, grant_created_body
-from ..schemas import GrantCreatedSchema, GrantCreateSchema, GrantListQuerySchema, GrantSchema, GrantVoidSchema
+from ..schemas import (
+    GrantCreatedSchema,
+    GrantCreateSchema,
+    GrantListQuerySchema,
+    GrantSchema,
+    GrantVoidSchema,
+)
 from . import blueprint
 from .http import actor, authenticate, idempotency_key, load, load_query, respond, write
 from .openapi import operation
-from .pagination import paginate
 
 _create_schema = GrantCreateSchema()
 _list_schema = GrantListQuerySchema()
@@ -32,15 +38,16 @@ def create_grant(account_id: str) -> Response:
     merchant_id = authenticate()
     data = load(_create_schema)
 
-    def apply() -> tuple[dict[str, Any], int]:
+    def apply() -> Outcome:
         ledger.get_account(account_id, merchant_id)
         change = ledger.record(
             account_id, data["amount"], "adjustment", description=data["description"],
             reference=data["reference"], metadata=data["metadata"], idempotency_key=idempotency_key(data),
-            actor=actor(), grant=grants.Terms(category=data["category"], expires_at=data["expires_at"],
-                                              priority=data["priority"], source="grant"))
+            key_space=ledger.API_KEYS, actor=actor(),
+            grant=grants.Terms(category=data["category"], expires_at=data["expires_at"], priority=data["priority"],
+                               source="grant"))
         grant = storage.CreditGrant.get_by_id(change.entry.allocations[0].grant_id)
-        return grant_created_body(grant, change), 201
+        return Outcome(201, grant_created_body(grant, change), replayed=change.replayed)
 
     return write(merchant_id, data, apply)
 
@@ -51,15 +58,7 @@ def create_grant(account_id: str) -> Response:
 def list_grants(account_id: str) -> Response:
     """The account's grants, newest first; filter by ``status`` and/or ``category``."""
     merchant_id = authenticate()
-    args = load_query(_list_schema)
-    ledger.get_account(account_id, merchant_id)  # also writes any due expiry first
-    grant = storage.CreditGrant
-    query = grant.select().where(grant.account == account_id)
-    if "status" in args:
-        query = query.where(grant.status == args["status"])
-    if "category" in args:
-        query = query.where(grant.category == args["category"])
-    return respond(paginate(query, grant.id, args, grant_body))
+    return respond(accounts.list_grants(merchant_id, account_id, **load_query(_list_schema)))
 
 
 @blueprint.get("/addons/grants/<grant_id>")
@@ -82,7 +81,7 @@ def void_grant(grant_id: str) -> Response:
 
     def apply() -> tuple[dict[str, Any], int]:
         grant = grants.void(grant_id, merchant_id, description=data["description"], actor=actor(),
-                            idempotency_key=idempotency_key(data))
+                            idempotency_key=idempotency_key(data), key_space=ledger.API_KEYS)
         return grant_body(grant), 200
 
     return write(merchant_id, data, apply)

@@ -23,7 +23,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
-from .. import grants, idempotency, merchants
+from .. import idempotency, merchants
 from ..errors import AuthenticationFailed, BadRequest, ValidationError
 from ..schemas import UNSTORABLE, UNSTORABLE_MESSAGE, coerce_form, refuse_unstorable
 
@@ -213,37 +213,34 @@ def respond(body: dict[str, Any], status: int = 200, headers: dict[str, str] | N
         headers=headers, mimetype="application/json")
 
 
-def grant_terms(data: dict[str, Any]) -> grants.Terms | None:
-    """The grant a positive change creates, as the request describes it."""
-    if data.get("value", 1) < 0:
-        return None
-    return grants.Terms(category=data.get("category"), expires_at=data.get("expires_at"),
-                        priority=data.get("priority", 50))
-
-
 def idempotency_key(data: dict[str, Any]) -> str | None:
-    """The request's idempotency key: the ``Idempotency-Key`` header, else the
-    body's ``idempotency_key``."""
-    key = request.headers.get("Idempotency-Key") or data.get("idempotency_key")
-    if key is not None and not (isinstance(key, str) and 0 < len(key) <= 255):
-        raise ValidationError(fields={"idempotency_key": ["Must be 1 to 255 characters."]})
-    if key is not None and UNSTORABLE.search(key):
+    """The request's idempotency key: the ``Idempotency-Key`` header (when sent,
+    even empty), else the body's ``idempotency_key``; None when neither is there.
+    An empty or blank key is a 422, never "no key": a client that meant to send
+    one must not have its request applied twice."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        key = data.get("idempotency_key")
+    if key is None:
+        return None
+    if not isinstance(key, str) or not 0 < len(key) <= 255 or not key.strip():
+        raise ValidationError(fields={"idempotency_key": ["Must be 1 to 255 characters, not all blank."]})
+    if UNSTORABLE.search(key):
         raise ValidationError(fields={"idempotency_key": [UNSTORABLE_MESSAGE]})
     return key
 
 
-def write(merchant: str, data: dict[str, Any], action: Callable[[], tuple[dict[str, Any], int]], *,
-          redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None, scope: str | None = None) -> Response:
+def write(merchant: str, data: dict[str, Any], action: idempotency.Action, *,
+          redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+          key_space: str = idempotency.MERCHANT_KEYS) -> Response:
     """Run a validated write idempotently (see :func:`idempotency_key`) and
     answer with its outcome; ``redact`` strips secrets from the stored replay;
-    ``scope`` gives a caller (a signed-in buyer) its own key space within the
+    ``key_space`` gives a caller (a signed-in buyer) its own keys within the
     merchant's, so nobody else's stored reply can be replayed to them."""
     key = idempotency_key(data)
-    if key is not None and scope is not None:
-        key = f"{scope}\x1f{key}"
     request_data = {k: v for k, v in data.items() if k != "idempotency_key"}
     request_hash = idempotency.fingerprint(request.method, request.url_rule.rule if request.url_rule else
                                            request.path, request.view_args, request_data)
-    outcome = idempotency.run(merchant, key, request_hash, action, redact=redact)
+    outcome = idempotency.run(merchant, key, request_hash, action, key_space=key_space, redact=redact)
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     return respond(outcome.body, outcome.status, headers)

@@ -6,30 +6,38 @@ buyer's account is 404). CSRF: a write must be ``application/json`` (a
 cross-site form cannot send that without a CORS preflight) and, when the
 browser sends ``Origin``, come from the host's own origin. ``Idempotency-Key``
 is honoured in a key space of the buyer's own.
+
+Who names the card: ``customer`` comes from the host (``buyer_loader``), never
+from the request; a payment method the browser names is checked with the gateway
+as belonging to that customer before it is stored.
 """
 
 from __future__ import annotations
 
-from flask import Response, current_app, request
+from typing import TYPE_CHECKING
 
-import storage
+from flask import Response, request
 
+from .. import accounts
 from ..errors import AuthenticationFailed, CrossOriginRequest
-from ..present import account_body
-from ..schemas import AccountSchema, AutoTopUpSettingsSchema, ListQuerySchema
-from ..topup import set_auto_top_up
+from ..idempotency import buyer_key_space
+from ..schemas import AccountSchema, BuyerAutoTopUpSettingsSchema, ListQuerySchema
+from ..state import get_state
+from ..topup import check_owner
 from . import blueprint
 from .http import UnsupportedMediaType, load, load_query, respond, write
 from .openapi import operation
-from .pagination import paginate
+
+if TYPE_CHECKING:
+    from ..hooks import SignedInBuyer
 
 _list_schema = ListQuerySchema()
-_settings_schema = AutoTopUpSettingsSchema()
+_settings_schema = BuyerAutoTopUpSettingsSchema()
 
 
-def _buyer() -> tuple[str, str]:
-    """``(merchant_id, buyer_email)`` of the host's signed-in buyer, else 401."""
-    buyer = current_app.extensions["addons"].current_buyer()
+def _buyer() -> SignedInBuyer:
+    """``(merchant_id, buyer_email, customer)`` of the host's signed-in buyer, else 401."""
+    buyer = get_state().plugin.current_buyer()
     if buyer is None:
         raise AuthenticationFailed("Sign in to the shop first.")
     return buyer
@@ -48,28 +56,22 @@ def _check_same_origin_json() -> None:
            many=True, session=True)
 def me_accounts() -> Response:
     """The buyer's credit accounts with this merchant, newest first (host session, no API key)."""
-    merchant_id, email = _buyer()
-    args = load_query(_list_schema)
-    query = storage.CreditAccount.select().where((storage.CreditAccount.merchant == merchant_id)
-                                                 & (storage.CreditAccount.buyer_email == email))
-    return respond(paginate(query, storage.CreditAccount.id, args, account_body))
+    merchant_id, email, _ = _buyer()
+    return respond(accounts.list_accounts(merchant_id, buyer_email=email, **load_query(_list_schema)))
 
 
 @blueprint.put("/addons/me/accounts/<account_id>/auto-top-up")
-@operation(summary="Set the signed-in buyer's auto top-up", tag="me", body=AutoTopUpSettingsSchema,
+@operation(summary="Set the signed-in buyer's auto top-up", tag="me", body=BuyerAutoTopUpSettingsSchema,
            response=AccountSchema, session=True, errors=(403, 404, 409))
 def me_auto_top_up(account_id: str) -> Response:
     """Replace the auto top-up settings of one of the buyer's accounts (as the
-    merchant's ``PUT /addons/accounts/<id>/auto-top-up`` does). JSON only; with
+    merchant's ``PUT /addons/accounts/<id>/auto-top-up`` does), without
+    ``customer``: the host's session names it. A payment method must belong to
+    that customer at the gateway (422 ``invalid_payment_method``). JSON only; with
     an ``Origin`` header, only from the host's own origin (403 ``cross_origin_request``)."""
-    merchant_id, email = _buyer()
+    buyer = _buyer()
     _check_same_origin_json()
     data = load(_settings_schema)
-
-    def apply() -> tuple[dict, int]:
-        account = set_auto_top_up(account_id, merchant_id=merchant_id, buyer_email=email,
-                                  enabled=data["enabled"], threshold=data["threshold"],
-                                  payment_method=data["payment_method"], customer=data["customer"])
-        return account_body(account), 200
-
-    return write(merchant_id, data, apply, scope=f"buyer:{email}")
+    check_owner(data["payment_method"], customer=buyer.customer)  # a gateway call: before the transaction
+    return write(buyer.merchant_id, data, lambda: accounts.apply_buyer_auto_top_up(buyer, account_id, data),
+                 key_space=buyer_key_space(buyer.buyer_email))

@@ -7,12 +7,12 @@ from flask import Response
 import storage
 
 from .. import products
+from ..pagination import paginate
 from ..present import product_body
 from ..schemas import ListQuerySchema, ProductCreateSchema, ProductSchema, ProductUpdateSchema
 from . import blueprint
 from .http import authenticate, load, load_query, respond, write
 from .openapi import operation
-from .pagination import paginate
 
 _create_schema = ProductCreateSchema()
 _update_schema = ProductUpdateSchema()
@@ -37,7 +37,7 @@ def list_products() -> Response:
     merchant_id = authenticate()
     args = load_query(_list_schema)
     query = storage.Product.select().where(storage.Product.merchant == merchant_id)
-    return respond(paginate(query, storage.Product.id, args, product_body))
+    return respond(paginate(query, storage.Product.id, product_body, limit=args["limit"], cursor=args.get("cursor")))
 
 
 @blueprint.get("/addons/products/<product_id>")

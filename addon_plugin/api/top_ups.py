@@ -1,21 +1,20 @@
-"""Auto top-up for merchants: an account's settings, and its top-ups to
-reconcile against the payment gateway. Thin: parse, call :mod:`addon_plugin.topup`, present."""
+"""Auto top-up for merchants: an account's settings, its top-ups to reconcile
+against the payment gateway, and resolving one whose outcome the gateway never
+told. Thin: parse, call :mod:`addon_plugin.accounts` (which hosts call too)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Response
 
-from .. import topup
-from ..present import account_body
-from ..schemas import AccountSchema, AutoTopUpSettingsSchema, ListQuerySchema, TopUpSchema
+from .. import accounts
+from ..schemas import AccountSchema, AutoTopUpSettingsSchema, ListQuerySchema, TopUpResolveSchema, TopUpSchema
 from . import blueprint
 from .http import authenticate, load, load_query, respond, write
 from .openapi import operation
 
 _settings_schema = AutoTopUpSettingsSchema()
 _list_schema = ListQuerySchema()
+_resolve_schema = TopUpResolveSchema()
 
 
 @blueprint.put("/addons/accounts/<account_id>/auto-top-up")
@@ -25,18 +24,13 @@ def put_auto_top_up(account_id: str) -> Response:
     """Replaces the settings: ``enabled`` is required, ``threshold`` and
     ``payment_method`` too when enabling; omitted optional fields are cleared.
     409 ``top_up_not_allowed`` for a one-time product, 409 ``no_payment_gateway``
-    when none is configured. Switching on at or below the threshold decides a
-    top-up at once."""
+    when none is configured. A change at or below the threshold decides a
+    top-up at once (within the retry block and the decline budget)."""
     merchant_id = authenticate()
     data = load(_settings_schema)
-
-    def apply() -> tuple[dict[str, Any], int]:
-        account = topup.set_auto_top_up(
-            account_id, merchant_id=merchant_id, enabled=data["enabled"], threshold=data["threshold"],
-            payment_method=data["payment_method"], customer=data["customer"])
-        return account_body(account), 200
-
-    return write(merchant_id, data, apply)
+    return write(merchant_id, data, lambda: (accounts.set_auto_top_up(
+        merchant_id, account_id, enabled=data["enabled"], threshold=data["threshold"],
+        payment_method=data["payment_method"], customer=data["customer"]), 200))
 
 
 @blueprint.get("/addons/accounts/<account_id>/top-ups")
@@ -46,9 +40,18 @@ def list_top_ups(account_id: str) -> Response:
     """The account's automatic top-ups, newest first: status, banks, credits,
     amount, currency, the gateway's charge id, failure code and times."""
     merchant_id = authenticate()
-    query = load_query(_list_schema)
-    rows = topup.list_top_ups(account_id, merchant_id=merchant_id, limit=query["limit"] + 1,
-                              before=query.get("cursor"))
-    page = rows[:query["limit"]]
-    next_cursor = page[-1].id if len(rows) > query["limit"] else None
-    return respond({"data": [topup.as_resource(row) for row in page], "next_cursor": next_cursor})
+    return respond(accounts.list_top_ups(merchant_id, account_id, **load_query(_list_schema)))
+
+
+@blueprint.post("/addons/top-ups/<top_up_id>/resolve")
+@operation(summary="Resolve an unresolved top-up", tag="top-ups", body=TopUpResolveSchema, response=TopUpSchema,
+           errors=(404, 409))
+def resolve_top_up(top_up_id: str) -> Response:
+    """Settles a top-up whose outcome the gateway never told (status
+    ``unresolved``) as you found it at the gateway: ``{"outcome": "succeeded",
+    "charge_id": "…"}`` credits it, ``{"outcome": "failed"}`` (no money was
+    taken) fails it. Answers the top-up; 409 ``top_up_not_unresolved`` for any
+    other status."""
+    merchant_id = authenticate()
+    data = load(_resolve_schema)
+    return write(merchant_id, data, lambda: accounts.apply_resolve_top_up(merchant_id, top_up_id, data))

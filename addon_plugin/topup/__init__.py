@@ -1,12 +1,15 @@
 """Auto top-up: when a buyer's balance drops to the threshold they chose, their
 payment method on file is charged for new banks of credits.
 
-Decide, then act: :mod:`.decide` subscribes to ``balance_changed`` and records
-a pending top-up in the change's own transaction; :mod:`.execute` charges it
+Decide, then act: :mod:`.decide` subscribes to ``balance_changed`` and
+``deduction_refused`` and records a pending top-up in the transaction of what
+decides it; :mod:`.execute` charges it
 after the commit (``ADDONS_TOP_UP_MODE="inline"``) or from the worker
 (``"worker"``; the worker also resumes retries and crashed attempts in both
-modes). :mod:`.settings` is the service behind the auto top-up routes and
-hooks; :mod:`.gateways` the payment interface. The ledger knows none of this.
+modes); :mod:`.settle` learns the outcome of a charge the gateway never
+answered (or has not settled) from its lookup or the merchant. :mod:`.settings`
+is the service behind the auto top-up routes and hooks; :mod:`.gateways` the
+payment interface. The ledger knows none of this.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from __future__ import annotations
 from flask import Flask
 
 from .. import signals, worker
-from . import decide, execute, settings
+from . import decide, execute, settings, settle
 from .gateways import (
+    ChargePending,
     Declined,
     Gateway,
     GatewayError,
@@ -26,9 +30,11 @@ from .gateways import (
     resolve_gateway,
 )
 from .records import as_resource, list_top_ups
-from .settings import disable_for_product, set_auto_top_up
+from .settings import check_owner, disable_for_product, set_auto_top_up
+from .settle import resolve_top_up
 
 __all__ = [
+    "ChargePending",
     "Declined",
     "Gateway",
     "GatewayError",
@@ -36,11 +42,13 @@ __all__ = [
     "StripeGateway",
     "TestGateway",
     "as_resource",
+    "check_owner",
     "current_gateway",
     "disable_for_product",
     "init_app",
     "list_top_ups",
     "resolve_gateway",
+    "resolve_top_up",
     "set_auto_top_up",
 ]
 
@@ -48,7 +56,7 @@ _MODES = ("inline", "worker")
 
 
 def init_app(app: Flask) -> None:
-    """Connect the top-up subscribers (``sender=app``) and register the worker task.
+    """Connect the top-up subscribers (``sender=app``) and register the worker tasks.
 
     Reads ``ADDONS_TOP_UP_MODE`` and ``ADDONS_PAYMENT_GATEWAY`` (resolved now, so
     a bad value fails at start-up rather than at the first top-up).
@@ -57,5 +65,8 @@ def init_app(app: Flask) -> None:
         raise ValueError(f"ADDONS_TOP_UP_MODE must be one of {_MODES}, not {app.config['ADDONS_TOP_UP_MODE']!r}.")
     current_gateway(app)
     signals.balance_changed.connect(decide.on_balance_changed, sender=app)
+    signals.deduction_refused.connect(decide.on_deduction_refused, sender=app)
     signals.product_saved.connect(settings.on_product_saved, sender=app)
     worker.register_task(app, "top_ups", execute.run_due)
+    worker.register_task(app, "top_up_retries", decide.retry_due)
+    worker.register_task(app, "top_ups.look_up", settle.look_up_due, once_per_run=True)

@@ -3,13 +3,19 @@ off by the plugin when the product stops allowing top-ups.
 
 The settings are replaced as a whole (PUT semantics): ``enabled`` is required,
 ``threshold`` and ``payment_method`` too when enabling, and an omitted optional
-field is cleared. A change resets the consecutive-failure count and the retry
-block: the buyer fixing a card is what may charge it again. Setting the same
-values twice changes nothing.
+field is cleared. Setting the same values twice changes nothing. A change at or
+below the threshold decides a top-up, within the decline budget (:mod:`.decide`).
+Switching on starts the consecutive-failure count afresh; a new card (payment
+method or customer) lifts the retry block. Neither lifts the decline budget, so
+no sequence of changes can hammer a card.
+
+A payment method the buyer's browser names is checked with the gateway
+(:func:`check_owner`) before it is stored; ``customer`` never comes from the browser.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -19,13 +25,21 @@ import storage
 from storage import CreditAccount, transaction, utcnow
 
 from .. import ledger, signals
-from ..errors import NoPaymentGateway, TopUpNotAllowed, ValidationError
+from ..errors import (
+    InvalidPaymentMethod,
+    NoPaymentGateway,
+    PaymentGatewayUnavailable,
+    TopUpNotAllowed,
+    ValidationError,
+)
 from ..ledger import MAX_CREDITS, Account
 from . import decide
 from .gateways import current_gateway
 from .records import account_row
 
-__all__ = ["set_auto_top_up", "disable_for_product", "on_product_saved"]
+__all__ = ["set_auto_top_up", "check_owner", "disable_for_product", "on_product_saved"]
+
+log = logging.getLogger(__name__)
 
 _REQUIRED_WHEN_ENABLED = "Required when enabled is true."
 
@@ -55,8 +69,10 @@ def set_auto_top_up(account_id: str, *, merchant_id: str, enabled: bool, thresho
 
     ``buyer_email`` limits it to that buyer's account (the buyer-facing route).
     Refuses with :class:`ValidationError` (422), :class:`AccountNotFound` (404),
-    :class:`TopUpNotAllowed` or :class:`NoPaymentGateway` (409). Switching on
-    with the balance already at or below the threshold decides a top-up at once.
+    :class:`TopUpNotAllowed` or :class:`NoPaymentGateway` (409). A change with
+    the balance at or below the threshold decides a top-up at once (within the
+    retry block and the decline budget). The buyer's route checks a payment
+    method with :func:`check_owner` first; the merchant and the hooks are trusted.
     """
     _check(enabled, threshold, payment_method, customer)
     now = now or utcnow()
@@ -74,12 +90,43 @@ def set_auto_top_up(account_id: str, *, merchant_id: str, enabled: bool, thresho
                 raise ValidationError(fields={"customer": ["Required by the payment gateway."]})
         new = dict(auto_top_up_enabled=enabled, threshold=threshold, payment_method=payment_method,
                    customer=customer)
-        if any(getattr(row, name) != value for name, value in new.items()):
-            new.update(top_up_failures=0, top_up_blocked_until=None)
+        if all(getattr(row, name) == value for name, value in new.items()):
+            return ledger.get_account(account_id)
+        if enabled and not row.auto_top_up_enabled:  # switching on: the failure count starts afresh
+            new["top_up_failures"] = 0
+        if (payment_method, customer) != (row.payment_method, row.customer):  # a new card: no retry block
+            new["top_up_blocked_until"] = None
         CreditAccount.update(**new).where(CreditAccount.id == account_id).execute()
         account = ledger.get_account(account_id)
         decide.decide(account, now=now)
         return account
+
+
+def check_owner(payment_method: str | None, *, customer: str | None) -> None:
+    """Check with the gateway that a payment method the buyer's browser named
+    belongs to ``customer`` (the host's, never the browser's).
+
+    Asks the gateway: call it outside any transaction. Raises
+    :class:`InvalidPaymentMethod` (422) when it does not, or when the gateway has
+    no ``owns`` to tell; :class:`PaymentGatewayUnavailable` (503) when the gateway
+    did not answer; :class:`NoPaymentGateway` (409) without a gateway.
+    """
+    if payment_method is None:
+        return
+    gateway = current_gateway()
+    if gateway is None:
+        raise NoPaymentGateway()
+    owns = getattr(gateway, "owns", None)
+    if not callable(owns):
+        raise InvalidPaymentMethod("This shop takes payment methods at checkout only.",
+                                   fields={"payment_method": ["Cannot be set from here."]})
+    try:
+        owned = owns(customer, payment_method)
+    except Exception as error:  # GatewayUnavailable, or a gateway's bug: it could not tell
+        log.warning("payment gateway could not check a payment method's owner: %r", error)
+        raise PaymentGatewayUnavailable() from error
+    if owned is not True:
+        raise InvalidPaymentMethod(fields={"payment_method": ["Not a payment method of yours."]})
 
 
 def disable_for_product(product_id: str, *, reason: str = "product_changed") -> int:

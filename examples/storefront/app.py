@@ -16,34 +16,20 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+from datetime import datetime
 from typing import Any
 
-from flask import Flask, render_template, session
+from flask import Flask, render_template
 
-import storage
-from addon_plugin import AddonPlugin, worker
+from addon_plugin import migrate, worker
 
 from . import shop
+from .addons import plugin
 from .buyer import buyer
 from .merchant import merchant
 from .seed import seed
 
 __all__ = ["create_app", "plugin"]
-
-#: The plugin, mounted on each app by :func:`create_app`.
-plugin = AddonPlugin()
-
-
-@plugin.merchant_loader
-def _signed_in_merchant() -> str | None:
-    """The demo's merchant is always signed in; a platform would read its session."""
-    return shop.the_shop().addons_merchant_id
-
-
-@plugin.buyer_loader
-def _signed_in_buyer() -> tuple[str, str] | None:
-    email = session.get("buyer_email")
-    return (shop.the_shop().addons_merchant_id, email) if email else None
 
 
 def _secret_key(instance_path: str) -> bytes:
@@ -75,6 +61,7 @@ def create_app(config: dict[str, Any] | None = None, *, instance_path: str | Non
 
     app.register_blueprint(merchant)
     app.register_blueprint(buyer)
+    app.add_template_filter(_when, "when")
 
     @app.get("/")
     def home() -> str:
@@ -87,11 +74,16 @@ def create_app(config: dict[str, Any] | None = None, *, instance_path: str | Non
         return "", 204
 
     with app.app_context():
-        storage.migrate()                   # what `flask addons init-db` does
-        seed(app)
+        migrate()                           # what `flask addons init-db` does
+        seed()
     if app.config.get("STOREFRONT_WORKER", True):
         _start_worker(app)
     return app
+
+
+def _when(moment: str, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """An API time (ISO 8601 in UTC, e.g. ``2026-01-31T12:00:00.123456Z``) as the pages show it."""
+    return datetime.fromisoformat(moment.replace("Z", "+00:00")).strftime(fmt)
 
 
 def _start_worker(app: Flask) -> None:

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import re
 import uuid
+from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 
-import storage
-from addon_plugin import ledger, products
+from addon_plugin import GatewayError, accounts, current_gateway, product_body, products
 from addon_plugin.errors import AccountNotFound, InsufficientCredits
-from addon_plugin.money import from_minor
-from addon_plugin.present import product_body
-from addon_plugin.topup import GatewayError, current_gateway
 
 from . import shop
+from .addons import plugin
 
 buyer = Blueprint("buyer", __name__)
 
@@ -37,24 +35,22 @@ RENDER_COST = 25
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
-def _addons():
-    return current_app.extensions["addons"]
-
-
 def _merchant_id() -> str:
     return shop.the_shop().addons_merchant_id
 
 
-def _addon_for(item: shop.Product):
-    """The plugin's add-on behind a host product, or None."""
-    return products.product_for_host(_merchant_id(), str(item.id)) if item.payment_type == "addon" else None
+def _addon_for(item: shop.Product) -> dict[str, Any] | None:
+    """The plugin's add-on behind a host product (the API's product resource), or None."""
+    if item.payment_type != "addon":
+        return None
+    addon = products.product_for_host(_merchant_id(), str(item.id))
+    return product_body(addon) if addon is not None else None
 
 
 @buyer.get("/shop")
 def shop_front() -> str:
     items = [(item, _addon_for(item)) for item in shop.Product.select().order_by(shop.Product.id)]
-    return render_template("shop.html", items=[(item, product_body(addon) if addon else None)
-                                               for item, addon in items])
+    return render_template("shop.html", items=items)
 
 
 def _checkout_errors(form: Any, top_up_allowed: bool) -> tuple[dict[str, list[str]], dict[str, Any]]:
@@ -92,34 +88,34 @@ def checkout(product_id: int):
     if request.method == "POST":
         if shop.Order.select().where(shop.Order.checkout_id == checkout_id).exists():
             return redirect(url_for(".account"))
-        errors, values = _checkout_errors(request.form, addon.top_up_allowed)
+        errors, values = _checkout_errors(request.form, addon["top_up_allowed"])
         if not errors:
             order = _pay(item, addon, values, checkout_id, errors)
             if order is not None:
                 session["buyer_email"] = values["email"]
                 flash(f"Paid {order.total} {order.currency}: "
-                      f"{addon.credit_amount * values['quantity']} credits added.")
+                      f"{addon['credit_amount'] * values['quantity']} credits added.")
                 return redirect(url_for(".account"))
     form = request.form if request.method == "POST" else {"email": session.get("buyer_email", ""), "quantity": "1"}
-    return render_template("checkout.html", item=item, addon=product_body(addon), cards=TEST_CARDS, errors=errors,
+    return render_template("checkout.html", item=item, addon=addon, cards=TEST_CARDS, errors=errors,
                            form=form, checkout_id=checkout_id), (422 if errors else 200)
 
 
-def _pay(item: shop.Product, addon: storage.Product, values: dict[str, Any], checkout_id: str,
+def _pay(item: shop.Product, addon: dict[str, Any], values: dict[str, Any], checkout_id: str,
          errors: dict[str, list[str]]) -> shop.Order | None:
     """Charge the card, record the host's order, then tell the plugin it is paid."""
-    amount = from_minor(addon.price_minor, addon.currency) * values["quantity"]
+    amount = Decimal(addon["price"]) * values["quantity"]
     try:
         charge_id = current_gateway().charge(
-            amount=amount, currency=addon.currency, customer=None, payment_method=values["payment_method"],
-            idempotency_key=f"checkout-{checkout_id}", description=f"{values['quantity']} × {addon.name}",
+            amount=amount, currency=addon["currency"], customer=None, payment_method=values["payment_method"],
+            idempotency_key=f"checkout-{checkout_id}", description=f"{values['quantity']} × {addon['name']}",
             metadata={"host_product_id": str(item.id)})
     except GatewayError as error:
         errors["payment_method"] = [error.message]
         return None
     with shop.db.atomic():
         order = shop.Order.create(checkout_id=checkout_id, buyer_email=values["email"], total=amount,
-                                  currency=addon.currency,
+                                  currency=addon["currency"],
                                   payment_method=values["payment_method"], charge_id=charge_id)
         line = shop.OrderLine.create(order=order, product=item, quantity=values["quantity"])
     # The hook: grants credit_amount × quantity once per (order, line); the opt-in switches auto top-up on.
@@ -127,7 +123,7 @@ def _pay(item: shop.Product, addon: storage.Product, values: dict[str, Any], che
             "lines": [{"id": str(line.id), "host_product_id": str(item.id), "quantity": line.quantity}]}
     if values["threshold"] is not None:
         paid.update(payment_method=values["payment_method"], auto_top_up_threshold=values["threshold"])
-    _addons().order_paid(paid, None)
+    plugin.order_paid(paid, None)
     return order
 
 
@@ -149,33 +145,35 @@ def signout():
 
 @buyer.get("/account")
 def account() -> str:
-    signed_in = _addons().current_buyer()
+    signed_in = plugin.current_buyer()
     if signed_in is None:
         return render_template("account.html", accounts=None)
-    merchant_id, email = signed_in
-    rows = storage.CreditAccount.select().where((storage.CreditAccount.merchant == merchant_id)
-                                                & (storage.CreditAccount.buyer_email == email))
-    accounts = []
-    for row in rows.order_by(storage.CreditAccount.id):
-        recent = (storage.LedgerEntry.select().where(storage.LedgerEntry.account == row.id)
-                  .order_by(storage.LedgerEntry.sequence.desc()).limit(10))
-        accounts.append((row, product_body(row.product), list(recent)))
-    return render_template("account.html", accounts=accounts, cards=TEST_CARDS, render_cost=RENDER_COST)
+    merchant_id, email, _ = signed_in
+    found = []
+    for row in reversed(accounts.list_accounts(merchant_id, buyer_email=email, limit=500)["data"]):  # oldest first
+        addon = product_body(products.get_product(merchant_id, row["product_id"]))
+        found.append((row, addon, accounts.list_entries(merchant_id, row["id"], limit=10)["data"]))
+    return render_template("account.html", accounts=found, cards=TEST_CARDS, render_cost=RENDER_COST)
 
 
 @buyer.post("/account/<account_id>/render")
 def render_video(account_id: str):
     """Stands in for the merchant's SaaS, which records usage with
-    ``POST /api/buyer-addon/usage/add`` and its API key."""
-    signed_in = _addons().current_buyer()
+    ``POST /api/buyer-addon/usage/add`` and its API key: the same service, in process."""
+    signed_in = plugin.current_buyer()
+    if signed_in is None:
+        abort(404)
+    merchant_id, email, _ = signed_in
     try:
-        found = ledger.get_account(account_id)
+        found = accounts.get_account(merchant_id, account_id)
     except AccountNotFound:
         abort(404)
-    if (found.merchant_id, found.buyer_email) != signed_in:
+    if found["buyer_email"] != email:
         abort(404)
     try:
-        ledger.record(account_id, -RENDER_COST, "usage", description="Rendered one video", actor="storefront")
+        accounts.record_usage(merchant_id, {"product_id": found["product_id"], "buyer_email": email,
+                                            "value": -RENDER_COST, "description": "Rendered one video"},
+                              actor="storefront")
         flash(f"Rendered a video: {RENDER_COST} credits used.")
     except InsufficientCredits:
         flash("Not enough credits to render a video.")

@@ -5,16 +5,14 @@ the developer page. Add-on pricing is the plugin's: the tab shows what
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from markupsafe import Markup
-from marshmallow import ValidationError as SchemaError
 
-import storage
-from addon_plugin import grants, ledger, merchants, products
+from addon_plugin import accounts, merchants, product_body, products
 from addon_plugin.errors import (
     AccountNotFound,
     BalanceLimitExceeded,
@@ -23,24 +21,17 @@ from addon_plugin.errors import (
     NotFound,
     ValidationError,
 )
-from addon_plugin.present import product_body
-from addon_plugin.schemas import AdjustmentCreateSchema, coerce_form
 from webhooks import EVENT_TYPES
 from webhooks import endpoints as webhook_endpoints
 
 from . import shop
+from .addons import plugin
 
 merchant = Blueprint("merchant", __name__)
-_adjustment_schema = AdjustmentCreateSchema()
-
-
-def _addons():
-    """The plugin mounted on this app (``app.extensions["addons"]``)."""
-    return current_app.extensions["addons"]
 
 
 def _merchant_id() -> str:
-    return _addons().current_merchant_id()
+    return plugin.current_merchant_id()
 
 
 def _product(campaign_id: int, product_id: int) -> shop.Product:
@@ -52,7 +43,7 @@ def _product(campaign_id: int, product_id: int) -> shop.Product:
 
 def _type_labels() -> dict[str, str]:
     """Payment type id → label: the host's own types plus the plugin's."""
-    return {t["id"]: t["label"] for t in _addons().get_product_types(shop.HOST_PRODUCT_TYPES)}
+    return {t["id"]: t["label"] for t in plugin.get_product_types(shop.HOST_PRODUCT_TYPES)}
 
 
 def _addon_of(product: shop.Product):
@@ -117,14 +108,13 @@ def _host_pricing(payment_type: str, form: Any) -> dict[str, Any]:
 
 
 def _pricing_tab(item: shop.Product):
-    addons = _addons()
-    types = addons.get_product_types(shop.HOST_PRODUCT_TYPES)
+    types = plugin.get_product_types(shop.HOST_PRODUCT_TYPES)
     chosen = request.form.get("payment_type") if request.method == "POST" else item.payment_type
     errors: dict[str, Any] = {}
     if request.method == "POST":
         try:
             if chosen == "addon":
-                addons.save_pricing("addon", request.form, None, merchant=_merchant_id(),
+                plugin.save_pricing("addon", request.form, None, merchant=_merchant_id(),
                                     host_product_id=str(item.id))
                 values = {}
             elif chosen in ("one_time", "subscription"):
@@ -138,7 +128,7 @@ def _pricing_tab(item: shop.Product):
         except ValidationError as error:
             errors = error.messages
     submitted = request.form if request.method == "POST" else None
-    addon_fields = addons.render_pricing_form(
+    addon_fields = plugin.render_pricing_form(
         "addon", Markup(""), product=_addon_of(item), data=submitted if chosen == "addon" else None,
         errors=errors if chosen == "addon" else None)
     return render_template("product_edit.html", tab="pricing", product=item, types=types, chosen=chosen,
@@ -150,61 +140,61 @@ def _pricing_tab(item: shop.Product):
 
 @merchant.get("/buyers")
 def buyers() -> str:
-    rows = (storage.CreditAccount.select(storage.CreditAccount, storage.Product).join(storage.Product)
-            .where(storage.CreditAccount.merchant == _merchant_id())
-            .order_by(storage.CreditAccount.buyer_email, storage.CreditAccount.id))
-    return render_template("buyers.html", accounts=list(rows))
+    merchant_id = _merchant_id()
+    found = accounts.list_accounts(merchant_id, limit=500)["data"]
+    names = {product_id: product_body(products.get_product(merchant_id, product_id))["name"]
+             for product_id in {account["product_id"] for account in found}}
+    return render_template("buyers.html", accounts=sorted(found, key=lambda a: (a["buyer_email"], a["id"])),
+                           names=names)
 
 
 @merchant.route("/buyers/<account_id>", methods=["GET", "POST"])
 def buyer_account(account_id: str):
     """One buyer's account: its grants and ledger, and a manual adjustment with
-    a reason (validated by the API's own adjustment schema, applied by the
-    ledger); credits added are a promotional grant, expiring after the days
-    given (if any)."""
+    a reason (through the plugin's adjustment service: the API's schema and
+    idempotency); credits added are a promotional grant, expiring after the
+    days given (if any)."""
+    merchant_id = _merchant_id()
     try:
-        account = ledger.get_account(account_id, _merchant_id())
+        account = accounts.get_account(merchant_id, account_id)
     except AccountNotFound:
         abort(404)
     errors: dict[str, Any] = {}
+    form: dict[str, Any] = {"idempotency_key": uuid.uuid4().hex}  # one per form: a double submit adjusts once
     if request.method == "POST":
+        submitted = {name: request.form[name].strip() for name in ("value", "description", "idempotency_key")
+                     if request.form.get(name, "").strip()}
         try:
-            submitted = {name: request.form[name].strip() for name in ("value", "description", "idempotency_key")
-                         if request.form.get(name, "").strip()}
             days = request.form.get("expires_in_days", "").strip()
             if days:
                 if not days.isascii() or not days.isdigit() or not 1 <= int(days) <= 3650:
-                    raise SchemaError({"expires_in_days": ["Whole days from 1 to 3650, or empty for never."]})
-                submitted["expires_at"] = storage.isoformat(storage.utcnow() + timedelta(days=int(days)))
-            data = _adjustment_schema.load(coerce_form(_adjustment_schema, submitted))
-            terms = grants.Terms(expires_at=data.get("expires_at")) if data["value"] > 0 else None
-            change = ledger.record(account_id, data["value"], "adjustment", description=data["description"],
-                                   idempotency_key=data.get("idempotency_key"), actor="storefront:merchant",
-                                   grant=terms)
-            flash(f"Adjusted by {change.entry.delta:+d}: the balance is {change.account.balance}.")
+                    raise ValidationError(fields={"expires_in_days": ["Whole days from 1 to 3650, or empty."]})
+                # Midnight UTC that many days ahead: a double submit sends the same moment.
+                today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+                submitted["expires_at"] = (today + timedelta(days=int(days))).isoformat()
+            change = accounts.adjust(merchant_id, account_id, submitted, actor="storefront:merchant")
+            flash(f"Adjusted by {change['entry']['delta']:+d}: the balance is {change['balance']}.")
             return redirect(url_for(".buyer_account", account_id=account_id))
-        except SchemaError as error:
-            errors = error.normalized_messages()
-        except (InsufficientCredits, BalanceLimitExceeded) as error:
-            errors = {"value": [error.message]}
-    entries = (storage.LedgerEntry.select().where(storage.LedgerEntry.account == account_id)
-               .order_by(storage.LedgerEntry.sequence.desc()).limit(100))
-    account_grants = (storage.CreditGrant.select().where(storage.CreditGrant.account == account_id)
-                      .order_by(storage.CreditGrant.id.desc()).limit(100))
+        except ValidationError as error:  # nothing was stored: the corrected form may reuse its key
+            errors = {"expires_in_days" if name == "expires_at" else name: text
+                      for name, text in error.messages.items()}
+            form = request.form.to_dict()
+        except (InsufficientCredits, BalanceLimitExceeded) as error:  # kept for that key: a new try needs a new one
+            errors, form = {"value": [error.message]}, {**request.form.to_dict(), **form}
+    entries = accounts.list_entries(merchant_id, account_id, limit=100)["data"]
+    account_grants = accounts.list_grants(merchant_id, account_id, limit=100)["data"]
     return render_template("buyer_account.html", account=account,
-                           addon=product_body(products.get_product(account.merchant_id, account.product_id)),
-                           entries=list(entries), grants=list(account_grants), errors=errors,
-                           form=request.form if errors else {"idempotency_key": uuid.uuid4().hex}
-                           ), 422 if errors else 200
+                           addon=product_body(products.get_product(merchant_id, account["product_id"])),
+                           entries=entries, grants=account_grants, errors=errors, form=form), 422 if errors else 200
 
 
 # -- developers --------------------------------------------------------------------
 
 def _developer_page(status: int = 200, *, errors: Any = None, form: Any = None, **shown: Any):
     merchant_id = _merchant_id()
-    keys = storage.ApiKey.select().where(storage.ApiKey.merchant == merchant_id).order_by(storage.ApiKey.id.desc())
+    keys = merchants.list_api_keys(merchant_id, limit=100)["data"]
     endpoints = webhook_endpoints.list_endpoints(merchant_id, limit=100).data
-    return render_template("developer.html", keys=list(keys), endpoints=endpoints, event_types=EVENT_TYPES,
+    return render_template("developer.html", keys=keys, endpoints=endpoints, event_types=EVENT_TYPES,
                            errors=errors or {}, form=form or {},
                            receiver_url=url_for("webhook_receiver", _external=True), **shown), status
 

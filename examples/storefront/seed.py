@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from flask import Flask
-
 from addon_plugin import merchants
 
 from . import shop
+from .addons import plugin
 
 
-def seed(app: Flask) -> None:
+def seed() -> None:
     """Create the demo's shop on an empty database; do nothing on later starts."""
     if shop.Shop.select().exists():
         return
@@ -28,7 +27,7 @@ def seed(app: Flask) -> None:
                             subscription_price=Decimal("29.00"), subscription_interval="month",
                             description="Unlimited projects.")
     # The add-on's pricing lives in the plugin, saved through the same hook the Pricing tab uses.
-    app.extensions["addons"].save_pricing(
+    plugin.save_pricing(
         "addon", {"price": "19.00", "credit_amount": "100", "top_up_allowed": "true"}, None,
         merchant=store.addons_merchant_id, host_product_id=str(renders.id))
     print(f" * Demo merchant {store.name}: merchant_id {merchant.id}\n"

@@ -87,7 +87,7 @@ def storefront(tmp_path_factory) -> Iterator[tuple[object, str]]:
     finally:
         server.shutdown()
         thread.join(timeout=10)
-        storage.bind("sqlite:///:memory:")  # later tests bind their own database
+        storage.unbind()  # later tests bind their own database
 
 
 class Page:

@@ -46,6 +46,7 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
     "create_grant": {"amount": 5, "category": "promotional", "priority": 50, "description": "d", "reference": "r",
                      "metadata": {"k": "v"}},
     "void_grant": {"description": "d"},
+    "resolve_top_up": {"outcome": "succeeded", "charge_id": "ch_walk_1"},
 }
 
 #: Body fields an answer does not echo under their own name, and why.
@@ -54,7 +55,8 @@ NOT_ECHOED: dict[tuple[str, str], str] = {
 }
 
 #: Ids that name one merchant's objects, wherever they appear (path or body).
-ID_NAMES = ("product_id", "account_id", "key_id", "endpoint_id", "delivery_id", "invoice_id", "grant_id")
+ID_NAMES = ("product_id", "account_id", "key_id", "endpoint_id", "delivery_id", "invoice_id", "top_up_id",
+            "grant_id")
 
 
 def grant_of(account_id: str) -> str:
@@ -86,6 +88,14 @@ class Operation:
 
     def __str__(self) -> str:
         return f"{self.method.upper()} {self.path}"
+
+
+def unresolved_top_up(account_id: str) -> str:
+    """The id of a new ``unresolved`` top-up of the account (for the resolve route), written directly."""
+    account = storage.CreditAccount.get_by_id(account_id)
+    return storage.TopUp.create(id=storage.new_id("topup"), account=account_id, merchant=account.merchant_id,
+                                status="unresolved", banks=1, credits=100, amount_minor=1900, currency="USD",
+                                payment_method="pm_card_visa", next_attempt_at=storage.utcnow()).id
 
 
 def document(base_url: str) -> dict[str, Any]:

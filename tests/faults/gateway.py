@@ -7,7 +7,8 @@ Selected by a dotted path, as a host would configure its own gateway::
 
 Every call is logged (``calls.jsonl``) and every charge kept (``charges.jsonl``,
 one JSON line each, fsynced) under a file lock shared by all processes, like a
-real gateway's records: a repeated idempotency key returns the first charge.
+real gateway's records: a repeated idempotency key returns the first charge,
+and :meth:`FileGateway.lookup` finds it.
 
 A test can make the next charge pause, in whichever process makes it, before
 the charge is on file or right after it (the money taken, the credit not yet
@@ -66,6 +67,13 @@ class FileGateway:
             os.fsync(charges.fileno())
         self._pause_here("after")
         return charge_id
+
+    def lookup(self, idempotency_key: str) -> str | None:
+        """The charge made with that key, or None (this gateway never declines)."""
+        for record in self.charges():
+            if record["idempotency_key"] == idempotency_key:
+                return record["id"]
+        return None
 
     # -- what a test reads and controls -------------------------------------------
 

@@ -10,11 +10,10 @@ from collections import Counter
 
 import pytest
 import requests
-from conftest import POSTGRES_ADMIN_URL, ledger_sum, sequences
 
 import storage
 from addon_plugin import ledger
-
+from tests.helpers import POSTGRES_ADMIN_URL, ledger_sum, sequences
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

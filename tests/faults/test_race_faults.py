@@ -9,7 +9,7 @@
   goes to a deleted endpoint, the others get everything.
 
 (The same idempotency key from many clients is in ``test_usage_faults``; several
-workers on PostgreSQL without a repeated attempt in ``tests/test_webhook_e2e.py``.)
+workers on PostgreSQL without a repeated attempt in ``tests/webhooks/test_webhook_e2e.py``.)
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from conftest import create_product, ledger_sum, sequences
 
 import storage
 from addon_plugin import ledger
 from addon_plugin.topup import execute
+from tests.helpers import create_product, ledger_sum, run_concurrently, sequences
 
 from .gateway import FileGateway
 from .harness import Server, Worker, environ, poll, post_until_answered
@@ -54,21 +54,6 @@ def servers(env, mode) -> Iterator[list[Server]]:
             server.stop()
 
 
-def _together(count: int, work) -> None:
-    """Run ``work(index)`` in ``count`` threads released at the same moment."""
-    start = threading.Barrier(count, timeout=DEADLINE)
-
-    def run(index: int) -> None:
-        start.wait()
-        work(index)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-
 def test_one_hot_account_drained_through_two_servers_is_never_oversold(servers, api_key, product,
                                                                        funded_account_id):
     """Eight clients, split over two servers, ask for 1200 credits of bob's 1000 at once."""
@@ -87,7 +72,7 @@ def test_one_hot_account_drained_through_two_servers_is_never_oversold(servers, 
                 "product_id": product.id, "buyer_email": "bob@example.com", "value": value,
                 "idempotency_key": key}, auth, deadline)
 
-    _together(clients, client)
+    assert run_concurrently(client, clients, timeout=2 * DEADLINE) == []
     statuses = Counter(r.status_code for r in answers.values())
     acknowledged = {key for key, r in answers.items() if r.status_code == 200}
     written = Counter(e.idempotency_key for e in storage.LedgerEntry.select().where(
@@ -136,7 +121,7 @@ def test_many_clients_crossing_the_threshold_at_once_make_one_top_up(servers, en
             used.append(requests.post(f"{server.url}/api/buyer-addon/usage/add",
                                       json={**body, "value": -10}, headers=auth, timeout=30))
 
-    _together(deductions + saves, client)
+    assert run_concurrently(client, deductions + saves, timeout=2 * DEADLINE) == []
     answers = used + resaved
     decided = storage.TopUp.select().count()
     if mode == "worker":

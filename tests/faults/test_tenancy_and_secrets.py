@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import bearer
 
 import storage
 import webhooks
 from addon_plugin import merchants
+from tests.helpers import bearer
 
 from . import apiwalk
 from .harness import ROOT, Server, Worker
@@ -80,7 +80,8 @@ def test_another_merchants_ids_are_404_on_every_route_and_change_nothing(server,
     ids = {"product_id": product.id, "account_id": funded_account_id, "endpoint_id": endpoint,
            "key_id": merchants.create_api_key(merchant_a.id).id, "invoice_id": "order_1",
            "delivery_id": storage.WebhookDelivery.get(storage.WebhookDelivery.endpoint == endpoint).id,
-           "receiver_url": "http://127.0.0.1:9/hook", "grant_id": apiwalk.grant_of(funded_account_id)}
+           "top_up_id": apiwalk.unresolved_top_up(funded_account_id), "receiver_url": "http://127.0.0.1:9/hook",
+           "grant_id": apiwalk.grant_of(funded_account_id)}
     merchant_b = merchants.create_merchant("Other Rockets")
     b_auth = bearer(merchant_b[1].key)
     doc = apiwalk.document(server.url)
@@ -146,7 +147,7 @@ def _forms(secret: str) -> list[str]:
     (an API key's after its id, a webhook secret's base64)."""
     if secret.startswith("whsec_"):
         return [secret, secret.removeprefix("whsec_")]
-    return [secret, secret.rsplit("_", 1)[1]]
+    return [secret, secret.split("_", 2)[2]]  # sk_<key id>_<secret>: the secret may hold "_" itself
 
 
 def _scan(where: str, text: str, secrets: dict[str, str]) -> list[str]:

@@ -10,10 +10,10 @@ from collections import Counter
 
 import pytest
 import requests
-from conftest import ledger_sum, sequences
 
 import storage
 from addon_plugin import ledger
+from tests.helpers import ledger_sum, run_concurrently, sequences
 
 from .harness import Server, post_until_answered
 
@@ -76,12 +76,10 @@ def test_one_idempotency_key_from_many_clients_applies_once(server, api_key, pro
     """Twelve clients send the same request with the same key at the same time."""
     headers = {"Authorization": f"Bearer {api_key}", "Idempotency-Key": f"same-{uuid.uuid4().hex}"}
     body = {"product_id": product.id, "buyer_email": "bob@example.com", "value": -7}
-    start = threading.Barrier(12)
     answers: list[requests.Response] = []
 
-    def client() -> None:
+    def client(_: int) -> None:
         session = requests.Session()
-        start.wait()
         deadline = time.monotonic() + 30
         while True:  # a 409 (still in flight) is retried, as the error says to
             response = post_until_answered(session, usage_url(server), body, headers, deadline)
@@ -89,11 +87,7 @@ def test_one_idempotency_key_from_many_clients_applies_once(server, api_key, pro
                 answers.append(response)
                 return
 
-    threads = [threading.Thread(target=client) for _ in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    assert run_concurrently(client, 12) == []
     replays = sum(r.headers.get("Idempotent-Replayed") == "true" for r in answers)
     print(f"\n  12 identical requests: statuses {Counter(r.status_code for r in answers)}, {replays} replays")
     assert [r.status_code for r in answers] == [200] * 12

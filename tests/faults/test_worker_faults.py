@@ -21,12 +21,12 @@ from collections import Counter
 
 import pytest
 import requests
-from conftest import create_product, ledger_sum, sequences
 
 import storage
 from addon_plugin import ledger
 from addon_plugin.topup import execute
 from storage import utcnow
+from tests.helpers import create_product, ledger_sum, sequences
 
 from .gateway import FileGateway
 from .harness import Worker, environ, poll, post_until_answered

@@ -1,0 +1,30 @@
+"""The plugin object, made once and mounted by ``create_app`` (Flask's
+extensions-module pattern): the demo's blueprints import it from here.
+
+The loaders tell the plugin who is signed in; a real host reads its own session.
+"""
+
+from __future__ import annotations
+
+from flask import session
+
+from addon_plugin import AddonPlugin
+
+from . import shop
+
+__all__ = ["plugin"]
+
+#: The plugin, mounted on each app by :func:`storefront.app.create_app`.
+plugin = AddonPlugin()
+
+
+@plugin.merchant_loader
+def _signed_in_merchant() -> str | None:
+    """The demo's merchant is always signed in; a platform would read its session."""
+    return shop.the_shop().addons_merchant_id
+
+
+@plugin.buyer_loader
+def _signed_in_buyer() -> tuple[str, str] | None:
+    email = session.get("buyer_email")
+    return (shop.the_shop().addons_merchant_id, email) if email else None
