@@ -19,9 +19,10 @@ changing a caller or the invariant: the balance stays the sum of the entries.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from flask import current_app
 from peewee import IntegrityError, fn

@@ -23,10 +23,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterator
 
 from flask import Flask
 
@@ -570,7 +570,7 @@ def main() -> None:
         print(table(results["topups"]))
 
     report = REPORT.format(
-        date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), machine=machine(),
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), machine=machine(),
         command=" ".join(["python -m benchmarks.run", *sys.argv[1:]]),
         ledger=table(results.get("ledger", [])), http=table(results.get("http", [])),
         read=table(results.get("read", [])), webhooks=table(results.get("webhooks", [])),

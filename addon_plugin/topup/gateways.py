@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import importlib
 import threading
-from urllib.parse import quote
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import quote
 
 import requests
 from flask import Flask, current_app
@@ -191,8 +192,8 @@ class TestGateway:
 
 #: Currencies Stripe takes in whole units, and those it takes in thousandths.
 STRIPE_ZERO_DECIMAL = frozenset(
-    "BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF".split())
-STRIPE_THREE_DECIMAL = frozenset("BHD JOD KWD OMR TND".split())
+    ["BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"])
+STRIPE_THREE_DECIMAL = frozenset(["BHD", "JOD", "KWD", "OMR", "TND"])
 
 
 def stripe_amount(amount: Decimal, currency: str) -> int:

@@ -83,7 +83,7 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         command = [sys.executable, "-m", "gunicorn", "-w", str(self.workers), "-b", f"127.0.0.1:{self.port}",
                    "--log-level", self.log_level, "--graceful-timeout", "1", *self.args, self.app_spec]
         if self.log_path is None:
@@ -121,7 +121,7 @@ class Worker:
         self.log = log
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "Worker":
+    def start(self) -> Worker:
         output = open(self.log, "ab") if self.log else subprocess.DEVNULL
         try:
             self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.env, stdout=output,

@@ -270,9 +270,8 @@ def test_secrets_never_appear_after_creation(app, env, tmp_path, merchant, auth,
     for example in examples:
         assert example not in stored_secrets
         if example.startswith("sk_"):
-            with app.test_request_context():
-                with pytest.raises(Exception, match="API key"):
-                    merchants.authenticate(example)
+            with app.test_request_context(), pytest.raises(Exception, match="API key"):
+                merchants.authenticate(example)
 
     # The capture is real: DEBUG records from the app and gunicorn, the worker's deliveries.
     assert "DEBUG peewee" in logs["server log"] and "[DEBUG]" in logs["server log"]
