@@ -382,7 +382,7 @@ class TopUp(BaseModel):
 
 TopUp.add_index(TopUp.index(
     TopUp.account, unique=True, name="top_up_one_in_flight",
-    where=SQL("status IN (%s)" % ", ".join(f"'{s}'" for s in TOP_UP_IN_FLIGHT)),
+    where=SQL("status IN ({})".format(", ".join(f"'{s}'" for s in TOP_UP_IN_FLIGHT))),
 ))
 
 # The decline budget and the daily limit count an account's recent outcomes.

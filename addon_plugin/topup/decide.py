@@ -54,13 +54,14 @@ NOT_DECLINES = ("gateway_unavailable", "daily_limit_reached", "balance_limit_exc
 _GATE = """SELECT p.price_minor, p.currency, p.credit_amount,
   (SELECT d.completed_at FROM top_up d
     WHERE d.account_id = a.id AND d.status = 'failed' AND d.completed_at IS NOT NULL
-      AND d.failure_code NOT IN (%s)
+      AND d.failure_code NOT IN ({not_declines})
     ORDER BY d.completed_at DESC LIMIT 1 OFFSET ?)
 FROM credit_account a JOIN addon_product p ON p.id = a.product_id
 WHERE a.id = ? AND p.top_up_allowed
   AND (a.top_up_blocked_until IS NULL OR a.top_up_blocked_until <= ?)
-  AND NOT EXISTS (SELECT 1 FROM top_up t WHERE t.account_id = a.id AND t.status IN (%s))""" % (
-    ", ".join(f"'{code}'" for code in NOT_DECLINES), ", ".join(f"'{status}'" for status in TOP_UP_IN_FLIGHT))
+  AND NOT EXISTS (SELECT 1 FROM top_up t WHERE t.account_id = a.id AND t.status IN ({in_flight}))""".format(
+    not_declines=", ".join(f"'{code}'" for code in NOT_DECLINES),
+    in_flight=", ".join(f"'{status}'" for status in TOP_UP_IN_FLIGHT))
 _SQL = Statements(gate=_GATE)
 
 
