@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from flask import current_app
 from peewee import IntegrityError, fn
 
 import storage
@@ -41,6 +40,7 @@ from .errors import (
     ProductNotFound,
     ValidationError,
 )
+from .state import current_app_object
 
 __all__ = [
     "MAX_CREDITS",
@@ -410,7 +410,7 @@ def _raise_refusal(account_id: str, delta: int, kind: str) -> None:
 def _announce_refusal(account: Account, kind: str, requested: int) -> None:
     """Send :data:`~addon_plugin.signals.deduction_refused` once the refused
     change's transaction has ended (it wrote nothing; receivers write in their own)."""
-    app = current_app._get_current_object()
+    app = current_app_object()
     if signals.deduction_refused.has_receivers_for(app):
         storage.after_transaction(lambda: signals.deduction_refused.send(
             app, account=account, kind=kind, requested=requested))
@@ -418,7 +418,7 @@ def _announce_refusal(account: Account, kind: str, requested: int) -> None:
 
 def _announce(change: Change) -> None:
     """Send the balance signals, inside the transaction (receivers may abort it)."""
-    app = current_app._get_current_object()
+    app = current_app_object()
     before, after = change.previous_balance, change.account.balance
     kwargs = {"account": change.account, "entry": change.entry, "previous_balance": before}
     signals.balance_changed.send(app, **kwargs)
@@ -454,7 +454,7 @@ def purchase(account_id: str, credits: int, *, order_id: str, quantity: int, ide
         change = record(account_id, credits, "purchase", description=description, reference=order_id,
                         idempotency_key=idempotency_key, key_space=key_space, actor=actor)
         if not change.replayed:
-            signals.addon_purchased.send(current_app._get_current_object(), account=change.account,
+            signals.addon_purchased.send(current_app_object(), account=change.account,
                                          entry=change.entry, order_id=order_id, quantity=quantity,
                                          credits=credits)
         return change

@@ -161,7 +161,9 @@ class CreditAccount(BaseModel):
 
     id = CharField(primary_key=True, max_length=40)
     merchant = ForeignKeyField(Merchant, backref="accounts", on_delete="CASCADE")
+    merchant_id: str  # the key's column, which peewee adds (declared for type checkers)
     product = ForeignKeyField(Product, backref="accounts", on_delete="CASCADE")
+    product_id: str  # the key's column, which peewee adds (declared for type checkers)
     buyer = ForeignKeyField(Buyer, backref="accounts", on_delete="CASCADE")
     buyer_email = CharField(max_length=320)
     balance = BigIntegerField(default=0)
@@ -289,7 +291,9 @@ class WebhookDelivery(BaseModel):
 
     id = CharField(primary_key=True, max_length=40)
     event = ForeignKeyField(WebhookEvent, backref="deliveries", on_delete="CASCADE", index=False)
+    event_id: str  # the key's column, which peewee adds (declared for type checkers)
     endpoint = ForeignKeyField(WebhookEndpoint, backref="deliveries", on_delete="CASCADE", index=False)
+    endpoint_id: str  # the key's column, which peewee adds (declared for type checkers)
     status = CharField(max_length=12, default="pending")
     attempt_count = IntegerField(default=0)
     next_attempt_at = DateTimeField(null=True)
@@ -318,6 +322,7 @@ class WebhookAttempt(BaseModel):
 
     id = CharField(primary_key=True, max_length=40)
     delivery = ForeignKeyField(WebhookDelivery, backref="attempts", on_delete="CASCADE", index=False)
+    delivery_id: str  # the key's column, which peewee adds (declared for type checkers)
     number = IntegerField()
     status_code = IntegerField(null=True)
     duration_ms = IntegerField()
@@ -354,7 +359,9 @@ class TopUp(BaseModel):
 
     id = CharField(primary_key=True, max_length=40)
     account = ForeignKeyField(CreditAccount, backref="top_ups", on_delete="CASCADE", index=False)
+    account_id: str  # the key's column, which peewee adds (declared for type checkers)
     merchant = ForeignKeyField(Merchant, on_delete="CASCADE")
+    merchant_id: str  # the key's column, which peewee adds (declared for type checkers)
     status = CharField(max_length=32)
     banks = IntegerField()
     credits = BigIntegerField()

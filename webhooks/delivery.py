@@ -26,6 +26,7 @@ from urllib3.util import connection as _connection
 
 import storage
 from addon_plugin import signals
+from addon_plugin.state import current_app_object
 from storage import (
     Statements,
     WebhookAttempt,
@@ -276,7 +277,7 @@ def _record(claim: _Claim, outcome: Outcome, retry_schedule: list[float]) -> Non
                 WebhookEndpoint.id == claim.endpoint_id).execute()
         if status == "failed":
             signals.webhook_delivery_failed.send(
-                current_app._get_current_object(),
+                current_app_object(),
                 delivery=WebhookDelivery.get_by_id(claim.delivery_id),
                 endpoint=WebhookEndpoint.get_by_id(claim.endpoint_id),
             )

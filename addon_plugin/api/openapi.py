@@ -20,11 +20,11 @@ from typing import Any
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.ext.marshmallow.common import resolve_schema_instance
-from flask import Flask, current_app
+from flask import Flask
 from marshmallow import Schema
 
 from ..schemas import ErrorSchema
-from ..state import get_state
+from ..state import current_app_object, get_state
 
 __all__ = ["operation", "document", "document_blueprint"]
 
@@ -80,7 +80,7 @@ def _resolver(schema: Any) -> str:
 
 def document(app: Flask | None = None) -> dict[str, Any]:
     """The OpenAPI document for the API mounted on ``app`` (cached per app)."""
-    app = app or current_app._get_current_object()
+    app = app or current_app_object()
     state = get_state(app)
     if state.openapi is None:
         state.openapi = _build(app)

@@ -38,9 +38,9 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote
 
 import requests
-from flask import Flask, current_app
+from flask import Flask
 
-from ..state import get_state
+from ..state import current_app_object, get_state
 
 __all__ = [
     "Gateway",
@@ -390,7 +390,7 @@ def current_gateway(app: Flask | None = None) -> Gateway | None:
     """The app's gateway (default: the current app's), resolved from
     ``ADDONS_PAYMENT_GATEWAY`` once per value (so ``"test"`` gives one
     :class:`TestGateway` per app, whose charges tests can inspect)."""
-    app = app or current_app._get_current_object()
+    app = app or current_app_object()
     value = app.config.get("ADDONS_PAYMENT_GATEWAY")
     state = get_state(app)
     with _resolve_lock:
