@@ -22,7 +22,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from peewee import IntegrityError, fn
 
@@ -391,7 +391,7 @@ def _replay(entry: Entry) -> Change:
     return Change(account, entry, entry.balance_after - entry.delta, replayed=True)
 
 
-def _raise_refusal(account_id: str, delta: int, kind: str) -> None:
+def _raise_refusal(account_id: str, delta: int, kind: str) -> NoReturn:
     row = _fetchone("refusal", (account_id,))
     if row is None:
         raise AccountNotFound(account_id=account_id)
@@ -420,7 +420,7 @@ def _announce(change: Change) -> None:
     """Send the balance signals, inside the transaction (receivers may abort it)."""
     app = current_app_object()
     before, after = change.previous_balance, change.account.balance
-    kwargs = {"account": change.account, "entry": change.entry, "previous_balance": before}
+    kwargs: dict[str, Any] = {"account": change.account, "entry": change.entry, "previous_balance": before}
     signals.balance_changed.send(app, **kwargs)
     threshold = change.account.threshold
     if threshold is not None and before > threshold >= after:
@@ -499,7 +499,7 @@ def refund_unspent(account_id: str, order_id: str, *, idempotency_key: str, key_
             return _replay(_entry_from_row(row))
         granted, last = (entry.select(fn.COALESCE(fn.SUM(entry.delta), 0), fn.MAX(entry.sequence))
                          .where((entry.account == account_id) & (entry.kind == "purchase")
-                                & (entry.reference == order_id)).tuples().get())
+                                & (entry.reference == order_id)).scalar(as_tuple=True))
         if last is None:
             return None
         later = (entry.account == account_id) & (entry.sequence > last)

@@ -87,7 +87,7 @@ def _execute(name: str, params: tuple):
 
 # -- one HTTP attempt --------------------------------------------------------
 
-class _VettedConnection:
+class _VettedConnection(HTTPConnection):
     """Connects only to an address the SSRF guard vetted just now.
 
     Resolving and connecting in one place means the address checked is the
@@ -178,7 +178,7 @@ def send(session: requests.Session, url: str, body: bytes, headers: dict[str, st
     headers = {**headers, "content-type": "application/json", "user-agent": USER_AGENT}
     started = time.monotonic()
     try:
-        response = session.post(url, data=body, headers=headers, timeout=tuple(timeout),
+        response = session.post(url, data=body, headers=headers, timeout=(timeout[0], timeout[1]),
                                 allow_redirects=False, stream=True)
         try:
             raw = next(response.iter_content(EXCERPT_CHARS * 4), b"")

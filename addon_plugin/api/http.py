@@ -154,10 +154,10 @@ def _presented_key() -> str | None:
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
     try:
-        token = payload().get("auth_token")
+        field = payload().get("auth_token")
     except (BadRequest, HTTPException):  # an unreadable body carries no key
         return None
-    return token if isinstance(token, str) else None
+    return field if isinstance(field, str) else None
 
 
 def authenticate() -> str:

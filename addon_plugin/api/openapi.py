@@ -52,10 +52,11 @@ def operation(*, summary: str, tag: str, body: type[Schema] | Schema | None = No
     session instead of an API key; ``public``: no authentication."""
 
     def decorate(view: Callable) -> Callable:
-        view.openapi = dict(summary=summary, tag=tag, body=body, body_required=body_required, query=query,
-                            response=response, status=status, errors=errors, public=public, many=many,
-                            form=form, idempotent=idempotent, session=session,
-                            description=(view.__doc__ or "").strip())
+        # A function takes attributes; mypy's Callable declares none.
+        view.openapi = dict(  # type: ignore[attr-defined]
+            summary=summary, tag=tag, body=body, body_required=body_required, query=query, response=response,
+            status=status, errors=errors, public=public, many=many, form=form, idempotent=idempotent,
+            session=session, description=(view.__doc__ or "").strip())
         return view
 
     return decorate
@@ -191,6 +192,7 @@ def _form_body(schema: Schema, spec: APISpec, marshmallow: MarshmallowPlugin) ->
     """The form media type of a body schema: its fields as a form sends them
     (registered once as ``<Name>Form``), with the encoding of each object field."""
     name = f"{_schema_name(schema)}Form"
+    assert marshmallow.converter is not None  # set when the plugin was registered with the spec
     json_schema = marshmallow.converter.schema2jsonschema(schema)
     properties = {field: _without_null(prop) for field, prop in json_schema["properties"].items()}
     if name not in spec.components.schemas:

@@ -81,7 +81,7 @@ def banks_needed(balance: int, threshold: int, credit_amount: int, max_banks: in
 def decide(account: Account, *, now: datetime | None = None) -> str | None:
     """Decide a top-up for ``account`` (a snapshot taken inside the caller's
     transaction, after the change); returns the new pending top-up's id, or None."""
-    if not wants_top_up(account):
+    if not wants_top_up(account) or account.threshold is None:
         return None
     now = now or utcnow()
     config = current_app.config

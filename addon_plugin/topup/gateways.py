@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
@@ -306,7 +306,9 @@ class StripeGateway:
             if status in ("requires_action", "requires_confirmation"):
                 raise Declined("authentication_required", "This payment needs the cardholder to authenticate.")
             raise Declined("payment_failed", f"The PaymentIntent is {status!r}.")
-        error = body.get("error") if isinstance(body.get("error"), dict) else {}
+        error = body.get("error")
+        if not isinstance(error, dict):
+            error = {}
         if response.status_code in (409, 429) or response.status_code >= 500:
             raise GatewayUnavailable(f"Stripe answered {response.status_code}: {error.get('message', '')}".strip())
         code = error.get("code") or error.get("type") or f"http_{response.status_code}"
@@ -346,15 +348,15 @@ class StripeGateway:
             raise GatewayUnavailable("The PaymentIntent is still processing.")
         for status, default_code in self.FAILED_STATUSES.items():
             if status in by_status:
-                error = by_status[status].get("last_payment_error") or {}
-                raise Declined(error.get("code") or default_code,
-                               error.get("message") or f"The PaymentIntent is {status!r}.")
+                last_error = by_status[status].get("last_payment_error") or {}
+                raise Declined(last_error.get("code") or default_code,
+                               last_error.get("message") or f"The PaymentIntent is {status!r}.")
         raise GatewayUnavailable(f"The PaymentIntent is {intents[0].get('status')!r}.")
 
 
 # -- configuration -----------------------------------------------------------
 
-_SHORT_NAMES = {
+_SHORT_NAMES: dict[str, Callable[[Mapping[str, Any]], Gateway]] = {
     "test": lambda config: TestGateway(),
     "stripe": StripeGateway.from_config,
 }
