@@ -115,7 +115,7 @@ def load_fields(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:
 
 def Credits(*, minimum: int = -MAX_CREDITS, nonzero: bool = False, **kwargs: Any) -> fields.Integer:
     """A credit count: a strict JSON integer within ±(2**53 - 1)."""
-    validators = [validate.Range(minimum, MAX_CREDITS)]
+    validators: list[validate.Validator] = [validate.Range(minimum, MAX_CREDITS)]
     if nonzero:
         validators.append(validate.NoneOf([0], error="Must not be zero."))
         kwargs.setdefault("metadata", {"not": {"enum": [0]}})
@@ -374,7 +374,9 @@ class ApiKeyCreatedSchema(_Strict):
 class _ErrorBody(_Strict):
     code = fields.String(required=True, metadata={"example": "insufficient_credits"})
     message = fields.String(required=True)
-    fields = fields.Dict(required=True, metadata={"description": "Each bad field and its messages."})
+    # The body's key is "fields"; marshmallow takes declared fields off the class, so nothing is shadowed.
+    fields = fields.Dict(required=True,  # type: ignore[assignment]
+                         metadata={"description": "Each bad field and its messages."})
 
 
 class ErrorSchema(_Strict):
