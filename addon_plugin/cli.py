@@ -91,7 +91,8 @@ def balance(account_id: str | None, merchant_id: str | None, product_id: str | N
 
 @addons_cli.command("worker")
 @click.option("--once", is_flag=True, help="Do everything due now (and retries falling due meanwhile), then exit.")
-@click.option("--poll-interval", default=0.2, show_default=True, help="Seconds to sleep when idle (bounds the latency of new work).")
+@click.option("--poll-interval", default=0.2, show_default=True,
+              help="Seconds to sleep when idle (bounds the latency of new work).")
 def run_worker(once: bool, poll_interval: float) -> None:
     """Deliver webhooks and run top-ups."""
     if once:

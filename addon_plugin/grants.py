@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask, current_app
@@ -28,6 +28,7 @@ from storage import db, transaction
 
 from . import signals
 from .errors import GrantNotFound, ValidationError
+from .state import current_app_object
 
 __all__ = ["CATEGORIES", "STATUSES", "Terms", "create", "draw_first", "draw", "take", "allocations_of", "expire_due",
            "expire_due_accounts", "warn_expiring", "void", "refund_order", "get", "summary", "init_app"]
@@ -42,14 +43,14 @@ _SPENDABLE = "account_id = ? AND status = 'active' AND (expires_at IS NULL OR ex
 #: holds more (``after``/``guard``: the ledger's PostgreSQL statement joins it).
 #: Only ``remaining`` changes, a column no index holds, so no index is touched;
 #: a draw that empties the grant (its status changes) takes the slow path.
-DRAW_FIRST_SQL = f"""UPDATE credit_grant SET remaining = remaining - ? {{after}}
+DRAW_FIRST_SQL: str = f"""UPDATE credit_grant SET remaining = remaining - ? {{after}}
  WHERE credit_grant.id = (SELECT id FROM credit_grant WHERE {_SPENDABLE} ORDER BY {_ORDER} LIMIT 1)
    AND credit_grant.remaining > ? {{guard}}
 RETURNING credit_grant.id"""
 
 # The ledger's statements embed DRAW_FIRST_SQL: import it once that is defined,
 # so either module may be imported first.
-from . import ledger
+from . import ledger  # noqa: E402
 
 _SQL = storage.Statements(
     draw_first=DRAW_FIRST_SQL.format(after="", guard=""),
@@ -113,7 +114,7 @@ class Terms:
 
 def _naive_utc(moment: datetime) -> datetime:
     if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment
 
 
@@ -170,14 +171,14 @@ def draw(account_id: str, entry_id: str, credits: int, now: datetime) -> tuple[t
     return tuple(allocations)
 
 
-def take(entry_id: str, grants: tuple[tuple[str, int], ...], status: str) -> tuple[tuple[str, int], ...]:
+def take(entry_id: str, grants: tuple[tuple[str, int], ...], status: str) -> tuple[tuple[str | None, int], ...]:
     """Take exactly these credits from these grants (expiry, void, refund); a
     grant left with none gets ``status``. Returns the allocations (written as
     rows when there are several; one is named on the entry)."""
     for grant_id, amount in grants:
         if _run("take", (amount, amount, status, grant_id, amount)).fetchone() is None:
             raise AssertionError(f"grant {grant_id} does not hold {amount} credits")
-    allocations = [(grant_id, -amount) for grant_id, amount in grants]
+    allocations: list[tuple[str | None, int]] = [(grant_id, -amount) for grant_id, amount in grants]
     if len(allocations) > 1:
         _insert_allocations(entry_id, allocations)
     return tuple(allocations)
@@ -191,10 +192,11 @@ def allocations_of(entries: list[tuple[str, str | None, int]]) -> dict[str, list
     if not entries:
         return found
     allocation = storage.GrantAllocation
-    rows = (allocation.select(allocation.entry, allocation.grant, allocation.amount)
-            .where(allocation.entry.in_(list(found))).order_by(allocation.entry, allocation.position).tuples())
-    for entry_id, grant_id, amount in rows:
-        found[entry_id].append((grant_id, amount))
+    rows = db.execute_sql(*allocation.select(allocation.entry, allocation.grant, allocation.amount)
+                          .where(allocation.entry.in_(list(found)))
+                          .order_by(allocation.entry, allocation.position).sql()).fetchall()
+    for row_entry, row_grant, amount in rows:
+        found[row_entry].append((row_grant, amount))
     for entry_id, grant_id, delta in entries:
         if not found[entry_id] and grant_id is not None:
             found[entry_id] = [(grant_id, delta)]
@@ -245,7 +247,8 @@ def _warn(grant_id: str, now: datetime, account: Any = None) -> bool:
         return False
     with transaction():
         grant = storage.CreditGrant.get_by_id(grant_id)
-        if grant.expires_at is None or _as_datetime(grant.expires_at) > now + window:
+        expires_at = _as_datetime(grant.expires_at)
+        if expires_at is None or expires_at > now + window:
             return False
         claimed = _run("claim_warning", (now, grant_id, now)).fetchone()
         if claimed is None:
@@ -253,7 +256,7 @@ def _warn(grant_id: str, now: datetime, account: Any = None) -> bool:
         grant = storage.CreditGrant.get_by_id(grant_id)
         if account is None:
             account = ledger.get_account(claimed[0])
-        signals.grant_expiring.send(current_app._get_current_object(), account=account, grant=grant_body(grant))
+        signals.grant_expiring.send(current_app_object(), account=account, grant=grant_body(grant))
         return True
 
 
@@ -275,8 +278,8 @@ def get(grant_id: str, merchant_id: str) -> storage.CreditGrant:
              .first())
     if grant is None:
         raise GrantNotFound(grant_id=grant_id)
-    if grant.status == "active" and grant.expires_at is not None and \
-            _as_datetime(grant.expires_at) <= ledger.utcnow():
+    expires_at = _as_datetime(grant.expires_at)
+    if grant.status == "active" and expires_at is not None and expires_at <= ledger.utcnow():
         ledger.get_account(grant.account_id)  # writes the due expiry
         grant = storage.CreditGrant.get_by_id(grant_id)
     return grant

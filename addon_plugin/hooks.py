@@ -192,7 +192,7 @@ class HostHooks:
     def _active() -> bool:
         return bool(current_app.config["ADDONS_ACTIVE"])
 
-    def get_product_types(self, previous_value: list[dict[str, str]] | None) -> list[dict[str, str]]:
+    def get_product_types(self, previous_value: list[dict[str, str]] | None) -> list[dict[str, str]] | None:
         """The host's product types plus ``{"id": "addon", "label": "Add on"}``."""
         if not self._active():
             return previous_value

@@ -22,11 +22,11 @@ write the ``expiry`` entry first, and costs nothing where no grant expires.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Mapping, Sequence
+from typing import Any, NoReturn
 
-from flask import current_app
 from peewee import IntegrityError
 
 import storage
@@ -43,6 +43,7 @@ from .errors import (
     ProductNotFound,
     ValidationError,
 )
+from .state import current_app_object
 
 __all__ = [
     "MAX_CREDITS",
@@ -414,7 +415,7 @@ def _apply(account_id: str, delta: int, kind: str, description: str, reference: 
         if draws:
             row = _fetchone("update_draw_and_insert", update_params + (-delta, account_id, now, -delta, account_id)
                             + entry_params + (key_space,))
-            grant_id = row and row[10]
+            grant_id = row[10] if row else None
         else:
             row = _fetchone("update_and_insert", update_params + entry_params + (grant_id, key_space))
     else:
@@ -489,7 +490,7 @@ def _replay(entry: Entry) -> Change:
     return Change(account, entry, entry.balance_after - entry.delta, replayed=True)
 
 
-def _raise_refusal(account_id: str, delta: int, kind: str) -> None:
+def _raise_refusal(account_id: str, delta: int, kind: str) -> NoReturn:
     row = _fetchone("refusal", (account_id,))
     if row is None:
         raise AccountNotFound(account_id=account_id)
@@ -508,7 +509,7 @@ def _raise_refusal(account_id: str, delta: int, kind: str) -> None:
 def _announce_refusal(account: Account, kind: str, requested: int) -> None:
     """Send :data:`~addon_plugin.signals.deduction_refused` once the refused
     change's transaction has ended (it wrote nothing; receivers write in their own)."""
-    app = current_app._get_current_object()
+    app = current_app_object()
     if signals.deduction_refused.has_receivers_for(app):
         storage.after_transaction(lambda: signals.deduction_refused.send(
             app, account=account, kind=kind, requested=requested))
@@ -516,9 +517,9 @@ def _announce_refusal(account: Account, kind: str, requested: int) -> None:
 
 def _announce(change: Change) -> None:
     """Send the balance signals, inside the transaction (receivers may abort it)."""
-    app = current_app._get_current_object()
+    app = current_app_object()
     before, after = change.previous_balance, change.account.balance
-    kwargs = {"account": change.account, "entry": change.entry, "previous_balance": before}
+    kwargs: dict[str, Any] = {"account": change.account, "entry": change.entry, "previous_balance": before}
     signals.balance_changed.send(app, **kwargs)
     threshold = change.account.threshold
     if threshold is not None and before > threshold >= after:
@@ -552,7 +553,7 @@ def purchase(account_id: str, credits: int, *, order_id: str, quantity: int, ide
         change = record(account_id, credits, "purchase", description=description, reference=order_id,
                         idempotency_key=idempotency_key, key_space=key_space, actor=actor)
         if not change.replayed:
-            signals.addon_purchased.send(current_app._get_current_object(), account=change.account,
+            signals.addon_purchased.send(current_app_object(), account=change.account,
                                          entry=change.entry, order_id=order_id, quantity=quantity,
                                          credits=credits)
         return change

@@ -11,6 +11,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import storage
@@ -38,7 +39,7 @@ class NewKey:
     id: str
     merchant_id: str
     key: str
-    created_at: object
+    created_at: datetime
 
 
 def _hash(secret: str) -> str:

@@ -61,7 +61,8 @@ def parse_price(text: str, currency: str) -> Decimal:
         raise ValueError("Not a decimal number.") from None
     if not amount.is_finite() or amount <= 0:
         raise ValueError("Must be a number greater than 0.")
-    if -amount.as_tuple().exponent > minor_digits(currency):
+    exponent = amount.as_tuple().exponent  # an int: the amount is finite
+    if isinstance(exponent, int) and -exponent > minor_digits(currency):
         raise ValueError(f"At most {minor_digits(currency)} decimal places for {currency}.")
     if amount >= Decimal(10) ** 15:
         raise ValueError("Too large.")

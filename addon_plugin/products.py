@@ -28,6 +28,7 @@ from storage import new_id, transaction, utcnow
 from . import signals
 from .errors import ProductNotFound, ValidationError
 from .money import MAX_MINOR, from_minor, parse_price, to_minor
+from .state import current_app_object
 
 __all__ = ["get_product", "product_for_host"]
 
@@ -67,7 +68,7 @@ def create_product(merchant_id: str, data: dict[str, Any]) -> storage.Product:
     with transaction():
         _check_host_product_id(merchant_id, columns.get("host_product_id"), None)
         product = storage.Product.create(id=new_id("prod"), merchant=merchant_id, **columns)
-        signals.product_saved.send(current_app._get_current_object(), product=product, created=True)
+        signals.product_saved.send(current_app_object(), product=product, created=True)
     return product
 
 
@@ -86,7 +87,7 @@ def update_product(merchant_id: str, product_id: str, data: dict[str, Any]) -> s
             columns["updated_at"] = utcnow()
             storage.Product.update(**columns).where(storage.Product.id == product.id).execute()
             product = get_product(merchant_id, product_id)
-        signals.product_saved.send(current_app._get_current_object(), product=product, created=False)
+        signals.product_saved.send(current_app_object(), product=product, created=False)
     return product
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import timezone
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
@@ -122,7 +122,7 @@ def load_fields(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:
 
 def Credits(*, minimum: int = -MAX_CREDITS, nonzero: bool = False, **kwargs: Any) -> fields.Integer:
     """A credit count: a strict JSON integer within ±(2**53 - 1)."""
-    validators = [validate.Range(minimum, MAX_CREDITS)]
+    validators: list[validate.Validator] = [validate.Range(minimum, MAX_CREDITS)]
     if nonzero:
         validators.append(validate.NoneOf([0], error="Must not be zero."))
         kwargs.setdefault("metadata", {"not": {"enum": [0]}})
@@ -307,7 +307,7 @@ class EntrySchema(_Strict):
 
 def _naive_utc(data: dict) -> dict:
     if data.get("expires_at") is not None:
-        data["expires_at"] = data["expires_at"].astimezone(timezone.utc).replace(tzinfo=None)
+        data["expires_at"] = data["expires_at"].astimezone(UTC).replace(tzinfo=None)
     return data
 
 
@@ -316,7 +316,7 @@ class _GrantTerms(_Strict):
 
     category = fields.String(validate=validate.OneOf(["paid", "promotional"]), metadata={
         "description": "The grant's category when value > 0 (default promotional)."})
-    expires_at = fields.AwareDateTime(default_timezone=timezone.utc, metadata={
+    expires_at = fields.AwareDateTime(default_timezone=UTC, metadata={
         "description": "When the grant expires (must be in the future; default never). Only when value > 0."})
 
     @validates_schema
@@ -439,7 +439,9 @@ class ApiKeyCreatedSchema(_Strict):
 class _ErrorBody(_Strict):
     code = fields.String(required=True, metadata={"example": "insufficient_credits"})
     message = fields.String(required=True)
-    fields = fields.Dict(required=True, metadata={"description": "Each bad field and its messages."})
+    # The body's key is "fields"; marshmallow takes declared fields off the class, so nothing is shadowed.
+    fields = fields.Dict(required=True,  # type: ignore[assignment]
+                         metadata={"description": "Each bad field and its messages."})
 
 
 class ErrorSchema(_Strict):
@@ -503,7 +505,7 @@ class GrantCreateSchema(_Strict):
 
     amount = Credits(minimum=1, required=True)
     category = fields.String(validate=validate.OneOf(["paid", "promotional"]), load_default="promotional")
-    expires_at = fields.AwareDateTime(default_timezone=timezone.utc, allow_none=True, load_default=None,
+    expires_at = fields.AwareDateTime(default_timezone=UTC, allow_none=True, load_default=None,
                                       metadata={"description": "Must be in the future; null or omitted: never."})
     priority = fields.Integer(strict=True, validate=validate.Range(0, 100), load_default=50,
                               metadata={"description": "Lower is drawn first."})

@@ -16,7 +16,7 @@ from flask import Flask, current_app
 if TYPE_CHECKING:
     from .extension import AddonPlugin
 
-__all__ = ["AddonsState", "get_state"]
+__all__ = ["AddonsState", "current_app_object", "get_state"]
 
 
 @dataclass
@@ -51,3 +51,10 @@ def get_state(app: Flask | None = None) -> AddonsState:
         raise RuntimeError(f"The credit add-ons plugin is not mounted on the app {app.name!r}: "
                            "call AddonPlugin(app) or plugin.init_app(app) first.")
     return state
+
+
+def current_app_object() -> Flask:
+    """The app itself behind the ``current_app`` proxy: the sender of every
+    signal, and what may be kept past the app context."""
+    # Flask types ``current_app`` as the app, not as the proxy it is.
+    return current_app._get_current_object()  # type: ignore[attr-defined]

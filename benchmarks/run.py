@@ -23,10 +23,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterator
 
 from flask import Flask
 
@@ -238,13 +238,14 @@ def bench_ledger(seconds: float) -> list[dict]:
                 ledger.record(many_account_id, 10**9, "adjustment", grant=grants.Terms(category="paid"))
             counter = iter(range(10**9))
 
-            def deduct() -> None:
+            def deduct(account_id: str = account_id) -> None:
                 ledger.record(account_id, -1, "usage")
 
-            def deduct_from_many() -> None:
+            def deduct_from_many(many_account_id: str = many_account_id) -> None:
                 ledger.record(many_account_id, -1, "usage")
 
-            def deduct_idempotent() -> None:
+            def deduct_idempotent(account_id: str = account_id, merchant_id: str = merchant_id,
+                                  counter: Iterator[int] = counter) -> None:
                 key = f"bench-{next(counter)}"
                 idempotency.run(merchant_id, key, key, lambda: (
                     {"balance": ledger.record(account_id, -1, "usage", idempotency_key=key).account.balance}, 200))
@@ -291,7 +292,7 @@ def gunicorn(url: str, workers: int, threads: int) -> Iterator[str]:
                     break
             except OSError:
                 if process.poll() is not None:
-                    raise SystemExit("gunicorn exited at start")
+                    raise SystemExit("gunicorn exited at start") from None
                 time.sleep(0.05)
         yield base
     finally:
@@ -475,7 +476,7 @@ def bench_webhooks(events: int, samples: int) -> list[dict]:
             ids = [ledger.record(account_id, -1, "usage").entry.id for _ in range(events)]
             storage.db.close()
             with worker(url, once=True):
-                _wait_for(lambda: all(i in arrivals for i in ids), timeout=600)
+                _wait_for(lambda ids=ids: all(i in arrivals for i in ids), timeout=600)
             times = sorted(arrivals[i] for i in ids)
             throughput = (len(times) - 1) / (times[-1] - times[0])
             latencies = []
@@ -483,7 +484,7 @@ def bench_webhooks(events: int, samples: int) -> list[dict]:
                 for _ in range(samples):
                     entry_id = ledger.record(account_id, -1, "usage").entry.id
                     committed = time.time()
-                    _wait_for(lambda: entry_id in arrivals)
+                    _wait_for(lambda entry_id=entry_id: entry_id in arrivals)
                     latencies.append((arrivals[entry_id] - committed) * 1000)
             p50, p99 = _percentiles(latencies)
         rows.append({"database": name, "events": f"{events:,}", "deliveries/s (one worker)": round(throughput),
@@ -511,7 +512,7 @@ def bench_top_ups(samples: int) -> list[dict]:
                 for account_id in accounts:
                     ledger.record(account_id, -60, "usage")  # 100 → 40: at or below 50
                     crossed = time.perf_counter()
-                    _wait_for(lambda: ledger.balance(account_id) > 40)
+                    _wait_for(lambda account_id=account_id: ledger.balance(account_id) > 40)
                     latencies.append((time.perf_counter() - crossed) * 1000)
             check_ledger(accounts)
             charged = storage.TopUp.select().where(storage.TopUp.status == "succeeded").count()
@@ -581,7 +582,7 @@ def main() -> None:
         print(table(results["topups"]))
 
     report = REPORT.format(
-        date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), machine=machine(),
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), machine=machine(),
         command=" ".join(["python -m benchmarks.run", *sys.argv[1:]]),
         ledger=table(results.get("ledger", [])), http=table(results.get("http", [])),
         read=table(results.get("read", [])), webhooks=table(results.get("webhooks", [])),
@@ -607,8 +608,9 @@ grants, and with the API's
 idempotency record around it, against the raw driver in the same run: once
 executing exactly the ledger's statements on the plugin's schema (what our
 Python costs), once the minimal equivalent statements on a two-table schema
-with no indexes beyond the primary keys (what the schema's indexes cost too). SQLite: WAL, `synchronous=NORMAL`, `BEGIN IMMEDIATE`. PostgreSQL:
-TCP on 127.0.0.1, the update and insert in one statement for both.
+with no indexes beyond the primary keys (what the schema's indexes cost too).
+SQLite: WAL, `synchronous=NORMAL`, `BEGIN IMMEDIATE`. PostgreSQL: TCP on 127.0.0.1,
+the update and insert in one statement for both.
 
 {ledger}
 ## 2. HTTP usage endpoint

@@ -8,6 +8,9 @@ from .dialects import Statements, sql
 from .ids import new_id
 from .models import (
     ALL_MODELS,
+    TOP_UP_IN_FLIGHT,
+    TOP_UP_TO_CHARGE,
+    TOP_UP_TO_LOOK_UP,
     ApiKey,
     Buyer,
     CreditAccount,
@@ -19,9 +22,6 @@ from .models import (
     Order,
     Product,
     SchemaVersion,
-    TOP_UP_IN_FLIGHT,
-    TOP_UP_TO_CHARGE,
-    TOP_UP_TO_LOOK_UP,
     TopUp,
     WebhookAttempt,
     WebhookDelivery,

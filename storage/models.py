@@ -15,9 +15,10 @@ credits are integers. Times are naive UTC.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from peewee import (
+    SQL,
     BigIntegerField,
     BooleanField,
     CharField,
@@ -26,7 +27,6 @@ from peewee import (
     ForeignKeyField,
     IntegerField,
     Model,
-    SQL,
     TextField,
 )
 
@@ -62,7 +62,7 @@ __all__ = [
 
 def utcnow() -> datetime:
     """The current time, naive UTC (how every timestamp is stored)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def isoformat(moment: datetime | str | None) -> str | None:
@@ -73,7 +73,7 @@ def isoformat(moment: datetime | str | None) -> str | None:
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment)
     if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment.isoformat(timespec="microseconds") + "Z"
 
 
@@ -164,7 +164,9 @@ class CreditAccount(BaseModel):
 
     id = CharField(primary_key=True, max_length=40)
     merchant = ForeignKeyField(Merchant, backref="accounts", on_delete="CASCADE")
+    merchant_id: str  # the key's column, which peewee adds (declared for type checkers)
     product = ForeignKeyField(Product, backref="accounts", on_delete="CASCADE")
+    product_id: str  # the key's column, which peewee adds (declared for type checkers)
     buyer = ForeignKeyField(Buyer, backref="accounts", on_delete="CASCADE")
     buyer_email = CharField(max_length=320)
     balance = BigIntegerField(default=0)
@@ -303,7 +305,9 @@ class WebhookDelivery(BaseModel):
 
     id = CharField(primary_key=True, max_length=40)
     event = ForeignKeyField(WebhookEvent, backref="deliveries", on_delete="CASCADE", index=False)
+    event_id: str  # the key's column, which peewee adds (declared for type checkers)
     endpoint = ForeignKeyField(WebhookEndpoint, backref="deliveries", on_delete="CASCADE", index=False)
+    endpoint_id: str  # the key's column, which peewee adds (declared for type checkers)
     status = CharField(max_length=12, default="pending")
     attempt_count = IntegerField(default=0)
     next_attempt_at = DateTimeField(null=True)
@@ -332,6 +336,7 @@ class WebhookAttempt(BaseModel):
 
     id = CharField(primary_key=True, max_length=40)
     delivery = ForeignKeyField(WebhookDelivery, backref="attempts", on_delete="CASCADE", index=False)
+    delivery_id: str  # the key's column, which peewee adds (declared for type checkers)
     number = IntegerField()
     status_code = IntegerField(null=True)
     duration_ms = IntegerField()
@@ -368,7 +373,9 @@ class TopUp(BaseModel):
 
     id = CharField(primary_key=True, max_length=40)
     account = ForeignKeyField(CreditAccount, backref="top_ups", on_delete="CASCADE", index=False)
+    account_id: str  # the key's column, which peewee adds (declared for type checkers)
     merchant = ForeignKeyField(Merchant, on_delete="CASCADE")
+    merchant_id: str  # the key's column, which peewee adds (declared for type checkers)
     status = CharField(max_length=32)
     banks = IntegerField()
     credits = BigIntegerField()
@@ -396,7 +403,7 @@ class TopUp(BaseModel):
 
 TopUp.add_index(TopUp.index(
     TopUp.account, unique=True, name="top_up_one_in_flight",
-    where=SQL("status IN (%s)" % ", ".join(f"'{s}'" for s in TOP_UP_IN_FLIGHT)),
+    where=SQL("status IN ({})".format(", ".join(f"'{s}'" for s in TOP_UP_IN_FLIGHT))),
 ))
 
 # The decline budget and the daily limit count an account's recent outcomes.
@@ -426,6 +433,7 @@ class CreditGrant(BaseModel):
 
     id = CharField(primary_key=True, max_length=40)
     account = ForeignKeyField(CreditAccount, backref="grants", on_delete="CASCADE", index=False)
+    account_id: str  # the key's column, which peewee adds (declared for type checkers)
     category = CharField(max_length=12)
     amount = BigIntegerField()
     remaining = BigIntegerField()

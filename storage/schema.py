@@ -498,8 +498,8 @@ def _index_top_up_decisions() -> None:
         ],
     }
     statements["postgresql"] = statements["sqlite"]
-    for sql in statements[dialect()]:
-        db.execute_sql(sql)
+    for statement in statements[dialect()]:
+        db.execute_sql(statement)
 
 
 _TOP_UP_OUTCOMES_SQL = {
@@ -519,8 +519,8 @@ _TOP_UP_OUTCOMES_SQL = {
 
 def _top_up_outcomes() -> None:
     # "pending_settlement" is longer than the old 16 characters (SQLite keeps no lengths).
-    for sql in _TOP_UP_OUTCOMES_SQL[dialect()]:
-        db.execute_sql(sql)
+    for statement in _TOP_UP_OUTCOMES_SQL[dialect()]:
+        db.execute_sql(statement)
 
 
 # -- 7: idempotency key spaces -----------------------------------------------------------------------

@@ -181,6 +181,7 @@ def real_ids(merchant, product, funded_account_id) -> dict[str, str]:
 
 # -- top-ups (the API, hooks and webhooks use them too) -------------------------------
 
+
 @pytest.fixture
 def gateway(app) -> TestGateway:
     """The app's payment gateway: a fresh :class:`TestGateway` to inspect."""

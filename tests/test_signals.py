@@ -180,10 +180,9 @@ def test_deduction_refused_is_sent_after_the_refused_transaction_ended(app, fund
 
     signals.deduction_refused.connect(receiver, sender=app)
     try:
-        with pytest.raises(InsufficientCredits):
-            with storage.transaction():  # a caller's transaction, as the API's
-                ledger.record(funded_account_id, -1001, "usage")
-                assert seen == []  # not while it is open
+        with pytest.raises(InsufficientCredits), storage.transaction():  # a caller's transaction, as the API's
+            ledger.record(funded_account_id, -1001, "usage")
+            assert seen == []  # not while it is open
         with pytest.raises(BalanceLimitExceeded):
             ledger.record(funded_account_id, ledger.MAX_CREDITS, "adjustment")  # not a deduction
     finally:

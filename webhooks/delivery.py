@@ -26,6 +26,7 @@ from urllib3.util import connection as _connection
 
 import storage
 from addon_plugin import signals
+from addon_plugin.state import current_app_object
 from storage import (
     Statements,
     WebhookAttempt,
@@ -86,7 +87,7 @@ def _execute(name: str, params: tuple):
 
 # -- one HTTP attempt --------------------------------------------------------
 
-class _VettedConnection:
+class _VettedConnection(HTTPConnection):
     """Connects only to an address the SSRF guard vetted just now.
 
     Resolving and connecting in one place means the address checked is the
@@ -105,7 +106,7 @@ class _VettedConnection:
                     (address, self.port), self.timeout,
                     source_address=self.source_address, socket_options=self.socket_options,
                 )
-            except socket.timeout as error:
+            except TimeoutError as error:
                 raise ConnectTimeoutError(self, f"Connection to {self.host} timed out.") from error
             except OSError as error:
                 failure = error
@@ -177,7 +178,7 @@ def send(session: requests.Session, url: str, body: bytes, headers: dict[str, st
     headers = {**headers, "content-type": "application/json", "user-agent": USER_AGENT}
     started = time.monotonic()
     try:
-        response = session.post(url, data=body, headers=headers, timeout=tuple(timeout),
+        response = session.post(url, data=body, headers=headers, timeout=(timeout[0], timeout[1]),
                                 allow_redirects=False, stream=True)
         try:
             raw = next(response.iter_content(EXCERPT_CHARS * 4), b"")
@@ -276,7 +277,7 @@ def _record(claim: _Claim, outcome: Outcome, retry_schedule: list[float]) -> Non
                 WebhookEndpoint.id == claim.endpoint_id).execute()
         if status == "failed":
             signals.webhook_delivery_failed.send(
-                current_app._get_current_object(),
+                current_app_object(),
                 delivery=WebhookDelivery.get_by_id(claim.delivery_id),
                 endpoint=WebhookEndpoint.get_by_id(claim.endpoint_id),
             )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 __all__ = ["JITTER", "MAX_RETRY_AFTER", "jittered", "next_delay", "parse_retry_after"]
@@ -56,6 +56,6 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    current = now.replace(tzinfo=timezone.utc) if now else datetime.now(timezone.utc)
+        when = when.replace(tzinfo=UTC)
+    current = now.replace(tzinfo=UTC) if now else datetime.now(UTC)
     return max(0.0, (when - current).total_seconds())

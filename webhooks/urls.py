@@ -54,7 +54,7 @@ def public_addresses(host: str, port: int) -> list[str]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as error:
         raise InvalidUrl(f"The host {host!r} does not resolve.", host=host) from error
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if not addresses:
         raise InvalidUrl(f"The host {host!r} does not resolve.", host=host)
     for address in addresses:

@@ -93,9 +93,9 @@ def _refuse_cut_off(raw: bytes) -> None:
     bytes of a longer stream without complaint: a form cut there could even be
     valid, its last value cut short."""
     limit = request.max_content_length
-    if limit is not None and request.content_length is None and len(raw) >= limit:
-        if request.environ["wsgi.input"].read(1):
-            raise RequestEntityTooLarge()
+    if (limit is not None and request.content_length is None and len(raw) >= limit
+            and request.environ["wsgi.input"].read(1)):
+        raise RequestEntityTooLarge()
 
 
 def _form_fields(raw: bytes, mimetype: str) -> list[tuple[str, str]]:
@@ -154,10 +154,10 @@ def _presented_key() -> str | None:
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
     try:
-        token = payload().get("auth_token")
+        field = payload().get("auth_token")
     except (BadRequest, HTTPException):  # an unreadable body carries no key
         return None
-    return token if isinstance(token, str) else None
+    return field if isinstance(field, str) else None
 
 
 def authenticate() -> str:

@@ -20,11 +20,11 @@ from typing import Any
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.ext.marshmallow.common import resolve_schema_instance
-from flask import Flask, current_app
+from flask import Flask
 from marshmallow import Schema
 
 from ..schemas import ErrorSchema
-from ..state import get_state
+from ..state import current_app_object, get_state
 
 __all__ = ["operation", "document", "document_blueprint"]
 
@@ -52,10 +52,11 @@ def operation(*, summary: str, tag: str, body: type[Schema] | Schema | None = No
     session instead of an API key; ``public``: no authentication."""
 
     def decorate(view: Callable) -> Callable:
-        view.openapi = dict(summary=summary, tag=tag, body=body, body_required=body_required, query=query,
-                            response=response, status=status, errors=errors, public=public, many=many,
-                            form=form, idempotent=idempotent, session=session,
-                            description=(view.__doc__ or "").strip())
+        # A function takes attributes; mypy's Callable declares none.
+        view.openapi = dict(  # type: ignore[attr-defined]
+            summary=summary, tag=tag, body=body, body_required=body_required, query=query, response=response,
+            status=status, errors=errors, public=public, many=many, form=form, idempotent=idempotent,
+            session=session, description=(view.__doc__ or "").strip())
         return view
 
     return decorate
@@ -80,7 +81,7 @@ def _resolver(schema: Any) -> str:
 
 def document(app: Flask | None = None) -> dict[str, Any]:
     """The OpenAPI document for the API mounted on ``app`` (cached per app)."""
-    app = app or current_app._get_current_object()
+    app = app or current_app_object()
     state = get_state(app)
     if state.openapi is None:
         state.openapi = _build(app)
@@ -191,6 +192,7 @@ def _form_body(schema: Schema, spec: APISpec, marshmallow: MarshmallowPlugin) ->
     """The form media type of a body schema: its fields as a form sends them
     (registered once as ``<Name>Form``), with the encoding of each object field."""
     name = f"{_schema_name(schema)}Form"
+    assert marshmallow.converter is not None  # set when the plugin was registered with the spec
     json_schema = marshmallow.converter.schema2jsonschema(schema)
     properties = {field: _without_null(prop) for field, prop in json_schema["properties"].items()}
     if name not in spec.components.schemas:

@@ -34,6 +34,7 @@ from storage import TOP_UP_IN_FLIGHT, CreditAccount, Statements, TopUp, db, new_
 
 from .. import ledger, signals
 from ..ledger import Account
+from ..state import current_app_object
 from . import execute
 from .records import as_resource
 
@@ -54,13 +55,14 @@ NOT_DECLINES = ("gateway_unavailable", "daily_limit_reached", "balance_limit_exc
 _GATE = """SELECT p.price_minor, p.currency, p.credit_amount,
   (SELECT d.completed_at FROM top_up d
     WHERE d.account_id = a.id AND d.status = 'failed' AND d.completed_at IS NOT NULL
-      AND d.failure_code NOT IN (%s)
+      AND d.failure_code NOT IN ({not_declines})
     ORDER BY d.completed_at DESC LIMIT 1 OFFSET ?)
 FROM credit_account a JOIN addon_product p ON p.id = a.product_id
 WHERE a.id = ? AND p.top_up_allowed
   AND (a.top_up_blocked_until IS NULL OR a.top_up_blocked_until <= ?)
-  AND NOT EXISTS (SELECT 1 FROM top_up t WHERE t.account_id = a.id AND t.status IN (%s))""" % (
-    ", ".join(f"'{code}'" for code in NOT_DECLINES), ", ".join(f"'{status}'" for status in TOP_UP_IN_FLIGHT))
+  AND NOT EXISTS (SELECT 1 FROM top_up t WHERE t.account_id = a.id AND t.status IN ({in_flight}))""".format(
+    not_declines=", ".join(f"'{code}'" for code in NOT_DECLINES),
+    in_flight=", ".join(f"'{status}'" for status in TOP_UP_IN_FLIGHT))
 _SQL = Statements(gate=_GATE)
 
 
@@ -79,7 +81,7 @@ def banks_needed(balance: int, threshold: int, credit_amount: int, max_banks: in
 def decide(account: Account, *, now: datetime | None = None) -> str | None:
     """Decide a top-up for ``account`` (a snapshot taken inside the caller's
     transaction, after the change); returns the new pending top-up's id, or None."""
-    if not wants_top_up(account):
+    if not wants_top_up(account) or account.threshold is None:
         return None
     now = now or utcnow()
     config = current_app.config
@@ -142,7 +144,7 @@ def _refuse_over_daily_limit(account: Account, values: dict[str, Any], now: date
                           completed_at=now, **values)
     CreditAccount.update(top_up_blocked_until=_midnight(now) + timedelta(days=1), updated_at=now).where(
         CreditAccount.id == account.id).execute()
-    signals.top_up_failed.send(current_app._get_current_object(), account=account, top_up=as_resource(top_up),
+    signals.top_up_failed.send(current_app_object(), account=account, top_up=as_resource(top_up),
                                failure={"code": "daily_limit_reached", "message": message})
 
 

@@ -43,6 +43,7 @@ from storage import TOP_UP_TO_CHARGE, CreditAccount, TopUp, new_id, transaction,
 
 from .. import ledger, signals
 from ..ledger import MAX_CREDITS
+from ..state import current_app_object
 from .gateways import TOP_UP_KEY_PREFIX, ChargePending, Declined, GatewayUnavailable, current_gateway
 from .records import amount, as_resource
 
@@ -216,7 +217,7 @@ def succeed(top_up: TopUp, hold: Expression, charge_id: str, now: datetime) -> b
         _update(top_up.id, hold, now, status="succeeded", lease=None, next_attempt_at=None, completed_at=now)
         CreditAccount.update(top_up_failures=0, top_up_blocked_until=None).where(
             CreditAccount.id == top_up.account_id).execute()
-        signals.top_up_succeeded.send(current_app._get_current_object(), account=change.account,
+        signals.top_up_succeeded.send(current_app_object(), account=change.account,
                                       entry=change.entry, top_up=as_resource(TopUp.get_by_id(top_up.id)))
         return True
 
@@ -227,7 +228,7 @@ def fail(top_up: TopUp, hold: Expression, code: str, message: str, now: datetime
     ``counted`` failure also counts toward ``ADDONS_TOP_UP_MAX_FAILURES``
     consecutive ones, which switch auto top-up off. False if no longer held."""
     config = current_app.config
-    app = current_app._get_current_object()
+    app = current_app_object()
     with transaction():
         _lock_account(top_up.account_id)
         if not _update(top_up.id, hold, now, status="failed", lease=None, next_attempt_at=None, completed_at=now,
@@ -258,7 +259,7 @@ def leave_unresolved(top_up: TopUp, hold: Expression, reason: str, now: datetime
                        next_attempt_at=now + lookup_interval(), **fields):
             return False
         log.warning("top-up %s is unresolved: %s", top_up.id, reason)
-        signals.top_up_unresolved.send(current_app._get_current_object(), account=ledger.get_account(top_up.account_id),
+        signals.top_up_unresolved.send(current_app_object(), account=ledger.get_account(top_up.account_id),
                                        top_up=as_resource(TopUp.get_by_id(top_up.id)))
         return True
 

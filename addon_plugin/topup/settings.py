@@ -19,7 +19,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask
 
 import storage
 from storage import CreditAccount, transaction, utcnow
@@ -33,6 +33,7 @@ from ..errors import (
     ValidationError,
 )
 from ..ledger import MAX_CREDITS, Account
+from ..state import current_app_object
 from . import decide
 from .gateways import current_gateway
 from .records import account_row
@@ -132,7 +133,7 @@ def check_owner(payment_method: str | None, *, customer: str | None) -> None:
 def disable_for_product(product_id: str, *, reason: str = "product_changed") -> int:
     """Switch auto top-up off on every account of the product, each with an
     ``auto_top_up_disabled`` signal; returns how many were switched off."""
-    app = current_app._get_current_object()
+    app = current_app_object()
     with transaction():
         ids = [row.id for row in CreditAccount.select(CreditAccount.id).where(
             (CreditAccount.product == product_id) & CreditAccount.auto_top_up_enabled)]

@@ -94,7 +94,7 @@ def resolve_top_up(top_up_id: str, *, merchant_id: str, outcome: str, charge_id:
         raise TopUpNotFound(top_up_id=top_up_id)
     now = now or utcnow()
     hold = execute.in_status("unresolved")
-    if outcome == "succeeded":
+    if charge_id is not None:  # the outcome is "succeeded"
         settled = execute.succeed(top_up, hold, charge_id, now)
     else:
         settled = execute.fail(top_up, hold, "resolved_as_failed",

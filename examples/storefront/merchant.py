@@ -5,7 +5,7 @@ the developer page. Add-on pricing is the plugin's: the tab shows what
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -170,7 +170,7 @@ def buyer_account(account_id: str):
                 if not days.isascii() or not days.isdigit() or not 1 <= int(days) <= 3650:
                     raise ValidationError(fields={"expires_in_days": ["Whole days from 1 to 3650, or empty."]})
                 # Midnight UTC that many days ahead: a double submit sends the same moment.
-                today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+                today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
                 submitted["expires_at"] = (today + timedelta(days=int(days))).isoformat()
             change = accounts.adjust(merchant_id, account_id, submitted, actor="storefront:merchant")
             flash(f"Adjusted by {change['entry']['delta']:+d}: the balance is {change['balance']}.")

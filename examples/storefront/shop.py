@@ -8,7 +8,7 @@ The only links are ids: the shop's ``addons_merchant_id`` and each add-on's
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from peewee import (
     CharField,
@@ -31,7 +31,7 @@ HOST_PRODUCT_TYPES = [{"id": "one_time", "label": "One-time"}, {"id": "subscript
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class _Model(Model):

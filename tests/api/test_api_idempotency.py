@@ -244,8 +244,10 @@ def test_a_client_key_equal_to_a_hooks_key_never_blocks_the_grant(client, auth, 
     is the client's own: the order's grant still happens."""
     assert client.post(ADD, json={"product_id": product.id, "buyer_email": "bob@example.com", "value": -1},
                        headers={**auth, "Idempotency-Key": client_key}).status_code == 200
-    app.extensions["addons"].plugin.order_paid({"id": "order_9", "merchant_id": merchant_id, "buyer_email": "bob@example.com",
-                                         "lines": [{"id": "l1", "product_id": product.id, "quantity": 1}]}, None)
+    app.extensions["addons"].plugin.order_paid({"id": "order_9", "merchant_id": merchant_id,
+                                                "buyer_email": "bob@example.com",
+                                                "lines": [{"id": "l1", "product_id": product.id, "quantity": 1}]},
+                                               None)
     assert ledger.balance(funded_account_id) == 1000 - 1 + 100 == ledger_sum(funded_account_id)
 
 

@@ -47,7 +47,7 @@ def test_a_page_exactly_full_has_no_next_cursor(client, auth, merchant_id):
 
 
 def test_the_default_limit_is_50(client, auth, funded_account_id):
-    for n in range(55):
+    for _ in range(55):
         ledger.record(funded_account_id, -1, "usage")
     page = client.get(f"/api/addons/accounts/{funded_account_id}/ledger", headers=auth).get_json()
     assert [e["sequence"] for e in page["data"]] == list(range(56, 6, -1))

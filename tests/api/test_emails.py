@@ -75,7 +75,6 @@ def test_credits_added_over_the_api_reach_the_signed_in_buyer(app, client, auth,
     assert ledger.find_account_id(merchant_id, addon.id, NFD) == added.get_json()["data"]["account_id"]
 
 
-
 def test_the_cli_finds_the_account_whatever_the_spelling(app, merchant_id, addon):
     app.extensions["addons"].plugin.order_paid(_order(merchant_id, NFC), None)
     result = app.test_cli_runner().invoke(args=["addons", "balance", "--merchant", merchant_id, "--product",

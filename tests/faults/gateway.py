@@ -22,9 +22,9 @@ import fcntl
 import json
 import os
 import time
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Mapping
 
 __all__ = ["FileGateway", "PAUSE_POINTS"]
 

@@ -4,6 +4,7 @@ with the same idempotency key, and waits on conditions with deadlines."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -36,7 +37,7 @@ def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout: f
                 return
         except OSError:
             if process is not None and process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}")
+                raise RuntimeError(f"server exited with {process.returncode}") from None
             time.sleep(0.02)
     raise TimeoutError(f"nothing listened on port {port} within {timeout}s")
 
@@ -83,7 +84,7 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         command = [sys.executable, "-m", "gunicorn", "-w", str(self.workers), "-b", f"127.0.0.1:{self.port}",
                    "--log-level", self.log_level, "--graceful-timeout", "1", *self.args, self.app_spec]
         if self.log_path is None:
@@ -121,14 +122,10 @@ class Worker:
         self.log = log
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "Worker":
-        output = open(self.log, "ab") if self.log else subprocess.DEVNULL
-        try:
+    def start(self) -> Worker:
+        with open(self.log, "ab") if self.log else contextlib.nullcontext(subprocess.DEVNULL) as output:
             self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.env, stdout=output,
                                             stderr=subprocess.STDOUT, start_new_session=True)
-        finally:
-            if self.log:
-                output.close()
         return self
 
     @property

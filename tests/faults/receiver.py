@@ -54,7 +54,7 @@ class Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/webhooks"
 
-    def start(self) -> "Receiver":
+    def start(self) -> Receiver:
         """Start listening (until now, connections to ``url`` are refused)."""
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
         self.server.daemon_threads = True
@@ -67,7 +67,7 @@ class Receiver:
             self.server.server_close()
             self.server = None
 
-    def __enter__(self) -> "Receiver":
+    def __enter__(self) -> Receiver:
         return self.start()
 
     def __exit__(self, *exc) -> None:

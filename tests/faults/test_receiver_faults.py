@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections import Counter, defaultdict
 from datetime import timedelta
+from itertools import pairwise
 
 import pytest
 import requests
@@ -133,7 +134,7 @@ def test_a_receiver_down_then_failing_then_slow_gets_everything_on_schedule(env,
     waits = []
     for made in by_delivery.values():
         made.sort(key=lambda a: a.number)
-        for previous, attempt in zip(made, made[1:]):
+        for previous, attempt in pairwise(made):
             delay = SCHEDULE[previous.number]
             waited = (starts[attempt.id] - previous.created_at).total_seconds()
             assert waited >= delay * (1 - JITTER) - 0.005, (attempt.number, delay, waited)

@@ -3,10 +3,11 @@ over loopback, on SQLite and PostgreSQL.
 
 Every route that names an object (enumerated from the OpenAPI document, so a
 new route is covered as soon as it is documented) answers another merchant's
-key (on the buyer's routes: another signed-in buyer) 404 and changes nothing. API keys and webhook secrets never appear after
-their creation: not in any answer, not in the server's or the worker's logs
-(captured at DEBUG), not in the idempotency records, not in the OpenAPI
-document; and both are compared in constant time.
+key (on the buyer's routes: another signed-in buyer) 404 and changes nothing.
+API keys and webhook secrets never appear after their creation: not in any
+answer, not in the server's or the worker's logs (captured at DEBUG), not in
+the idempotency records, not in the OpenAPI document; and both are compared in
+constant time.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def test_another_merchants_ids_are_404_on_every_route_and_change_nothing(server,
     # buyer's routes a buyer of B with the same e-mail and another buyer of A.
     own = apiwalk.sign_in(requests.Session(), server.url, merchant_a.id, "bob@example.com")
     strangers = {"merchant B": apiwalk.sign_in(requests.Session(), server.url, merchant_b[0].id, "bob@example.com"),
-                 "another buyer of A": apiwalk.sign_in(requests.Session(), server.url, merchant_a.id, "eve@example.com")}
+                 "another buyer of A": apiwalk.sign_in(requests.Session(), server.url, merchant_a.id,
+                                                       "eve@example.com")}
     tried, routes, controls = 0, set(), 0
     for op in apiwalk.operations(doc):
         for path, query, body in _requests_naming_ids(doc, op, ids):
@@ -271,9 +273,8 @@ def test_secrets_never_appear_after_creation(app, env, tmp_path, merchant, auth,
     for example in examples:
         assert example not in stored_secrets
         if example.startswith("sk_"):
-            with app.test_request_context():
-                with pytest.raises(Exception, match="API key"):
-                    merchants.authenticate(example)
+            with app.test_request_context(), pytest.raises(Exception, match="API key"):
+                merchants.authenticate(example)
 
     # The capture is real: DEBUG records from the app and gunicorn, the worker's deliveries.
     assert "DEBUG peewee" in logs["server log"] and "[DEBUG]" in logs["server log"]
@@ -308,7 +309,8 @@ def _comparisons_of_secrets(path: Path) -> list[str]:
 def _calls_compare_digest(function: Any) -> bool:
     """Whether the function's own code calls ``hmac.compare_digest``."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
-    return any(isinstance(node, ast.Call) and ast.unparse(node.func) == "hmac.compare_digest" for node in ast.walk(tree))
+    return any(isinstance(node, ast.Call) and ast.unparse(node.func) == "hmac.compare_digest"
+               for node in ast.walk(tree))
 
 
 def test_keys_and_webhook_signatures_are_compared_in_constant_time(client, merchant, api_key, monkeypatch):

@@ -126,7 +126,7 @@ def test_workers_killed_mid_delivery_and_mid_top_up_lose_nothing_and_charge_once
             for moment in ("mid-delivery", "after the charge", "mid-delivery", "before the charge"):
                 # Let the worker (fresh, or the first) show progress first.
                 target = len(receiver.requests) + 15
-                assert receiver.wait_until(lambda: len(receiver.requests) >= target), worker.output()
+                assert receiver.wait_until(lambda target=target: len(receiver.requests) >= target), worker.output()
                 if moment == "mid-delivery":
                     held.clear()
                     release.clear()

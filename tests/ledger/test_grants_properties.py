@@ -123,7 +123,7 @@ def test_grants_keep_every_invariant_whatever_happens(app, merchant_id, monkeypa
             order_id = data.draw(st.sampled_from(sorted(set(self.orders) - self.refunded)))
             held = (storage.CreditGrant.select(fn.COALESCE(fn.SUM(storage.CreditGrant.remaining), 0))
                     .where((storage.CreditGrant.reference == order_id) & (storage.CreditGrant.status == "active")
-                           & ((storage.CreditGrant.expires_at.is_null()) | (storage.CreditGrant.expires_at > clock.now)))
+                           & (storage.CreditGrant.expires_at.is_null() | (storage.CreditGrant.expires_at > clock.now)))
                     .scalar())
             change = ledger.refund_unspent(self.account_id, order_id, idempotency_key=f"refund-{order_id}")
             assert (0 if change is None else -change.entry.delta) == held

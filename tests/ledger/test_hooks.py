@@ -391,7 +391,7 @@ def test_an_unknown_merchant_is_an_error_not_silence(plugin, addon):
 
 
 def test_a_line_too_large_rolls_back_the_whole_order(plugin, merchant_id, addon):
-    huge = create_product(merchant_id, credit_amount=ledger.MAX_CREDITS, host_product_id="huge")
+    create_product(merchant_id, credit_amount=ledger.MAX_CREDITS, host_product_id="huge")
     lines = [{"id": "l1", "host_product_id": "host-7", "quantity": 1},
              {"id": "l2", "host_product_id": "huge", "quantity": 2}]
     with pytest.raises(ValidationError):

@@ -27,8 +27,8 @@ def _seed_version_7(balances: dict[str, int]) -> None:
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
             (f"acct_{n}", "mrch_1", "prod_1", f"buyer_{n}", email, balance, 1 if balance else 0, False, 0, now, now))
         if balance:
-            run(storage.sql("INSERT INTO ledger_entry (id, account_id, sequence, delta, balance_after, kind, description, "
-                            "metadata, created_at) VALUES (?, ?, 1, ?, ?, ?, '', '{}', ?)"),
+            run(storage.sql("INSERT INTO ledger_entry (id, account_id, sequence, delta, balance_after, kind, "
+                            "description, metadata, created_at) VALUES (?, ?, 1, ?, ?, ?, '', '{}', ?)"),
                 (f"entry_{n}", f"acct_{n}", balance, balance, "purchase" if balance > 0 else "usage", now))
 
 

@@ -124,10 +124,9 @@ def test_ids_are_opaque_prefixed_and_time_ordered():
 def test_a_transaction_rolls_back_as_a_whole(app, funded_account_id):
     from addon_plugin import ledger
 
-    with pytest.raises(InsufficientCredits):
-        with storage.transaction():
-            ledger.record(funded_account_id, -10, "usage")
-            ledger.record(funded_account_id, -5000, "usage")
+    with pytest.raises(InsufficientCredits), storage.transaction():
+        ledger.record(funded_account_id, -10, "usage")
+        ledger.record(funded_account_id, -5000, "usage")
     assert ledger.balance(funded_account_id) == 1000
 
 
@@ -161,10 +160,9 @@ def test_after_transaction_runs_once_the_outermost_block_ends_committed_or_rolle
     assert seen == [("inner", False), ("committed", False)]
     assert "after_transaction callback" in caplog.text
 
-    with pytest.raises(RuntimeError):
-        with storage.transaction():
-            storage.after_transaction(note("rolled back"))
-            raise RuntimeError("abort")
+    with pytest.raises(RuntimeError), storage.transaction():
+        storage.after_transaction(note("rolled back"))
+        raise RuntimeError("abort")
     storage.after_transaction(note("no transaction: at once"))
     assert seen[2:] == [("rolled back", False), ("no transaction: at once", False)]
 

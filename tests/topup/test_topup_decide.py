@@ -112,11 +112,10 @@ def test_a_blocked_account_decides_nothing_until_the_block_has_passed(auto_accou
 
 
 def test_a_decision_rolls_back_with_its_change(auto_account_id):
-    with pytest.raises(RuntimeError):
-        with storage.transaction():
-            ledger.record(auto_account_id, -600, "usage")
-            assert len(top_ups(auto_account_id)) == 1
-            raise RuntimeError("the caller fails after the change")
+    with pytest.raises(RuntimeError), storage.transaction():
+        ledger.record(auto_account_id, -600, "usage")
+        assert len(top_ups(auto_account_id)) == 1
+        raise RuntimeError("the caller fails after the change")
     assert ledger.balance(auto_account_id) == 1000
     assert top_ups(auto_account_id) == []
 
@@ -126,9 +125,8 @@ def test_the_database_refuses_a_second_top_up_in_flight(auto_account_id):
     [top_up] = top_ups(auto_account_id)
     values = {field: getattr(top_up, field) for field in ("account", "merchant", "banks", "credits",
                                                           "amount_minor", "currency", "payment_method")}
-    with pytest.raises(IntegrityError):
-        with storage.transaction():
-            storage.TopUp.create(id=storage.new_id("topup"), status="charging", **values)
+    with pytest.raises(IntegrityError), storage.transaction():
+        storage.TopUp.create(id=storage.new_id("topup"), status="charging", **values)
     storage.TopUp.create(id=storage.new_id("topup"), status="failed", **values)  # not in flight: fine
 
 

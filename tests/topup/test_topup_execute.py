@@ -81,10 +81,9 @@ def test_inline_mode_charges_right_after_the_commit(app, auto_account_id, gatewa
 
 def test_inline_mode_charges_nothing_when_the_change_rolls_back(app, auto_account_id, gateway):
     app.config["ADDONS_TOP_UP_MODE"] = "inline"
-    with pytest.raises(RuntimeError):
-        with storage.transaction():
-            ledger.record(auto_account_id, -510, "usage")
-            raise RuntimeError("abort")
+    with pytest.raises(RuntimeError), storage.transaction():
+        ledger.record(auto_account_id, -510, "usage")
+        raise RuntimeError("abort")
     assert gateway.calls == 0 and top_ups(auto_account_id) == []
 
 

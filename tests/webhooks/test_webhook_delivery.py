@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 import requests
 import responses
-from standardwebhooks import Webhook
+from standardwebhooks import Webhook, WebhookVerificationError
 
 import storage
 from addon_plugin import ledger, signals, worker
@@ -216,7 +216,7 @@ def test_the_previous_secret_signs_only_during_its_grace_period(app, merchant_id
     assert headers["webhook-id"] == mock.calls[0].request.headers["webhook-id"]
     assert len(headers["webhook-signature"].split(" ")) == 1
     Webhook(second_secret).verify(mock.calls[1].request.body, headers)
-    with pytest.raises(Exception):
+    with pytest.raises(WebhookVerificationError):
         Webhook(first_secret).verify(mock.calls[1].request.body, headers)
 
 

@@ -79,11 +79,10 @@ def test_a_balance_change_writes_event_and_delivery_with_the_spec_body(endpoint_
 
 def test_the_outbox_rolls_back_with_the_change(endpoint_id, funded_account_id):
     before = len(outbox())
-    with pytest.raises(RuntimeError):
-        with storage.transaction():
-            ledger.record(funded_account_id, -10, "usage")
-            assert len(outbox()) == before + 1  # written inside the change's transaction
-            raise RuntimeError("the caller's transaction fails after the change")
+    with pytest.raises(RuntimeError), storage.transaction():
+        ledger.record(funded_account_id, -10, "usage")
+        assert len(outbox()) == before + 1  # written inside the change's transaction
+        raise RuntimeError("the caller's transaction fails after the change")
     assert len(outbox()) == before
     assert ledger.balance(funded_account_id) == 1000
 

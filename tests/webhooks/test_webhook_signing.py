@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import time
+from datetime import UTC
 
 import pytest
 from standardwebhooks import Webhook
@@ -55,11 +56,11 @@ def test_during_rotation_both_secrets_sign_and_either_verifies():
 
 
 def test_our_verify_accepts_standardwebhooks_signatures_and_any_header_case():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     secret = generate_secret()
     now = int(time.time())
-    signature = Webhook(secret).sign("msg_3", datetime.fromtimestamp(now, tz=timezone.utc), '{"a":1}')
+    signature = Webhook(secret).sign("msg_3", datetime.fromtimestamp(now, tz=UTC), '{"a":1}')
     headers = {"Webhook-Id": "msg_3", "WEBHOOK-TIMESTAMP": str(now), "webhook-signature": signature}
     assert verify('{"a":1}', headers, secret) == {"a": 1}
 
