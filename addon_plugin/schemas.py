@@ -19,7 +19,7 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 from . import errors
 from .emails import normalise_email
 from .ledger import MAX_CREDITS
-from .money import CURRENCIES, from_minor, parse_price
+from .money import CURRENCIES, parse_price
 
 __all__ = [
     "UNSTORABLE",
@@ -176,17 +176,14 @@ class _Strict(Schema):
 class ProductSchema(_Strict):
     """An add-on product as the API shows it."""
 
-    id = fields.String(required=True, dump_only=True, metadata={"example": "prod_01jd3k5q8w2n7x4m6r9t0v1b2c"})
+    id = fields.String(required=True, metadata={"example": "prod_01jd3k5q8w2n7x4m6r9t0v1b2c"})
     name = fields.String(required=True)
-    price = fields.Method("_price", required=True, metadata={"type": "string", "example": "19.00"})
+    price = fields.String(required=True, metadata={"example": "19.00"})
     currency = fields.String(required=True, metadata={"example": "USD"})
     credit_amount = fields.Integer(required=True)
     top_up_allowed = fields.Boolean(required=True)
     overdraft_limit = fields.Integer(required=True)
     host_product_id = fields.String(required=True, allow_none=True)
-
-    def _price(self, product) -> str:
-        return str(from_minor(product.price_minor, product.currency))
 
 
 class ProductUpdateSchema(_Strict):
