@@ -16,7 +16,7 @@ from marshmallow import Schema, fields, validate
 from addon_plugin.api import api_blueprint
 from addon_plugin.api.http import authenticate, load, load_query, respond, write
 from addon_plugin.api.openapi import operation
-from addon_plugin.schemas import ListQuerySchema
+from addon_plugin.schemas import IdempotencyKey, ListQuerySchema
 
 from . import endpoints as service
 from .events import EVENT_TYPES
@@ -56,7 +56,7 @@ class EndpointCreateSchema(_Strict):
                         metadata={"example": "https://example.com/webhooks/credits"})
     event_types = _event_types(load_default=None)
     description = fields.String(validate=validate.Length(max=service.MAX_DESCRIPTION), load_default="")
-    idempotency_key = fields.String(load_only=True, validate=validate.Length(1, 255))
+    idempotency_key = IdempotencyKey(load_only=True)
 
 
 class EndpointUpdateSchema(_Strict):
@@ -67,7 +67,7 @@ class EndpointUpdateSchema(_Strict):
     event_types = _event_types()
     description = fields.String(validate=validate.Length(max=service.MAX_DESCRIPTION))
     enabled = fields.Boolean(truthy={True}, falsy={False})
-    idempotency_key = fields.String(load_only=True, validate=validate.Length(1, 255))
+    idempotency_key = IdempotencyKey(load_only=True)
 
 
 class EndpointSchema(_Strict):
@@ -128,7 +128,7 @@ class DeliveryQuerySchema(ListQuerySchema):
 class _KeyOnlySchema(_Strict):
     """The body of a write that takes no fields: at most an idempotency key."""
 
-    idempotency_key = fields.String(load_only=True, validate=validate.Length(1, 255))
+    idempotency_key = IdempotencyKey(load_only=True)
 
 
 class _DeletedSchema(_Strict):

@@ -42,7 +42,7 @@ from peewee import Expression
 from storage import TOP_UP_TO_CHARGE, CreditAccount, TopUp, new_id, transaction, utcnow
 
 from .. import ledger, signals
-from ..ledger import MAX_CREDITS
+from ..limits import MAX_CREDITS
 from ..present import top_up_body
 from .gateways import TOP_UP_KEY_PREFIX, ChargePending, Declined, GatewayUnavailable, current_gateway
 from .records import amount
