@@ -24,7 +24,7 @@ from . import grants, idempotency, ledger, topup
 from .errors import AccountNotFound, AddonError, AmbiguousInvoice
 from .idempotency import Outcome
 from .pagination import paginate
-from .present import account_body, adjustment_body, entry_body, grant_body, usage_body
+from .present import account_body, adjustment_body, entry_body, grant_body, top_up_body, usage_body
 from .schemas import (
     AccountListQuerySchema,
     AdjustmentCreateSchema,
@@ -106,7 +106,7 @@ def list_top_ups(merchant_id: str, account_id: str, *, limit: int = 50, cursor: 
     args = load_fields(_page_schema, _given(limit=limit, cursor=cursor))
     rows = topup.list_top_ups(account_id, merchant_id=merchant_id, limit=args["limit"] + 1, before=args.get("cursor"))
     page = rows[:args["limit"]]
-    return {"data": [topup.as_resource(row) for row in page],
+    return {"data": [top_up_body(row) for row in page],
             "next_cursor": page[-1].id if len(rows) > args["limit"] else None}
 
 
@@ -213,7 +213,7 @@ def apply_resolve_top_up(merchant_id: str, top_up_id: str, data: dict[str, Any])
     """The resolution of loaded ``data``: ``(the top-up, 200)``."""
     top_up = topup.resolve_top_up(top_up_id, merchant_id=merchant_id, outcome=data["outcome"],
                                   charge_id=data.get("charge_id"))
-    return topup.as_resource(top_up), 200
+    return top_up_body(top_up), 200
 
 
 def grant_terms(data: Mapping[str, Any]) -> grants.Terms | None:

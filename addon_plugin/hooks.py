@@ -38,6 +38,7 @@ from storage import transaction
 from . import ledger, orders, products
 from .emails import normalise_email
 from .errors import AddonError, MerchantNotFound, ValidationError
+from .limits import IDEMPOTENCY_KEY_LENGTH, REFERENCE_LENGTH, THRESHOLD_MESSAGE, is_threshold
 from .present import product_body
 from .schemas import ProductCreateSchema, coerce_form, refuse_unstorable
 from .topup import set_auto_top_up
@@ -64,7 +65,7 @@ PRICING_FIELDS: dict[str, tuple[str, str]] = {
 }
 
 #: The longest order id: it is the ``reference`` of the order's ledger entries.
-_ORDER_ID_LENGTH = 255
+_ORDER_ID_LENGTH = REFERENCE_LENGTH
 
 _TOP_UP_CHOICES = [("false", "One-time purchase"), ("true", "Top-ups allowed")]
 _schema = ProductCreateSchema()
@@ -313,10 +314,10 @@ def _messages(value: Any) -> list[str]:
 def _key(*parts: str) -> str:
     """An idempotency key from parts, one key per list of parts whatever they hold
     (a JSON list: order ``A:B`` line ``C`` is not order ``A`` line ``B:C``);
-    hashed when it would pass 255 characters. The hooks' keys live in their own
-    key space (``ledger.HOOK_KEYS``): no API client can send one."""
+    hashed when it would pass the idempotency key's length. The hooks' keys live in
+    their own key space (``ledger.HOOK_KEYS``): no API client can send one."""
     key = json.dumps(parts, separators=(",", ":"))
-    return key if len(key) <= 255 else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    return key if len(key) <= IDEMPOTENCY_KEY_LENGTH else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def _line_key(order_id: str, line_id: str) -> str:
@@ -352,8 +353,8 @@ def _opt_in_threshold(order: Any) -> int | None:
     threshold = _get(order, "auto_top_up_threshold")
     if threshold is None or not _get(order, "payment_method"):
         return None
-    if type(threshold) is not int or not 0 <= threshold <= ledger.MAX_CREDITS:
-        raise ValidationError(fields={"auto_top_up_threshold": ["Must be an integer >= 0."]})
+    if not is_threshold(threshold):
+        raise ValidationError(fields={"auto_top_up_threshold": [THRESHOLD_MESSAGE]})
     return threshold
 
 

@@ -43,6 +43,15 @@ from .errors import (
     ProductNotFound,
     ValidationError,
 )
+from .limits import (
+    DESCRIPTION_LENGTH,
+    IDEMPOTENCY_KEY_LENGTH,
+    MAX_CREDITS,
+    METADATA_MESSAGE,
+    REFERENCE_LENGTH,
+    fits_metadata,
+    is_idempotency_key,
+)
 from .state import current_app_object
 
 __all__ = [
@@ -66,9 +75,6 @@ __all__ = [
     "refund_unspent",
 ]
 
-#: The largest credit amount or balance: the JSON-safe integer range.
-MAX_CREDITS = 2**53 - 1
-
 #: Entry kinds and the sign their delta must have (0: either sign).
 KINDS: dict[str, int] = {
     "purchase": 1,
@@ -89,9 +95,6 @@ HOOK_KEYS = "hook"
 #: The host's own calls, the default (and the plugin's top-up credits):
 HOST_KEYS = "host"
 _KEY_SPACES = (API_KEYS, HOOK_KEYS, HOST_KEYS)
-
-_LIMITS = {"description": 1000, "reference": 255, "idempotency_key": 255, "metadata_keys": 50,
-           "metadata_key": 40, "metadata_value": 500, "metadata_bytes": 8192}
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,24 +265,17 @@ def _check_details(kind: str, delta: int, description: str, reference: str | Non
         raise InvalidAmount(f"A {kind} entry must have a {'positive' if sign > 0 else 'negative'} delta.",
                             fields={"delta": ["Wrong sign for this kind."]})
     problems: dict[str, list[str]] = {}
-    if not isinstance(description, str) or len(description) > _LIMITS["description"]:
-        problems["description"] = [f"Must be a string of at most {_LIMITS['description']} characters."]
-    if reference is not None and (not isinstance(reference, str) or len(reference) > _LIMITS["reference"]):
-        problems["reference"] = [f"Must be a string of at most {_LIMITS['reference']} characters."]
-    if idempotency_key is not None and (
-        not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= _LIMITS["idempotency_key"]
-    ):
-        problems["idempotency_key"] = [f"Must be 1 to {_LIMITS['idempotency_key']} characters."]
+    if not isinstance(description, str) or len(description) > DESCRIPTION_LENGTH:
+        problems["description"] = [f"Must be a string of at most {DESCRIPTION_LENGTH} characters."]
+    if reference is not None and (not isinstance(reference, str) or len(reference) > REFERENCE_LENGTH):
+        problems["reference"] = [f"Must be a string of at most {REFERENCE_LENGTH} characters."]
+    if idempotency_key is not None and not is_idempotency_key(idempotency_key):
+        problems["idempotency_key"] = [f"Must be 1 to {IDEMPOTENCY_KEY_LENGTH} characters."]
     if key_space not in _KEY_SPACES:
         problems["key_space"] = [f"Must be one of {list(_KEY_SPACES)}."]
     meta = dict(metadata or {})
-    if (
-        len(meta) > _LIMITS["metadata_keys"]
-        or any(not isinstance(k, str) or not 0 < len(k) <= _LIMITS["metadata_key"] for k in meta)
-        or any(not isinstance(v, str) or len(v) > _LIMITS["metadata_value"] for v in meta.values())
-        or len(json.dumps(meta).encode()) > _LIMITS["metadata_bytes"]
-    ):
-        problems["metadata"] = ["At most 50 string keys (<= 40 chars) with string values (<= 500 chars), 8 KB."]
+    if not fits_metadata(meta):
+        problems["metadata"] = [METADATA_MESSAGE]
     for name, text in (("description", description), ("reference", reference),
                        ("metadata", json.dumps(meta))):
         if isinstance(text, str) and ("\x00" in text or "\\u0000" in text) and name not in problems:

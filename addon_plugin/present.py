@@ -1,7 +1,10 @@
-"""Objects → the resources' JSON shapes, shared by the API, the hooks and hosts.
+"""Objects → the resources' JSON shapes: the one representation of each resource,
+used by the API, the accounts service, the hooks, the signals (so the webhooks)
+and hosts alike.
 
-Outside ``api/`` so the domain never imports the HTTP layer; the schemas in
-``addon_plugin.schemas`` document each shape, and tests check them against it."""
+Outside ``api/`` so the domain never imports the HTTP layer. The schemas in
+``addon_plugin.schemas`` document each shape and do not build it; a test checks
+that every presenter's output is exactly its schema's fields."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ if TYPE_CHECKING:
     from .merchants import NewKey
 
 __all__ = ["account_body", "entry_body", "usage_body", "product_body", "adjustment_body",
-           "api_key_body", "new_api_key_body", "grant_body", "grant_created_body"]
+           "api_key_body", "new_api_key_body", "top_up_body", "grant_body", "grant_created_body"]
 
 grant_body = grants.grant_body
 
@@ -113,3 +116,27 @@ def api_key_body(key: storage.ApiKey) -> dict[str, Any]:
 def new_api_key_body(key: NewKey) -> dict[str, Any]:
     """A key just created: the only answer that holds ``key``."""
     return {"id": key.id, "key": key.key, "created_at": isoformat(key.created_at)}
+
+
+def top_up_body(top_up: storage.TopUp) -> dict[str, Any]:
+    """An automatic top-up, as merchants reconcile it against the gateway (amount
+    a decimal string; ``next_attempt_at`` only while it is in flight)."""
+    return {
+        "id": top_up.id,
+        "account_id": top_up.account_id,
+        "status": top_up.status,
+        "banks": top_up.banks,
+        "credits": top_up.credits,
+        "amount": str(from_minor(top_up.amount_minor, top_up.currency)),
+        "currency": top_up.currency,
+        "payment_method": top_up.payment_method,
+        "customer": top_up.customer,
+        "charge_id": top_up.charge_id,
+        "failure_code": top_up.failure_code,
+        "failure_message": top_up.failure_message,
+        "attempts": top_up.attempts,
+        "next_attempt_at": isoformat(top_up.next_attempt_at) if top_up.status in storage.TOP_UP_IN_FLIGHT else None,
+        "created_at": isoformat(top_up.created_at),
+        "updated_at": isoformat(top_up.updated_at),
+        "completed_at": isoformat(top_up.completed_at),
+    }

@@ -19,8 +19,19 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 
 from . import errors
 from .emails import normalise_email
-from .ledger import MAX_CREDITS
-from .money import CURRENCIES, from_minor, parse_price
+from .limits import (
+    DESCRIPTION_LENGTH,
+    EXTERNAL_ID_LENGTH,
+    ID_LENGTH,
+    IDEMPOTENCY_KEY_LENGTH,
+    MAX_CREDITS,
+    MAX_PAGE_SIZE,
+    METADATA_KEY_LENGTH,
+    METADATA_KEYS,
+    METADATA_VALUE_LENGTH,
+    REFERENCE_LENGTH,
+)
+from .money import CURRENCIES, parse_price
 
 __all__ = [
     "UNSTORABLE",
@@ -30,6 +41,7 @@ __all__ = [
     "load_fields",
     "Credits",
     "Metadata",
+    "IdempotencyKey",
     "BuyerEmail",
     "ProductSchema",
     "ProductCreateSchema",
@@ -129,20 +141,25 @@ def Credits(*, minimum: int = -MAX_CREDITS, nonzero: bool = False, **kwargs: Any
     return fields.Integer(strict=True, validate=validators, **kwargs)
 
 
-def _at_most_50_keys(value: dict) -> None:
-    if len(value) > 50:
-        raise ValidationError("At most 50 keys.")
+def _few_enough_keys(value: dict) -> None:
+    if len(value) > METADATA_KEYS:
+        raise ValidationError(f"At most {METADATA_KEYS} keys.")
 
 
 def Metadata(**kwargs: Any) -> fields.Dict:
-    """Up to 50 string keys (<= 40 chars) with string values (<= 500 chars)."""
+    """String keys and values within the metadata limits (:mod:`addon_plugin.limits`)."""
     return fields.Dict(
-        keys=fields.String(validate=validate.Length(1, 40)),
-        values=fields.String(validate=validate.Length(max=500)),
-        validate=_at_most_50_keys,
-        metadata={"maxProperties": 50},
+        keys=fields.String(validate=validate.Length(1, METADATA_KEY_LENGTH)),
+        values=fields.String(validate=validate.Length(max=METADATA_VALUE_LENGTH)),
+        validate=_few_enough_keys,
+        metadata={"maxProperties": METADATA_KEYS},
         **kwargs,
     )
+
+
+def IdempotencyKey(**kwargs: Any) -> fields.String:
+    """A body's ``idempotency_key``: 1 to ``IDEMPOTENCY_KEY_LENGTH`` characters."""
+    return fields.String(validate=validate.Length(1, IDEMPOTENCY_KEY_LENGTH), **kwargs)
 
 
 _DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
@@ -183,18 +200,15 @@ class _Strict(Schema):
 class ProductSchema(_Strict):
     """An add-on product as the API shows it."""
 
-    id = fields.String(required=True, dump_only=True, metadata={"example": "prod_01jd3k5q8w2n7x4m6r9t0v1b2c"})
+    id = fields.String(required=True, metadata={"example": "prod_01jd3k5q8w2n7x4m6r9t0v1b2c"})
     name = fields.String(required=True)
-    price = fields.Method("_price", required=True, metadata={"type": "string", "example": "19.00"})
+    price = fields.String(required=True, metadata={"example": "19.00"})
     currency = fields.String(required=True, metadata={"example": "USD"})
     credit_amount = fields.Integer(required=True)
     top_up_allowed = fields.Boolean(required=True)
     overdraft_limit = fields.Integer(required=True)
     host_product_id = fields.String(required=True, allow_none=True)
     credit_expiry_days = fields.Integer(required=True, allow_none=True)
-
-    def _price(self, product) -> str:
-        return str(from_minor(product.price_minor, product.currency))
 
 
 class ProductUpdateSchema(_Strict):
@@ -206,11 +220,11 @@ class ProductUpdateSchema(_Strict):
     credit_amount = Credits(minimum=1)
     top_up_allowed = fields.Boolean(truthy={True, "true", "1", "on"}, falsy={False, "false", "0", "off"})
     overdraft_limit = Credits(minimum=0)
-    host_product_id = fields.String(allow_none=True, validate=validate.Length(1, 255))
+    host_product_id = fields.String(allow_none=True, validate=validate.Length(1, EXTERNAL_ID_LENGTH))
     credit_expiry_days = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, 36500), metadata={
         "description": "Purchased and topped-up credits expire this many days after they are granted "
                        "(null: never)."})
-    idempotency_key = fields.String(load_only=True, validate=validate.Length(1, 255))
+    idempotency_key = IdempotencyKey(load_only=True)
 
     @validates_schema(skip_on_field_errors=False)  # a form shows every bad field at once
     def _price_fits_currency(self, data: dict, **kwargs: Any) -> None:
@@ -335,11 +349,11 @@ class AdjustmentCreateSchema(_GrantTerms):
     """A manual correction: ``value`` credits (either sign) and the reason for it."""
 
     value = Credits(nonzero=True, required=True)
-    description = fields.String(required=True, validate=[validate.Length(1, 1000), _not_blank],
+    description = fields.String(required=True, validate=[validate.Length(1, DESCRIPTION_LENGTH), _not_blank],
                                 metadata={"description": "Why the balance is corrected."})
-    reference = fields.String(validate=validate.Length(max=255), allow_none=True, load_default=None)
+    reference = fields.String(validate=validate.Length(max=REFERENCE_LENGTH), allow_none=True, load_default=None)
     metadata = Metadata(load_default=dict)
-    idempotency_key = fields.String(validate=validate.Length(1, 255))
+    idempotency_key = IdempotencyKey()
 
 
 class AdjustmentSchema(_Strict):
@@ -354,9 +368,9 @@ class AdjustmentSchema(_Strict):
 class UsageBalanceSchema(_Strict):
     """Names the add-on account: ``product_id`` + ``buyer_email``, or ``invoice_id``."""
 
-    product_id = fields.String(validate=validate.Length(1, 40))
+    product_id = fields.String(validate=validate.Length(1, ID_LENGTH))
     buyer_email = BuyerEmail(validate=validate.Length(max=320))
-    invoice_id = fields.String(validate=validate.Length(1, 255))
+    invoice_id = fields.String(validate=validate.Length(1, REFERENCE_LENGTH))
     auth_token = fields.String(load_only=True, metadata={"description": "The API key, if not sent as a Bearer token."})
 
     @validates_schema
@@ -375,10 +389,10 @@ class UsageAddSchema(UsageBalanceSchema, _GrantTerms):
     ``category`` default promotional, optional ``expires_at``)."""
 
     value = Credits(nonzero=True, required=True)
-    description = fields.String(validate=validate.Length(max=1000), load_default="")
-    reference = fields.String(validate=validate.Length(max=255), allow_none=True, load_default=None)
+    description = fields.String(validate=validate.Length(max=DESCRIPTION_LENGTH), load_default="")
+    reference = fields.String(validate=validate.Length(max=REFERENCE_LENGTH), allow_none=True, load_default=None)
     metadata = Metadata(load_default=dict)
-    idempotency_key = fields.String(validate=validate.Length(1, 255))
+    idempotency_key = IdempotencyKey()
 
 
 class _UsageData(AccountSchema):
@@ -401,7 +415,7 @@ class UsageResponseSchema(_Strict):
 class ListQuerySchema(_Strict):
     """``limit`` 1–500 (default 50) and an opaque ``cursor`` from ``next_cursor``."""
 
-    limit = fields.Integer(strict=True, validate=validate.Range(1, 500), load_default=50)
+    limit = fields.Integer(strict=True, validate=validate.Range(1, MAX_PAGE_SIZE), load_default=50)
     cursor = fields.String(validate=validate.Length(1, 100))
 
 
@@ -409,13 +423,13 @@ class AccountListQuerySchema(ListQuerySchema):
     """``GET /addons/accounts`` filters, all optional, plus ``limit`` and ``cursor``."""
 
     buyer_email = BuyerEmail(validate=validate.Length(max=320))
-    product_id = fields.String(validate=validate.Length(1, 40))
+    product_id = fields.String(validate=validate.Length(1, ID_LENGTH))
 
 
 class WriteSchema(_Strict):
     """A write with no fields of its own: only the optional ``idempotency_key``."""
 
-    idempotency_key = fields.String(validate=validate.Length(1, 255))
+    idempotency_key = IdempotencyKey()
 
 
 # -- API keys ------------------------------------------------------------------------
@@ -459,9 +473,9 @@ class BuyerAutoTopUpSettingsSchema(_Strict):
     enabled = fields.Boolean(required=True, truthy={True}, falsy={False})
     threshold = Credits(minimum=0, allow_none=True, load_default=None,
                         metadata={"description": "Top up when the balance is at or below this."})
-    payment_method = fields.String(validate=validate.Length(1, 255), allow_none=True, load_default=None,
+    payment_method = fields.String(validate=validate.Length(1, EXTERNAL_ID_LENGTH), allow_none=True, load_default=None,
                                    metadata={"example": "pm_card_visa"})
-    idempotency_key = fields.String(load_only=True, validate=validate.Length(1, 255))
+    idempotency_key = IdempotencyKey(load_only=True)
 
     @validates_schema
     def _complete_when_enabled(self, data: dict, **kwargs: Any) -> None:
@@ -475,7 +489,7 @@ class BuyerAutoTopUpSettingsSchema(_Strict):
 class AutoTopUpSettingsSchema(BuyerAutoTopUpSettingsSchema):
     """``PUT …/auto-top-up``: replaces the settings; an omitted optional field is cleared."""
 
-    customer = fields.String(validate=validate.Length(1, 255), allow_none=True, load_default=None,
+    customer = fields.String(validate=validate.Length(1, EXTERNAL_ID_LENGTH), allow_none=True, load_default=None,
                              metadata={"description": "The gateway's customer (required by Stripe)."})
 
 
@@ -509,10 +523,10 @@ class GrantCreateSchema(_Strict):
                                       metadata={"description": "Must be in the future; null or omitted: never."})
     priority = fields.Integer(strict=True, validate=validate.Range(0, 100), load_default=50,
                               metadata={"description": "Lower is drawn first."})
-    description = fields.String(validate=validate.Length(max=1000), load_default="")
-    reference = fields.String(validate=validate.Length(max=255), allow_none=True, load_default=None)
+    description = fields.String(validate=validate.Length(max=DESCRIPTION_LENGTH), load_default="")
+    reference = fields.String(validate=validate.Length(max=REFERENCE_LENGTH), allow_none=True, load_default=None)
     metadata = Metadata(load_default=dict)
-    idempotency_key = fields.String(validate=validate.Length(1, 255))
+    idempotency_key = IdempotencyKey()
 
     @post_load
     def _utc(self, data: dict, **kwargs: Any) -> dict:
@@ -537,8 +551,8 @@ class GrantListQuerySchema(ListQuerySchema):
 class GrantVoidSchema(_Strict):
     """Voiding a grant: an optional reason (the ``void`` entry's description)."""
 
-    description = fields.String(validate=validate.Length(max=1000), load_default="")
-    idempotency_key = fields.String(validate=validate.Length(1, 255))
+    description = fields.String(validate=validate.Length(max=DESCRIPTION_LENGTH), load_default="")
+    idempotency_key = IdempotencyKey()
 
 
 class TopUpSchema(_Strict):
@@ -573,9 +587,9 @@ class TopUpResolveSchema(_Strict):
     outcome = fields.String(required=True, validate=validate.OneOf(["succeeded", "failed"]),
                             metadata={"description": "succeeded: the charge was made (credit it); "
                                                      "failed: no money was taken."})
-    charge_id = fields.String(validate=validate.Length(1, 255), metadata={
+    charge_id = fields.String(validate=validate.Length(1, EXTERNAL_ID_LENGTH), metadata={
         "example": "pi_3PqZ2b2eZvKYlo2C1a2b3c4d", "description": "The gateway's charge id; only with succeeded."})
-    idempotency_key = fields.String(load_only=True, validate=validate.Length(1, 255))
+    idempotency_key = IdempotencyKey(load_only=True)
 
     @validates_schema
     def _charge_id_with_success(self, data: dict, **kwargs: Any) -> None:

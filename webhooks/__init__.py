@@ -14,7 +14,7 @@ the plugin never imports it but there.
 - :mod:`webhooks.schedule` — the retry policy (schedule, jitter, ``Retry-After``). Pure.
 - :mod:`webhooks.delivery` — the worker: leases, HTTP attempts, results, pruning. The only HTTP.
 - :mod:`webhooks.urls` — the SSRF guard.
-- :mod:`webhooks.endpoints` — the endpoints service.
+- :mod:`webhooks.endpoints` — the endpoints service; :mod:`webhooks.present` — its resources' JSON shapes.
 - :mod:`webhooks.api`, :mod:`webhooks.cli` — its HTTP routes and its ``flask addons`` command.
 """
 

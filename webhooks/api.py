@@ -16,11 +16,11 @@ from marshmallow import Schema, fields, validate
 from addon_plugin.api import api_blueprint
 from addon_plugin.api.http import authenticate, load, load_query, respond, write
 from addon_plugin.api.openapi import operation
-from addon_plugin.schemas import ListQuerySchema
-from storage import isoformat
+from addon_plugin.schemas import IdempotencyKey, ListQuerySchema
 
 from . import endpoints as service
 from .events import EVENT_TYPES
+from .present import delivery_body, endpoint_body
 from .urls import MAX_URL_LENGTH, check_url
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "EndpointWithSecretSchema",
     "EndpointCreateSchema",
     "EndpointUpdateSchema",
+    "AttemptSchema",
     "DeliverySchema",
     "DeliveryQuerySchema",
     "blueprint",
@@ -55,7 +56,7 @@ class EndpointCreateSchema(_Strict):
                         metadata={"example": "https://example.com/webhooks/credits"})
     event_types = _event_types(load_default=None)
     description = fields.String(validate=validate.Length(max=service.MAX_DESCRIPTION), load_default="")
-    idempotency_key = fields.String(load_only=True, validate=validate.Length(1, 255))
+    idempotency_key = IdempotencyKey(load_only=True)
 
 
 class EndpointUpdateSchema(_Strict):
@@ -66,7 +67,7 @@ class EndpointUpdateSchema(_Strict):
     event_types = _event_types()
     description = fields.String(validate=validate.Length(max=service.MAX_DESCRIPTION))
     enabled = fields.Boolean(truthy={True}, falsy={False})
-    idempotency_key = fields.String(load_only=True, validate=validate.Length(1, 255))
+    idempotency_key = IdempotencyKey(load_only=True)
 
 
 class EndpointSchema(_Strict):
@@ -127,7 +128,7 @@ class DeliveryQuerySchema(ListQuerySchema):
 class _KeyOnlySchema(_Strict):
     """The body of a write that takes no fields: at most an idempotency key."""
 
-    idempotency_key = fields.String(load_only=True, validate=validate.Length(1, 255))
+    idempotency_key = IdempotencyKey(load_only=True)
 
 
 class _DeletedSchema(_Strict):
@@ -140,46 +141,6 @@ _update_schema = EndpointUpdateSchema()
 _key_only = _KeyOnlySchema()
 _list_query = ListQuerySchema()
 _delivery_query = DeliveryQuerySchema()
-
-
-def _endpoint_body(endpoint: service.Endpoint, secret: str | None = None) -> dict[str, Any]:
-    body = {
-        "id": endpoint.id,
-        "url": endpoint.url,
-        "description": endpoint.description,
-        "event_types": endpoint.event_types,
-        "enabled": endpoint.enabled,
-        "disabled_reason": endpoint.disabled_reason,
-        "created_at": isoformat(endpoint.created_at),
-        "updated_at": isoformat(endpoint.updated_at),
-    }
-    if secret is not None:
-        body["secret"] = secret
-    return body
-
-
-def _delivery_body(delivery: service.Delivery) -> dict[str, Any]:
-    return {
-        "id": delivery.id,
-        "endpoint_id": delivery.endpoint_id,
-        "event_id": delivery.event_id,
-        "event_type": delivery.event_type,
-        "status": delivery.status,
-        "attempt_count": delivery.attempt_count,
-        "next_attempt_at": isoformat(delivery.next_attempt_at),
-        "last_attempt_at": isoformat(delivery.last_attempt_at),
-        "completed_at": isoformat(delivery.completed_at),
-        "created_at": isoformat(delivery.created_at),
-        "attempts": [{
-            "id": attempt.id,
-            "number": attempt.number,
-            "status_code": attempt.status_code,
-            "duration_ms": attempt.duration_ms,
-            "error": attempt.error,
-            "response_excerpt": attempt.response_excerpt,
-            "created_at": isoformat(attempt.created_at),
-        } for attempt in delivery.attempts],
-    }
 
 
 def _without_secret(body: dict[str, Any]) -> dict[str, Any]:
@@ -207,7 +168,7 @@ def create_webhook_endpoint() -> Response:
     def apply() -> tuple[dict[str, Any], int]:
         endpoint, secret = service.create_endpoint(merchant_id, data["url"], data["event_types"],
                                                    data["description"])
-        return _endpoint_body(endpoint, secret), 201
+        return endpoint_body(endpoint, secret), 201
 
     return write(merchant_id, data, apply, redact=_without_secret)
 
@@ -220,7 +181,7 @@ def list_webhook_endpoints() -> Response:
     merchant_id = authenticate()
     query = load_query(_list_query)
     page = service.list_endpoints(merchant_id, limit=query["limit"], cursor=query.get("cursor"))
-    return respond({"data": [_endpoint_body(e) for e in page.data], "next_cursor": page.next_cursor})
+    return respond({"data": [endpoint_body(e) for e in page.data], "next_cursor": page.next_cursor})
 
 
 @blueprint.get("/addons/webhook-endpoints/<endpoint_id>")
@@ -228,7 +189,7 @@ def list_webhook_endpoints() -> Response:
 def get_webhook_endpoint(endpoint_id: str) -> Response:
     """One endpoint (never its secret)."""
     merchant_id = authenticate()
-    return respond(_endpoint_body(service.get_endpoint(merchant_id, endpoint_id)))
+    return respond(endpoint_body(service.get_endpoint(merchant_id, endpoint_id)))
 
 
 @blueprint.patch("/addons/webhook-endpoints/<endpoint_id>")
@@ -242,7 +203,7 @@ def update_webhook_endpoint(endpoint_id: str) -> Response:
     changes = {key: value for key, value in data.items() if key != "idempotency_key"}
 
     def apply() -> tuple[dict[str, Any], int]:
-        return _endpoint_body(service.update_endpoint(merchant_id, endpoint_id, **changes)), 200
+        return endpoint_body(service.update_endpoint(merchant_id, endpoint_id, **changes)), 200
 
     return write(merchant_id, data, apply)
 
@@ -271,7 +232,7 @@ def rotate_webhook_secret(endpoint_id: str) -> Response:
 
     def apply() -> tuple[dict[str, Any], int]:
         endpoint, secret = service.rotate_secret(merchant_id, endpoint_id)
-        return _endpoint_body(endpoint, secret), 200
+        return endpoint_body(endpoint, secret), 200
 
     return write(merchant_id, load(_key_only), apply, redact=_without_secret)
 
@@ -285,7 +246,7 @@ def list_webhook_deliveries(endpoint_id: str) -> Response:
     query = load_query(_delivery_query)
     page = service.list_deliveries(merchant_id, endpoint_id, limit=query["limit"], cursor=query.get("cursor"),
                                    status=query.get("status"))
-    return respond({"data": [_delivery_body(d) for d in page.data], "next_cursor": page.next_cursor})
+    return respond({"data": [delivery_body(d) for d in page.data], "next_cursor": page.next_cursor})
 
 
 @blueprint.post("/addons/deliveries/<delivery_id>/redeliver")
@@ -296,6 +257,6 @@ def redeliver_webhook(delivery_id: str) -> Response:
     merchant_id = authenticate()
 
     def apply() -> tuple[dict[str, Any], int]:
-        return _delivery_body(service.redeliver(merchant_id, delivery_id)), 200
+        return delivery_body(service.redeliver(merchant_id, delivery_id)), 200
 
     return write(merchant_id, load(_key_only), apply)

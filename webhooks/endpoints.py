@@ -16,6 +16,7 @@ from typing import Any
 from flask import current_app
 
 from addon_plugin.errors import ValidationError
+from addon_plugin.limits import MAX_PAGE_SIZE
 from storage import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent, new_id, transaction, utcnow
 
 from .errors import DeliveryNotFound, EndpointDisabled, EndpointNotFound
@@ -137,8 +138,8 @@ def _own_endpoint(merchant_id: str, endpoint_id: str) -> WebhookEndpoint:
 
 
 def _check_limit(limit: int) -> int:
-    if type(limit) is not int or not 1 <= limit <= 500:
-        raise ValidationError(fields={"limit": ["Must be an integer from 1 to 500."]})
+    if type(limit) is not int or not 1 <= limit <= MAX_PAGE_SIZE:
+        raise ValidationError(fields={"limit": [f"Must be an integer from 1 to {MAX_PAGE_SIZE}."]})
     return limit
 
 

@@ -2,11 +2,12 @@
 
 Every body reads ``{"type", "timestamp", "data"}``. For events about an
 account, ``data`` holds ``merchant_id``, ``account_id``, ``buyer_email``,
-``product_id``, ``balance`` and, when the event wrote a ledger entry, ``entry``
-(with its per-account ``sequence``, so receivers can order events). Some types
-add fields: ``addon.purchased`` adds ``order_id``, ``quantity``, ``credits``;
-top-up events add ``top_up`` and, on failure, ``failure``;
-``auto_top_up.disabled`` adds ``reason``; ``grant.expiring`` adds ``grant``.
+``product_id``, ``balance`` and, when the event wrote a ledger entry, ``entry``:
+the API's entry resource (with its per-account ``sequence``, so receivers can
+order events). Some types add fields: ``addon.purchased`` adds ``order_id``,
+``quantity``, ``credits``; top-up events add ``top_up`` (the API's top-up
+resource) and, on failure, ``failure``; ``auto_top_up.disabled`` adds ``reason``;
+``grant.expiring`` adds ``grant`` (the API's grant resource).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from addon_plugin.present import entry_body
 from storage import isoformat, utcnow
 
 __all__ = ["EVENT_TYPES", "EXTRA_FIELDS", "build_body", "dumps"]
@@ -37,21 +39,6 @@ EXTRA_FIELDS: dict[str, tuple[str, ...]] = {
 
 #: The event types an endpoint may subscribe to.
 EVENT_TYPES: tuple[str, ...] = tuple(EXTRA_FIELDS)
-
-
-def _entry(entry: Any) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "sequence": entry.sequence,
-        "delta": entry.delta,
-        "balance_after": entry.balance_after,
-        "kind": entry.kind,
-        "description": entry.description,
-        "reference": entry.reference,
-        "metadata": dict(entry.metadata),
-        "created_at": isoformat(entry.created_at),
-        "allocations": [{"grant_id": a.grant_id, "amount": a.amount} for a in entry.allocations],
-    }
 
 
 def _plain(value: Any) -> Any:
@@ -79,7 +66,7 @@ def build_body(event_type: str, account: Any, entry: Any = None,
         "balance": account.balance,
     }
     if entry is not None:
-        data["entry"] = _entry(entry)
+        data["entry"] = entry_body(entry)
     for field in EXTRA_FIELDS[event_type]:
         if extra and field in extra:
             data[field] = _plain(extra[field])

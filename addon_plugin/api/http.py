@@ -25,6 +25,7 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 
 from .. import idempotency, merchants
 from ..errors import AuthenticationFailed, BadRequest, ValidationError
+from ..limits import IDEMPOTENCY_KEY_LENGTH, is_idempotency_key
 from ..schemas import UNSTORABLE, UNSTORABLE_MESSAGE, coerce_form, refuse_unstorable
 
 __all__ = ["payload", "authenticate", "merchant_id", "actor", "load", "load_query", "idempotency_key", "write",
@@ -223,8 +224,9 @@ def idempotency_key(data: dict[str, Any]) -> str | None:
         key = data.get("idempotency_key")
     if key is None:
         return None
-    if not isinstance(key, str) or not 0 < len(key) <= 255 or not key.strip():
-        raise ValidationError(fields={"idempotency_key": ["Must be 1 to 255 characters, not all blank."]})
+    if not is_idempotency_key(key) or not key.strip():
+        raise ValidationError(fields={"idempotency_key": [
+            f"Must be 1 to {IDEMPOTENCY_KEY_LENGTH} characters, not all blank."]})
     if UNSTORABLE.search(key):
         raise ValidationError(fields={"idempotency_key": [UNSTORABLE_MESSAGE]})
     return key

@@ -23,6 +23,7 @@ from apispec.ext.marshmallow.common import resolve_schema_instance
 from flask import Flask
 from marshmallow import Schema
 
+from ..limits import IDEMPOTENCY_KEY_LENGTH
 from ..schemas import ErrorSchema
 from ..state import current_app_object, get_state
 
@@ -125,7 +126,7 @@ _IDEMPOTENCY_KEY = {
     "in": "header", "name": "Idempotency-Key", "required": False,
     "description": "Makes the write safe to retry: the same key and body replay the first answer "
                    "(with `Idempotent-Replayed: true`) for at least 24 hours.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_LENGTH},
 }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from flask import Flask
 
 from .. import signals, worker
+from ..present import top_up_body as as_resource  # the top-up presenter, by its former name
 from . import decide, execute, settings, settle
 from .gateways import (
     ChargePending,
@@ -29,7 +30,7 @@ from .gateways import (
     current_gateway,
     resolve_gateway,
 )
-from .records import as_resource, list_top_ups
+from .records import list_top_ups
 from .settings import check_owner, disable_for_product, set_auto_top_up
 from .settle import resolve_top_up
 

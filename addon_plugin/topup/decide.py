@@ -34,9 +34,9 @@ from storage import TOP_UP_IN_FLIGHT, CreditAccount, Statements, TopUp, db, new_
 
 from .. import ledger, signals
 from ..ledger import Account
+from ..present import top_up_body
 from ..state import current_app_object
 from . import execute
-from .records import as_resource
 
 __all__ = ["CONSUMPTION", "NOT_DECLINES", "wants_top_up", "banks_needed", "decide", "decide_for_account",
            "retry_due", "on_balance_changed", "on_deduction_refused"]
@@ -144,7 +144,7 @@ def _refuse_over_daily_limit(account: Account, values: dict[str, Any], now: date
                           completed_at=now, **values)
     CreditAccount.update(top_up_blocked_until=_midnight(now) + timedelta(days=1), updated_at=now).where(
         CreditAccount.id == account.id).execute()
-    signals.top_up_failed.send(current_app_object(), account=account, top_up=as_resource(top_up),
+    signals.top_up_failed.send(current_app_object(), account=account, top_up=top_up_body(top_up),
                                failure={"code": "daily_limit_reached", "message": message})
 
 

@@ -42,10 +42,11 @@ from peewee import Expression
 from storage import TOP_UP_TO_CHARGE, CreditAccount, TopUp, new_id, transaction, utcnow
 
 from .. import ledger, signals
-from ..ledger import MAX_CREDITS
+from ..limits import MAX_CREDITS
+from ..present import top_up_body
 from ..state import current_app_object
 from .gateways import TOP_UP_KEY_PREFIX, ChargePending, Declined, GatewayUnavailable, current_gateway
-from .records import amount, as_resource
+from .records import amount
 
 __all__ = [
     "lease_duration",
@@ -218,7 +219,7 @@ def succeed(top_up: TopUp, hold: Expression, charge_id: str, now: datetime) -> b
         CreditAccount.update(top_up_failures=0, top_up_blocked_until=None).where(
             CreditAccount.id == top_up.account_id).execute()
         signals.top_up_succeeded.send(current_app_object(), account=change.account,
-                                      entry=change.entry, top_up=as_resource(TopUp.get_by_id(top_up.id)))
+                                      entry=change.entry, top_up=top_up_body(TopUp.get_by_id(top_up.id)))
         return True
 
 
@@ -243,7 +244,7 @@ def fail(top_up: TopUp, hold: Expression, code: str, message: str, now: datetime
         if disable:
             CreditAccount.update(auto_top_up_enabled=False).where(CreditAccount.id == row.id).execute()
         account = ledger.get_account(top_up.account_id)
-        signals.top_up_failed.send(app, account=account, top_up=as_resource(TopUp.get_by_id(top_up.id)),
+        signals.top_up_failed.send(app, account=account, top_up=top_up_body(TopUp.get_by_id(top_up.id)),
                                    failure={"code": code, "message": message})
         if disable:
             signals.auto_top_up_disabled.send(app, account=account, reason="max_failures")
@@ -260,7 +261,7 @@ def leave_unresolved(top_up: TopUp, hold: Expression, reason: str, now: datetime
             return False
         log.warning("top-up %s is unresolved: %s", top_up.id, reason)
         signals.top_up_unresolved.send(current_app_object(), account=ledger.get_account(top_up.account_id),
-                                       top_up=as_resource(TopUp.get_by_id(top_up.id)))
+                                       top_up=top_up_body(TopUp.get_by_id(top_up.id)))
         return True
 
 

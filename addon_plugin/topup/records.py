@@ -1,49 +1,25 @@
-"""Reading top-ups: their money amount and the shape merchants reconcile against.
+"""Reading top-ups: their money amount, their account, their list.
 
-:func:`as_resource` is the one representation of a top-up: the top-ups list in
-the API, and the ``top_up`` argument of the top-up signals (so webhooks too).
+Their shape is :func:`addon_plugin.present.top_up_body` (the API's top-ups and
+the ``top_up`` argument of the top-up signals, so the webhooks too).
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
 
 import storage
-from storage import TopUp, isoformat
+from storage import TopUp
 
 from ..errors import AccountNotFound
 from ..money import from_minor
 
-__all__ = ["amount", "as_resource", "account_row", "list_top_ups"]
+__all__ = ["amount", "account_row", "list_top_ups"]
 
 
 def amount(top_up: TopUp) -> Decimal:
     """What the top-up charges (or charged), in its currency: ``Decimal("19.00")``."""
     return from_minor(top_up.amount_minor, top_up.currency)
-
-
-def as_resource(top_up: TopUp) -> dict[str, Any]:
-    """The top-up as the API and the webhooks show it (JSON-ready; amount a decimal string)."""
-    return {
-        "id": top_up.id,
-        "account_id": top_up.account_id,
-        "status": top_up.status,
-        "banks": top_up.banks,
-        "credits": top_up.credits,
-        "amount": str(amount(top_up)),
-        "currency": top_up.currency,
-        "payment_method": top_up.payment_method,
-        "customer": top_up.customer,
-        "charge_id": top_up.charge_id,
-        "failure_code": top_up.failure_code,
-        "failure_message": top_up.failure_message,
-        "attempts": top_up.attempts,
-        "next_attempt_at": isoformat(top_up.next_attempt_at) if top_up.status in storage.TOP_UP_IN_FLIGHT else None,
-        "created_at": isoformat(top_up.created_at),
-        "updated_at": isoformat(top_up.updated_at),
-        "completed_at": isoformat(top_up.completed_at),
-    }
 
 
 def account_row(account_id: str, *, merchant_id: str, buyer_email: str | None = None) -> storage.CreditAccount:

@@ -32,7 +32,8 @@ from ..errors import (
     TopUpNotAllowed,
     ValidationError,
 )
-from ..ledger import MAX_CREDITS, Account
+from ..ledger import Account
+from ..limits import EXTERNAL_ID_LENGTH, THRESHOLD_MESSAGE, is_threshold
 from ..state import current_app_object
 from . import decide
 from .gateways import current_gateway
@@ -49,11 +50,11 @@ def _check(enabled: Any, threshold: Any, payment_method: Any, customer: Any) -> 
     problems: dict[str, list[str]] = {}
     if type(enabled) is not bool:
         problems["enabled"] = ["Must be true or false."]
-    if threshold is not None and (type(threshold) is not int or not 0 <= threshold <= MAX_CREDITS):
-        problems["threshold"] = [f"Must be an integer from 0 to {MAX_CREDITS}."]
+    if threshold is not None and not is_threshold(threshold):
+        problems["threshold"] = [THRESHOLD_MESSAGE]
     for name, value in (("payment_method", payment_method), ("customer", customer)):
-        if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 255):
-            problems[name] = ["Must be a string of 1 to 255 characters."]
+        if value is not None and (not isinstance(value, str) or not 0 < len(value) <= EXTERNAL_ID_LENGTH):
+            problems[name] = [f"Must be a string of 1 to {EXTERNAL_ID_LENGTH} characters."]
     if enabled is True:
         if threshold is None:
             problems.setdefault("threshold", [_REQUIRED_WHEN_ENABLED])

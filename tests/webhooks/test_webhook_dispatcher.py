@@ -67,6 +67,8 @@ def test_a_balance_change_writes_event_and_delivery_with_the_spec_body(endpoint_
                 "description": "welcome",
                 "reference": "ref-1",
                 "metadata": {"campaign": "spring"},
+                "idempotency_key": None,
+                "actor": None,
                 "created_at": created,
                 "allocations": [{"grant_id": change.entry.allocations[0].grant_id, "amount": 250}],
             },
