@@ -20,15 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 import storage
 
-from . import idempotency, ledger, topup
+from . import grants, idempotency, ledger, topup
 from .errors import AccountNotFound, AddonError, AmbiguousInvoice
 from .idempotency import Outcome
 from .pagination import paginate
-from .present import account_body, adjustment_body, entry_body, top_up_body, usage_body
+from .present import account_body, adjustment_body, entry_body, grant_body, top_up_body, usage_body
 from .schemas import (
     AccountListQuerySchema,
     AdjustmentCreateSchema,
     BuyerAutoTopUpSettingsSchema,
+    GrantListQuerySchema,
     ListQuerySchema,
     TopUpResolveSchema,
     UsageAddSchema,
@@ -38,11 +39,12 @@ from .schemas import (
 if TYPE_CHECKING:
     from .hooks import SignedInBuyer
 
-__all__ = ["get_account", "list_accounts", "list_entries", "list_top_ups", "adjust", "record_usage",
+__all__ = ["get_account", "list_accounts", "list_entries", "list_grants", "list_top_ups", "adjust", "record_usage",
            "set_auto_top_up", "set_buyer_auto_top_up", "resolve_top_up"]
 
 _list_schema = AccountListQuerySchema()
 _page_schema = ListQuerySchema()
+_grant_list_schema = GrantListQuerySchema()
 _adjustment_schema = AdjustmentCreateSchema()
 _usage_schema = UsageAddSchema()
 _buyer_settings_schema = BuyerAutoTopUpSettingsSchema()
@@ -75,7 +77,26 @@ def list_entries(merchant_id: str, account_id: str, *, limit: int = 50, cursor: 
     args = load_fields(_page_schema, _given(limit=limit, cursor=cursor))
     ledger.get_account(account_id, merchant_id)
     query = storage.LedgerEntry.select().where(storage.LedgerEntry.account == account_id)
-    return paginate(query, storage.LedgerEntry.sequence, entry_body, limit=args["limit"], cursor=args.get("cursor"))
+    page = paginate(query, storage.LedgerEntry.sequence, lambda row: row, limit=args["limit"],
+                    cursor=args.get("cursor"))
+    allocations = grants.allocations_of([(row.id, row.grant_id, row.delta) for row in page["data"]])
+    page["data"] = [entry_body(row, allocations[row.id]) for row in page["data"]]
+    return page
+
+
+def list_grants(merchant_id: str, account_id: str, *, status: str | None = None, category: str | None = None,
+                limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+    """A page of the account's credit grants, newest first, of one ``status``
+    and/or ``category`` when given (expired grants' entries written first)."""
+    args = load_fields(_grant_list_schema, _given(status=status, category=category, limit=limit, cursor=cursor))
+    ledger.get_account(account_id, merchant_id)  # also writes any due expiry first
+    grant = storage.CreditGrant
+    query = grant.select().where(grant.account == account_id)
+    if "status" in args:
+        query = query.where(grant.status == args["status"])
+    if "category" in args:
+        query = query.where(grant.category == args["category"])
+    return paginate(query, grant.id, grant_body, limit=args["limit"], cursor=args.get("cursor"))
 
 
 def list_top_ups(merchant_id: str, account_id: str, *, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
@@ -94,7 +115,9 @@ def list_top_ups(merchant_id: str, account_id: str, *, limit: int = 50, cursor: 
 def adjust(merchant_id: str, account_id: str, data: Mapping[str, Any], *, actor: str | None = None) -> dict[str, Any]:
     """A manual adjustment, as ``POST /addons/accounts/<id>/adjustments``: ``data``
     holds ``value`` (credits, either sign), ``description`` (the reason) and
-    optionally ``reference``, ``metadata``, ``idempotency_key``. Returns
+    optionally ``reference``, ``metadata``, ``idempotency_key`` and, for added
+    credits (a grant), ``category`` (default promotional) and a future
+    ``expires_at``. Returns
     ``{"entry", "balance"}``; refusals raise (``InsufficientCredits``, …)."""
     loaded = load_fields(_adjustment_schema, data)
     return _run(merchant_id, ("adjust", account_id), loaded,
@@ -105,7 +128,8 @@ def record_usage(merchant_id: str, data: Mapping[str, Any], *, actor: str | None
     """Usage, as ``POST /buyer-addon/usage/add``: ``data`` names the account
     (``product_id`` + ``buyer_email``, or ``invoice_id``) and holds ``value``
     (< 0 deducts, > 0 adds) and optionally ``description``, ``reference``,
-    ``metadata``, ``idempotency_key``. Returns the usage answer
+    ``metadata``, ``idempotency_key`` (and ``category``, ``expires_at`` as for
+    :func:`adjust` when adding). Returns the usage answer
     (``{"success": true, "data": {...}}``); refusals raise."""
     loaded = load_fields(_usage_schema, data)
     return _run(merchant_id, ("usage",), loaded,
@@ -161,7 +185,7 @@ def apply_adjustment(merchant_id: str, account_id: str, data: dict[str, Any], ke
     ledger.get_account(account_id, merchant_id)
     change = ledger.record(account_id, data["value"], "adjustment", description=data["description"],
                            reference=data["reference"], metadata=data["metadata"], idempotency_key=key,
-                           key_space=ledger.API_KEYS, actor=actor)
+                           key_space=ledger.API_KEYS, actor=actor, grant=grant_terms(data))
     return Outcome(201, adjustment_body(change), replayed=change.replayed)
 
 
@@ -172,7 +196,7 @@ def apply_usage(merchant_id: str, data: dict[str, Any], key: str | None, actor: 
     change = ledger.record(named_account_id(merchant_id, data, create=value > 0), value,
                            "usage" if value < 0 else "adjustment", description=data["description"],
                            reference=data["reference"], metadata=data["metadata"], idempotency_key=key,
-                           key_space=ledger.API_KEYS, actor=actor)
+                           key_space=ledger.API_KEYS, actor=actor, grant=grant_terms(data))
     return Outcome(200, usage_body(change.account, change.entry), replayed=change.replayed)
 
 
@@ -190,6 +214,14 @@ def apply_resolve_top_up(merchant_id: str, top_up_id: str, data: dict[str, Any])
     top_up = topup.resolve_top_up(top_up_id, merchant_id=merchant_id, outcome=data["outcome"],
                                   charge_id=data.get("charge_id"))
     return top_up_body(top_up), 200
+
+
+def grant_terms(data: Mapping[str, Any]) -> grants.Terms | None:
+    """The grant a positive ``value`` of loaded ``data`` creates, as it describes it."""
+    if data.get("value", 1) < 0:
+        return None
+    return grants.Terms(category=data.get("category"), expires_at=data.get("expires_at"),
+                        priority=data.get("priority", 50))
 
 
 def named_account_id(merchant_id: str, data: Mapping[str, Any], *, create: bool = False) -> str:

@@ -107,6 +107,9 @@ SETTINGS: dict[str, Setting] = {
     "ADDONS_WEBHOOK_PRUNE_INTERVAL": Setting(
         3600, INTEGER, "Prune interval",
         "Seconds between two prunes by one worker process."),
+    "ADDONS_GRANT_EXPIRY_WARNING": Setting(
+        3 * 24 * 3600, INTEGER, "Grant expiry warning",
+        "Seconds before a grant's expiry that grant.expiring is sent (None: never)."),
 }
 
 #: Each key's default.

@@ -194,6 +194,13 @@ class ProductNotFound(NotFound):
     default_message = "No add-on product with that id."
 
 
+class GrantNotFound(NotFound):
+    """No credit grant with that id on this merchant's accounts."""
+
+    code = "grant_not_found"
+    default_message = "No credit grant with that id."
+
+
 class MerchantNotFound(NotFound):
     """No merchant with that id."""
 

@@ -12,7 +12,7 @@ from flask import Flask
 
 import storage
 
-from . import config, topup
+from . import config, grants, topup
 from .hooks import HostHooks
 from .state import AddonsState
 
@@ -86,6 +86,7 @@ class AddonPlugin(HostHooks):
         app.cli.add_command(addons_cli)
         # Features that subscribe to signals or add worker tasks wire themselves here.
         topup.init_app(app)
+        grants.init_app(app)
         webhooks.init_app(app)
 
 

@@ -59,6 +59,8 @@ PRICING_FIELDS: dict[str, tuple[str, str]] = {
     "top_up_allowed": ("Auto Top-Up", "One-time purchase: no automatic top-ups (buyers may buy again). "
                                       "Top-ups allowed: buyers may switch on auto top-up at their own threshold."),
     "overdraft_limit": ("Overdraft limit", "How far below zero usage may take a balance (0: none)."),
+    "credit_expiry_days": ("Credits expire after (days)", "Optional: purchased credits expire this many days "
+                                                          "after they are granted (blank: never)."),
     "name": ("Name", "Defaults to \"<credit amount> credits\"."),
 }
 
@@ -116,7 +118,8 @@ def _pricing_values(product: Any, data: Mapping[str, Any] | None) -> dict[str, s
 
 
 def _decode_form(data: Mapping[str, Any]) -> dict[str, Any]:
-    """The pricing fields of a submitted form (blank = not given), typed for the schema."""
+    """The pricing fields of a submitted form (blank = not given, or null for a
+    field that may be null, such as "Credits expire after"), typed for the schema."""
     picked = {}
     for name in PRICING_FIELDS:
         value = data.get(name)
@@ -124,6 +127,8 @@ def _decode_form(data: Mapping[str, Any]) -> dict[str, Any]:
             value = value.strip()
         if value is not None and value != "":
             picked[name] = value
+        elif value == "" and _schema.fields[name].allow_none:
+            picked[name] = None
     refuse_unstorable(picked)
     return coerce_form(_schema, picked)
 

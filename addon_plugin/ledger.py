@@ -11,25 +11,28 @@ The hot path (:func:`record`) runs SQL prepared once per dialect at import, not
 built by the query builder per call: on PostgreSQL the update and the insert are
 one statement (a data-modifying CTE), one round trip.
 
-Room to grow: credit grants with expiry, or promotional vs paid credits, fit
-under :func:`_apply` as allocation rows (which grant an entry drew on) without
-changing a caller or the invariant: the balance stays the sum of the entries.
+Credits enter and leave as grants (:mod:`addon_plugin.grants`): in the same
+transaction a positive change creates one grant (repaying debt first) and a
+negative one draws on grants in consumption order, each recorded as the entry's
+allocations. The account row keeps the balance, so a read stays one indexed
+row; its ``next_expiry_at`` makes a change or read at or after a grant's expiry
+write the ``expiry`` entry first, and costs nothing where no grant expires.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, NoReturn
 
-from peewee import IntegrityError, fn
+from peewee import IntegrityError
 
 import storage
 from storage import Statements, db, dialect, new_id, transaction, utcnow
 
-from . import signals
+from . import grants, signals
 from .emails import normalise_email
 from .errors import (
     AccountNotFound,
@@ -58,6 +61,7 @@ __all__ = [
     "HOOK_KEYS",
     "HOST_KEYS",
     "Account",
+    "Allocation",
     "Entry",
     "Change",
     "record",
@@ -68,7 +72,6 @@ __all__ = [
     "check_credits",
     "purchase",
     "order_accounts",
-    "unspent",
     "refund_unspent",
 ]
 
@@ -80,7 +83,7 @@ KINDS: dict[str, int] = {
     "top_up": 1,
     "refund": -1,
     "expiry": -1,
-    "void": 0,
+    "void": -1,
 }
 
 #: Idempotency key spaces: who issued a key. A key matches only a key of the same
@@ -110,6 +113,15 @@ class Account:
 
 
 @dataclass(frozen=True, slots=True)
+class Allocation:
+    """Credits an entry moved to or from one grant (signed like the entry's
+    delta); ``grant_id`` None is the part of a deduction no grant covered (debt)."""
+
+    grant_id: str | None
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One ledger entry: a balance change and the balance it left."""
 
@@ -125,6 +137,7 @@ class Entry:
     idempotency_key: str | None
     actor: str | None
     created_at: datetime
+    allocations: tuple[Allocation, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,17 +157,19 @@ class Change:
 _ACCOUNT_COLUMNS = ("id, merchant_id, product_id, buyer_email, balance, threshold, "
                     "auto_top_up_enabled, payment_method, customer")
 _ENTRY_COLUMNS = ("id, account_id, sequence, delta, balance_after, kind, description, "
-                  "reference, metadata, idempotency_key, actor, created_at")
+                  "reference, metadata, idempotency_key, actor, created_at, grant_id")
 
 _UPDATE = """UPDATE credit_account
    SET balance = balance + ?, last_sequence = last_sequence + 1, updated_at = ?
  WHERE id = ?
    AND (? > 0 OR balance + ? >= -(SELECT overdraft_limit FROM addon_product
                                   WHERE addon_product.id = credit_account.product_id))
-   AND balance + ? <= {max_credits}{guard}
+   AND balance + ? <= {max_credits}
+   AND (next_expiry_at IS NULL OR next_expiry_at > ?){guard}
 RETURNING {columns}, last_sequence"""
 
-_INSERT_ENTRY = f"INSERT INTO ledger_entry ({_ENTRY_COLUMNS}, key_space) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_ENTRY = (f"INSERT INTO ledger_entry ({_ENTRY_COLUMNS}, key_space) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 # The update also refuses a key (of that key space) this account already used
 # (the slow path then replays the first result), so a keyed change costs no extra read.
@@ -166,20 +181,33 @@ _GUARDED_UPDATE = _UPDATE.format(
 # PostgreSQL: the update and the entry insert in one round trip.
 _UPDATE_AND_INSERT_PG = f"""WITH u AS ({_GUARDED_UPDATE}),
 e AS (INSERT INTO ledger_entry ({_ENTRY_COLUMNS}, key_space)
-      SELECT ?, u.id, u.last_sequence, ?, u.balance, ?, ?, ?, ?, ?, ?, ?, ? FROM u)
+      SELECT ?, u.id, u.last_sequence, ?, u.balance, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM u)
 SELECT {_ACCOUNT_COLUMNS}, last_sequence FROM u"""
 
-_SELECT_ACCOUNT = f"SELECT {_ACCOUNT_COLUMNS} FROM credit_account WHERE id = ?"
+# A deduction also draws on the first grant in consumption order, when it
+# covers it, and names it on the entry. The draw runs only if nothing changed
+# the account since this statement's snapshot (its sequence moved by exactly
+# this entry), so a change that committed while it waited for the account's
+# lock is never missed; otherwise the slow path draws.
+_UPDATE_DRAW_AND_INSERT_PG = f"""WITH u AS ({_GUARDED_UPDATE}),
+g AS ({grants.DRAW_FIRST_SQL.format(after="FROM u", guard="AND u.last_sequence = "
+                                    "(SELECT last_sequence FROM credit_account WHERE id = ?) + 1")}),
+e AS (INSERT INTO ledger_entry ({_ENTRY_COLUMNS}, key_space)
+      SELECT ?, u.id, u.last_sequence, ?, u.balance, ?, ?, ?, ?, ?, ?, ?, (SELECT id FROM g), ? FROM u)
+SELECT {_ACCOUNT_COLUMNS}, last_sequence, (SELECT id FROM g) FROM u"""
+
+_SELECT_ACCOUNT = f"SELECT {_ACCOUNT_COLUMNS}, next_expiry_at FROM credit_account WHERE id = ?"
 _SELECT_ENTRY_BY_KEY = (f"SELECT {_ENTRY_COLUMNS} FROM ledger_entry "
                         "WHERE account_id = ? AND key_space = ? AND idempotency_key = ?")
-_SELECT_REFUSAL = f"""SELECT {", ".join("a." + c for c in _ACCOUNT_COLUMNS.split(", "))}, p.overdraft_limit
-FROM credit_account a JOIN addon_product p ON p.id = a.product_id WHERE a.id = ?"""
-_SELECT_BALANCE = "SELECT balance FROM credit_account WHERE id = ?"
+_SELECT_REFUSAL = f"""SELECT {", ".join("a." + c for c in _ACCOUNT_COLUMNS.split(", "))}, a.next_expiry_at,
+ p.overdraft_limit FROM credit_account a JOIN addon_product p ON p.id = a.product_id WHERE a.id = ?"""
+_SELECT_BALANCE = "SELECT balance, next_expiry_at FROM credit_account WHERE id = ?"
 _FIND_ACCOUNT = "SELECT id FROM credit_account WHERE product_id = ? AND buyer_email = ? AND merchant_id = ?"
 _SQL = Statements(
     update=_GUARDED_UPDATE,
     insert_entry=_INSERT_ENTRY,
     update_and_insert={"postgresql": _UPDATE_AND_INSERT_PG},
+    update_draw_and_insert={"postgresql": _UPDATE_DRAW_AND_INSERT_PG},
     select_account=_SELECT_ACCOUNT,
     entry_by_key=_SELECT_ENTRY_BY_KEY,
     refusal=_SELECT_REFUSAL,
@@ -203,7 +231,17 @@ def _entry_from_row(row: tuple) -> Entry:
     if isinstance(created, str):
         created = datetime.fromisoformat(created)
     return Entry(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-                 json.loads(row[8]), row[9], row[10], created)
+                 json.loads(row[8]), row[9], row[10], created,
+                 tuple(Allocation(g, n) for g, n in grants.allocations_of([(row[0], row[12], row[3])])[row[0]]))
+
+
+def _due(next_expiry_at: datetime | str | None, now: datetime) -> bool:
+    """True when a grant of the account has expired without its entry yet."""
+    if next_expiry_at is None:
+        return False
+    if isinstance(next_expiry_at, str):
+        next_expiry_at = datetime.fromisoformat(next_expiry_at)
+    return next_expiry_at <= now
 
 
 # -- validation --------------------------------------------------------------
@@ -253,14 +291,21 @@ def get_account(account_id: str, merchant_id: str | None = None) -> Account:
     """The account's current state; :class:`AccountNotFound` if there is none
     (or, with ``merchant_id``, if it is another merchant's)."""
     row = _fetchone("select_account", (account_id,))
+    if row is not None and _due(row[9], utcnow()):
+        grants.expire_due(account_id)
+        row = _fetchone("select_account", (account_id,))
     if row is None or (merchant_id is not None and row[1] != merchant_id):
         raise AccountNotFound(account_id=account_id)
     return _account_from_row(row)
 
 
 def balance(account_id: str) -> int:
-    """The account's balance: one indexed read, never a sum over the ledger."""
+    """The account's balance: one indexed read, never a sum over the ledger
+    (and first the expiry entries of grants that expired since the last change)."""
     row = _fetchone("balance", (account_id,))
+    if row is not None and _due(row[1], utcnow()):
+        grants.expire_due(account_id)
+        row = _fetchone("balance", (account_id,))
     if row is None:
         raise AccountNotFound(account_id=account_id)
     return row[0]
@@ -303,24 +348,35 @@ def open_account(merchant_id: str, product_id: str, buyer_email: str, *,
 
 def record(account_id: str, delta: int, kind: str, *, description: str = "",
            reference: str | None = None, metadata: Mapping[str, str] | None = None,
-           idempotency_key: str | None = None, key_space: str = HOST_KEYS, actor: str | None = None) -> Change:
+           idempotency_key: str | None = None, key_space: str = HOST_KEYS, actor: str | None = None,
+           grant: grants.Terms | None = None, take: Sequence[tuple[str, int]] = (),
+           taken_status: str = "depleted") -> Change:
     """Apply ``delta`` credits to the account as one ledger entry of ``kind``.
+
+    A positive delta creates one grant on ``grant`` terms (default: the kind's);
+    a negative one draws on the spendable grants in consumption order, or, with
+    ``take`` (``(grant_id, credits)`` pairs summing to ``-delta``), from exactly
+    those grants, which then get ``taken_status`` (expiry, void and refunds).
 
     Joins the caller's transaction or opens its own. Refusals
     (:class:`InsufficientCredits`, :class:`BalanceLimitExceeded`,
     :class:`AccountNotFound`, :class:`IdempotencyKeyReused`) are raised before
     anything is written; a refused deduction also sends ``deduction_refused``
-    once the transaction it was refused in has ended. With an ``idempotency_key`` already used on this account
-    in the same ``key_space``, the same request returns the first result
-    (``replayed=True``, no signal) and a different one raises
-    :class:`IdempotencyKeyReused`.
+    once the transaction it was refused in has ended. With an ``idempotency_key``
+    already used on this account in the same ``key_space``, the same request
+    returns the first result (``replayed=True``, no signal) and a different one
+    raises :class:`IdempotencyKeyReused`.
     """
     meta = _check_details(kind, delta, description, reference, metadata, idempotency_key, key_space)
     key = None if idempotency_key is None else (key_space, idempotency_key)
+    if delta > 0:
+        grant = grant or grants.Terms()
+        grant.check(utcnow())
     for attempt in (1, 2):
         try:
             with transaction():
-                return _apply(account_id, delta, kind, description, reference, meta, key, actor)
+                return _apply(account_id, delta, kind, description, reference, meta, key, actor,
+                              grant, tuple(take), taken_status)
         except _Replayed as replayed:  # nothing was written
             return replayed.change
         except IntegrityError:
@@ -331,33 +387,76 @@ def record(account_id: str, delta: int, kind: str, *, description: str = "",
     raise AssertionError("unreachable")
 
 
+# Explicit takes (expiry, void, refund) pass this as the expiry horizon: the
+# guard that makes other changes write due expiries first does not stop them.
+_ANY_TIME = datetime(1, 1, 1)
+
+
 def _apply(account_id: str, delta: int, kind: str, description: str, reference: str | None,
-           metadata: dict[str, str], key: tuple[str, str] | None, actor: str | None) -> Change:
+           metadata: dict[str, str], key: tuple[str, str] | None, actor: str | None,
+           grant: grants.Terms | None, take: tuple[tuple[str, int], ...], taken_status: str,
+           expired_first: bool = False) -> Change:
     now = utcnow()
     entry_id = new_id("entry")
     metadata_json = json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))
     key_space, idempotency_key = key or (None, None)
-    update_params = (delta, now, account_id, delta, delta, delta, account_id, key_space, idempotency_key)
+    update_params = (delta, now, account_id, delta, delta, delta, _ANY_TIME if take else now,
+                     account_id, key_space, idempotency_key)
+    entry_params = (entry_id, delta, kind, description, reference, metadata_json, idempotency_key, actor, now)
+    # The entry's one grant (created, drawn on or taken from) is named on its
+    # row; only entries that touch several grants, or debt, get allocation rows.
+    grant_id = new_id("grant") if delta > 0 else take[0][0] if len(take) == 1 else None
+    draws = delta < 0 and not take
     if dialect() == "postgresql":
-        row = _fetchone("update_and_insert", update_params + (
-            entry_id, delta, kind, description, reference, metadata_json, idempotency_key, actor, now, key_space))
+        if draws:
+            row = _fetchone("update_draw_and_insert", update_params + (-delta, account_id, now, -delta, account_id)
+                            + entry_params + (key_space,))
+            grant_id = row[10] if row else None
+        else:
+            row = _fetchone("update_and_insert", update_params + entry_params + (grant_id, key_space))
     else:
         row = _fetchone("update", update_params)
         if row is not None:
+            if draws:
+                grant_id = grants.draw_first(account_id, -delta, now)
             db.execute_sql(_SQL["insert_entry"], (
                 entry_id, account_id, row[9], delta, row[4], kind, description, reference,
-                metadata_json, idempotency_key, actor, now, key_space))
-    if row is None:  # nothing was written: a replay, or a refusal
+                metadata_json, idempotency_key, actor, now, grant_id, key_space))
+    if row is None:  # nothing was written: a replay, a due expiry, or a refusal
         if key is not None:
             _replay_if_used(account_id, key, delta, kind, description, reference, metadata)
+        if not expired_first and _refusal_is_due_expiry(account_id, now):
+            grants.expire_due(account_id)
+            return _apply(account_id, delta, kind, description, reference, metadata, key, actor,
+                          grant, take, taken_status, expired_first=True)
         _raise_refusal(account_id, delta, kind)
 
     account = _account_from_row(row)
+    previous = account.balance - delta
+    expires_at = None
+    if delta > 0:
+        assert grant is not None and grant_id is not None
+        expires_at = grants.create(grant_id, account, delta, previous, grant, kind, description, reference,
+                                   metadata_json, now)
+        allocations: tuple[tuple[str | None, int], ...] = ((grant_id, delta),)
+    elif take:
+        allocations = grants.take(entry_id, take, taken_status)
+    elif grant_id is not None:
+        allocations = ((grant_id, delta),)
+    else:
+        allocations = grants.draw(account_id, entry_id, -delta, now)
     entry = Entry(entry_id, account_id, row[9], delta, account.balance, kind, description, reference,
-                  metadata, idempotency_key, actor, now)
-    change = Change(account, entry, account.balance - delta)
+                  metadata, idempotency_key, actor, now, tuple(Allocation(g, n) for g, n in allocations))
+    change = Change(account, entry, previous)
     _announce(change)
+    if expires_at is not None:
+        grants.announce_created(change, expires_at)
     return change
+
+
+def _refusal_is_due_expiry(account_id: str, now: datetime) -> bool:
+    row = _fetchone("refusal", (account_id,))
+    return row is not None and _due(row[9], now)
 
 
 class _Replayed(Exception):
@@ -468,44 +567,17 @@ def order_accounts(merchant_id: str, order_id: str, product_id: str | None = Non
     return [row.id for row in query.order_by(account.product)]
 
 
-def unspent(balance: int, granted: int, granted_later: int) -> int:
-    """How many of ``granted`` credits are still unspent when the oldest credits
-    are spent first: the balance less what later grants still hold
-    (``granted_later``: what was granted after them, less what refunds of those
-    later orders took back), clamped to ``0..granted`` (so taking them back
-    never leaves the balance below zero)."""
-    return max(0, min(granted, balance - granted_later))
-
-
 def refund_unspent(account_id: str, order_id: str, *, idempotency_key: str, key_space: str = HOST_KEYS,
                    description: str = "", actor: str | None = None) -> Change | None:
-    """Take back the credits the order's ``purchase`` entries granted on this
-    account that are still :func:`unspent` (one ``refund`` entry), exactly once
-    per ``idempotency_key`` (in ``key_space``). None when nothing is left to take back.
-
-    A refund takes only from its own order's credits, so the credits granted
-    after this order still hold what they granted less their own orders'
-    refunds: refunding every order, in any order, leaves none of their credits.
-    """
-    entry = storage.LedgerEntry
+    """Take back exactly what the grants that the order's ``purchase`` entries
+    created on this account still hold (one ``refund`` entry naming them),
+    exactly once per ``idempotency_key`` (in ``key_space``). None when they hold nothing (spent,
+    expired or voided), so refunding orders in any order takes only each
+    order's own credits."""
     with transaction():
-        current = _lock(account_id)
+        _lock(account_id)
         row = _fetchone("entry_by_key", (account_id, key_space, idempotency_key))
         if row is not None:
             return _replay(_entry_from_row(row))
-        granted, last = (entry.select(fn.COALESCE(fn.SUM(entry.delta), 0), fn.MAX(entry.sequence))
-                         .where((entry.account == account_id) & (entry.kind == "purchase")
-                                & (entry.reference == order_id)).scalar(as_tuple=True))
-        if last is None:
-            return None
-        later = (entry.account == account_id) & (entry.sequence > last)
-        granted_later = entry.select(fn.COALESCE(fn.SUM(entry.delta), 0)).where(later & (entry.delta > 0)).scalar()
-        later_orders = entry.select(entry.reference).where(later & (entry.kind == "purchase"))
-        later_refunds = (entry.select(fn.COALESCE(fn.SUM(entry.delta), 0))  # negative
-                         .where((entry.account == account_id) & (entry.kind == "refund")
-                                & entry.reference.in_(later_orders)).scalar())
-        amount = unspent(current, int(granted), int(granted_later) + int(later_refunds))
-        if amount == 0:
-            return None
-        return record(account_id, -amount, "refund", description=description, reference=order_id,
-                      idempotency_key=idempotency_key, key_space=key_space, actor=actor)
+        return grants.refund_order(account_id, order_id, description=description,
+                                   idempotency_key=idempotency_key, key_space=key_space, actor=actor)

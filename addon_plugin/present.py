@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import storage
 from storage import isoformat
 
+from . import grants, ledger
 from .ledger import Account, Change, Entry
 from .money import from_minor
 
@@ -20,15 +21,20 @@ if TYPE_CHECKING:
     from .merchants import NewKey
 
 __all__ = ["account_body", "entry_body", "usage_body", "product_body", "adjustment_body",
-           "api_key_body", "new_api_key_body", "top_up_body"]
+           "api_key_body", "new_api_key_body", "top_up_body", "grant_body", "grant_created_body"]
+
+grant_body = grants.grant_body
 
 
 def account_body(account: Account | storage.CreditAccount) -> dict[str, Any]:
-    """An account resource."""
+    """An account resource, with its spendable credits by category and next expiry."""
     if isinstance(account, storage.CreditAccount):
-        account = Account(account.id, account.merchant_id, account.product_id, account.buyer_email,
-                          account.balance, account.threshold, account.auto_top_up_enabled,
-                          account.payment_method, account.customer)
+        if account.next_expiry_at is not None:  # may be due: the ledger writes it before reporting
+            account = ledger.get_account(account.id)
+        else:
+            account = Account(account.id, account.merchant_id, account.product_id, account.buyer_email,
+                              account.balance, account.threshold, account.auto_top_up_enabled,
+                              account.payment_method, account.customer)
     return {
         "id": account.id,
         "product_id": account.product_id,
@@ -37,15 +43,21 @@ def account_body(account: Account | storage.CreditAccount) -> dict[str, Any]:
         "threshold": account.threshold,
         "auto_top_up": {"enabled": account.auto_top_up_enabled, "payment_method": account.payment_method,
                         "customer": account.customer},
+        **grants.summary(account.id),
     }
 
 
-def entry_body(entry: Entry | storage.LedgerEntry) -> dict[str, Any]:
-    """A ledger entry resource."""
+def entry_body(entry: Entry | storage.LedgerEntry,
+               allocations: list[tuple[str | None, int]] | None = None) -> dict[str, Any]:
+    """A ledger entry resource (``allocations``: a stored entry's, if already read)."""
     metadata = entry.metadata
     if isinstance(metadata, str):
         import json
         metadata = json.loads(metadata)
+    if isinstance(entry, Entry):
+        allocations = [(a.grant_id, a.amount) for a in entry.allocations]
+    elif allocations is None:
+        allocations = grants.allocations_of([(entry.id, entry.grant_id, entry.delta)])[entry.id]
     return {
         "id": entry.id,
         "sequence": entry.sequence,
@@ -58,6 +70,7 @@ def entry_body(entry: Entry | storage.LedgerEntry) -> dict[str, Any]:
         "idempotency_key": entry.idempotency_key,
         "actor": entry.actor,
         "created_at": isoformat(entry.created_at),
+        "allocations": [{"grant_id": grant_id, "amount": amount} for grant_id, amount in allocations],
     }
 
 
@@ -81,12 +94,18 @@ def product_body(product: storage.Product) -> dict[str, Any]:
         "top_up_allowed": product.top_up_allowed,
         "overdraft_limit": product.overdraft_limit,
         "host_product_id": product.host_product_id,
+        "credit_expiry_days": product.credit_expiry_days,
     }
 
 
 def adjustment_body(change: Change) -> dict[str, Any]:
     """A manual adjustment's answer: its entry and the balance right after it."""
     return {"entry": entry_body(change.entry), "balance": change.account.balance}
+
+
+def grant_created_body(grant: storage.CreditGrant, change: Change) -> dict[str, Any]:
+    """A grant given by hand: the grant, its entry and the balance right after it."""
+    return {"grant": grant_body(grant), "entry": entry_body(change.entry), "balance": change.account.balance}
 
 
 def api_key_body(key: storage.ApiKey) -> dict[str, Any]:

@@ -36,7 +36,8 @@ __all__ = ["get_product", "product_for_host"]
 def _columns(data: dict[str, Any], currency: str) -> dict[str, Any]:
     """Schema output → column values (price as minor units of ``currency``)."""
     columns = {k: v for k, v in data.items() if k in (
-        "name", "currency", "credit_amount", "top_up_allowed", "overdraft_limit", "host_product_id")}
+        "name", "currency", "credit_amount", "top_up_allowed", "overdraft_limit", "host_product_id",
+        "credit_expiry_days")}
     if "price" in data:
         try:
             price = parse_price(str(data["price"]), currency)

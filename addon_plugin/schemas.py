@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
@@ -63,6 +64,12 @@ __all__ = [
     "BuyerAutoTopUpSettingsSchema",
     "TopUpSchema",
     "TopUpResolveSchema",
+    "AllocationSchema",
+    "GrantSchema",
+    "GrantCreateSchema",
+    "GrantCreatedSchema",
+    "GrantListQuerySchema",
+    "GrantVoidSchema",
 ]
 
 _CREDIT_RANGE = validate.Range(-MAX_CREDITS, MAX_CREDITS)
@@ -201,6 +208,7 @@ class ProductSchema(_Strict):
     top_up_allowed = fields.Boolean(required=True)
     overdraft_limit = fields.Integer(required=True)
     host_product_id = fields.String(required=True, allow_none=True)
+    credit_expiry_days = fields.Integer(required=True, allow_none=True)
 
 
 class ProductUpdateSchema(_Strict):
@@ -213,6 +221,9 @@ class ProductUpdateSchema(_Strict):
     top_up_allowed = fields.Boolean(truthy={True, "true", "1", "on"}, falsy={False, "false", "0", "off"})
     overdraft_limit = Credits(minimum=0)
     host_product_id = fields.String(allow_none=True, validate=validate.Length(1, EXTERNAL_ID_LENGTH))
+    credit_expiry_days = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, 36500), metadata={
+        "description": "Purchased and topped-up credits expire this many days after they are granted "
+                       "(null: never)."})
     idempotency_key = IdempotencyKey(load_only=True)
 
     @validates_schema(skip_on_field_errors=False)  # a form shows every bad field at once
@@ -254,6 +265,20 @@ class AutoTopUpSchema(_Strict):
     customer = fields.String(allow_none=True)
 
 
+class BalancesSchema(_Strict):
+    """Spendable credits by category (both 0 while the balance is in debt)."""
+
+    paid = fields.Integer(required=True)
+    promotional = fields.Integer(required=True)
+
+
+class NextExpirySchema(_Strict):
+    """The soonest expiry of a spendable grant, and the credits that expire then."""
+
+    at = fields.String(required=True, metadata={"format": "date-time"})
+    credits = fields.Integer(required=True)
+
+
 class AccountSchema(_Strict):
     """A buyer's credit account for one product."""
 
@@ -263,6 +288,16 @@ class AccountSchema(_Strict):
     balance = fields.Integer(required=True)
     threshold = fields.Integer(required=True, allow_none=True)
     auto_top_up = fields.Nested(AutoTopUpSchema, required=True)
+    balances = fields.Nested(BalancesSchema, required=True)
+    next_expiry = fields.Nested(NextExpirySchema, required=True, allow_none=True)
+
+
+class AllocationSchema(_Strict):
+    """Credits an entry moved to or from one grant, signed like its ``delta``;
+    ``grant_id`` null is the part of a deduction no grant covered (debt)."""
+
+    grant_id = fields.String(required=True, allow_none=True)
+    amount = fields.Integer(required=True)
 
 
 class EntrySchema(_Strict):
@@ -279,9 +314,38 @@ class EntrySchema(_Strict):
     idempotency_key = fields.String(required=True, allow_none=True)
     actor = fields.String(required=True, allow_none=True)
     created_at = fields.String(required=True, metadata={"format": "date-time"})
+    allocations = fields.List(fields.Nested(AllocationSchema), required=True, metadata={
+        "description": "The grants this entry drew on (or created), in order; they sum to delta. "
+                       "Empty for entries written before grants existed."})
 
 
-class AdjustmentCreateSchema(_Strict):
+def _naive_utc(data: dict) -> dict:
+    if data.get("expires_at") is not None:
+        data["expires_at"] = data["expires_at"].astimezone(UTC).replace(tzinfo=None)
+    return data
+
+
+class _GrantTerms(_Strict):
+    """``category`` and ``expires_at`` of the grant a positive ``value`` creates."""
+
+    category = fields.String(validate=validate.OneOf(["paid", "promotional"]), metadata={
+        "description": "The grant's category when value > 0 (default promotional)."})
+    expires_at = fields.AwareDateTime(default_timezone=UTC, metadata={
+        "description": "When the grant expires (must be in the future; default never). Only when value > 0."})
+
+    @validates_schema
+    def _terms_only_when_adding(self, data: dict, **kwargs: Any) -> None:
+        if data.get("value", 0) < 0:
+            bad = {name: ["Only for a positive value."] for name in ("category", "expires_at") if name in data}
+            if bad:
+                raise ValidationError(bad)
+
+    @post_load
+    def _utc(self, data: dict, **kwargs: Any) -> dict:
+        return _naive_utc(data)
+
+
+class AdjustmentCreateSchema(_GrantTerms):
     """A manual correction: ``value`` credits (either sign) and the reason for it."""
 
     value = Credits(nonzero=True, required=True)
@@ -320,8 +384,9 @@ class UsageBalanceSchema(_Strict):
         return data
 
 
-class UsageAddSchema(UsageBalanceSchema):
-    """``value`` < 0 deducts (kind usage), > 0 adds (kind adjustment)."""
+class UsageAddSchema(UsageBalanceSchema, _GrantTerms):
+    """``value`` < 0 deducts (kind usage), > 0 adds (kind adjustment, a grant:
+    ``category`` default promotional, optional ``expires_at``)."""
 
     value = Credits(nonzero=True, required=True)
     description = fields.String(validate=validate.Length(max=DESCRIPTION_LENGTH), load_default="")
@@ -426,6 +491,68 @@ class AutoTopUpSettingsSchema(BuyerAutoTopUpSettingsSchema):
 
     customer = fields.String(validate=validate.Length(1, EXTERNAL_ID_LENGTH), allow_none=True, load_default=None,
                              metadata={"description": "The gateway's customer (required by Stripe)."})
+
+
+# -- credit grants -------------------------------------------------------------------
+
+class GrantSchema(_Strict):
+    """A grant: credits that entered an account, drawn on in consumption order."""
+
+    id = fields.String(required=True, metadata={"example": "grant_01jd3k5q8w2n7x4m6r9t0v1b2c"})
+    account_id = fields.String(required=True)
+    category = fields.String(required=True, validate=validate.OneOf(["paid", "promotional"]))
+    amount = fields.Integer(required=True, metadata={"description": "As granted."})
+    remaining = fields.Integer(required=True)
+    priority = fields.Integer(required=True, metadata={"description": "0-100; lower is drawn first."})
+    expires_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+    status = fields.String(required=True, validate=validate.OneOf(["active", "depleted", "expired", "voided"]))
+    source = fields.String(required=True, validate=validate.OneOf(
+        ["purchase", "top_up", "adjustment", "grant", "migration"]))
+    reference = fields.String(required=True, allow_none=True)
+    description = fields.String(required=True)
+    metadata = fields.Dict(required=True, keys=fields.String(), values=fields.String())
+    created_at = fields.String(required=True, metadata={"format": "date-time"})
+
+
+class GrantCreateSchema(_Strict):
+    """A grant given by hand: ``amount`` credits, promotional unless said otherwise."""
+
+    amount = Credits(minimum=1, required=True)
+    category = fields.String(validate=validate.OneOf(["paid", "promotional"]), load_default="promotional")
+    expires_at = fields.AwareDateTime(default_timezone=UTC, allow_none=True, load_default=None,
+                                      metadata={"description": "Must be in the future; null or omitted: never."})
+    priority = fields.Integer(strict=True, validate=validate.Range(0, 100), load_default=50,
+                              metadata={"description": "Lower is drawn first."})
+    description = fields.String(validate=validate.Length(max=DESCRIPTION_LENGTH), load_default="")
+    reference = fields.String(validate=validate.Length(max=REFERENCE_LENGTH), allow_none=True, load_default=None)
+    metadata = Metadata(load_default=dict)
+    idempotency_key = IdempotencyKey()
+
+    @post_load
+    def _utc(self, data: dict, **kwargs: Any) -> dict:
+        return _naive_utc(data)
+
+
+class GrantCreatedSchema(_Strict):
+    """A new grant, the ``adjustment`` entry that created it and the balance after it."""
+
+    grant = fields.Nested(GrantSchema, required=True)
+    entry = fields.Nested(EntrySchema, required=True)
+    balance = fields.Integer(required=True)
+
+
+class GrantListQuerySchema(ListQuerySchema):
+    """``GET …/grants`` filters, both optional, plus ``limit`` and ``cursor``."""
+
+    status = fields.String(validate=validate.OneOf(["active", "depleted", "expired", "voided"]))
+    category = fields.String(validate=validate.OneOf(["paid", "promotional"]))
+
+
+class GrantVoidSchema(_Strict):
+    """Voiding a grant: an optional reason (the ``void`` entry's description)."""
+
+    description = fields.String(validate=validate.Length(max=DESCRIPTION_LENGTH), load_default="")
+    idempotency_key = IdempotencyKey()
 
 
 class TopUpSchema(_Strict):

@@ -84,6 +84,12 @@ product_saved = _signals.signal("product-saved")
 #: ``storage`` delivery row) and ``endpoint`` (its endpoint row).
 webhook_delivery_failed = _signals.signal("webhook-delivery-failed")
 
+#: Sent once per grant when it will expire within ``ADDONS_GRANT_EXPIRY_WARNING``
+#: seconds: by the worker, or at once for a grant created inside that window,
+#: inside the transaction that marks it warned. Kwargs: ``account`` and
+#: ``grant`` (a dict, as the grants resource shows it).
+grant_expiring = _signals.signal("grant-expiring")
+
 __all__ = [
     "balance_changed",
     "balance_low",
@@ -96,4 +102,5 @@ __all__ = [
     "auto_top_up_disabled",
     "product_saved",
     "webhook_delivery_failed",
+    "grant_expiring",
 ]

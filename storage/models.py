@@ -54,6 +54,8 @@ __all__ = [
     "TOP_UP_TO_LOOK_UP",
     "TopUp",
     "Order",
+    "CreditGrant",
+    "GrantAllocation",
     "ALL_MODELS",
 ]
 
@@ -131,6 +133,7 @@ class Product(BaseModel):
     top_up_allowed = BooleanField(default=False)
     overdraft_limit = BigIntegerField(default=0)
     host_product_id = CharField(max_length=255, null=True)
+    credit_expiry_days = IntegerField(null=True)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
 
@@ -174,6 +177,9 @@ class CreditAccount(BaseModel):
     customer = CharField(max_length=255, null=True)
     top_up_failures = IntegerField(default=0)
     top_up_blocked_until = DateTimeField(null=True)
+    #: When its soonest-expiring active grant expires (None: none expires). A
+    #: cheap guard: a read or change at or after it writes the expiry first.
+    next_expiry_at = DateTimeField(null=True)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
 
@@ -188,6 +194,11 @@ class CreditAccount(BaseModel):
 CreditAccount.add_index(CreditAccount.index(
     CreditAccount.top_up_blocked_until, name="credit_account_retry_at",
     where=SQL("top_up_blocked_until IS NOT NULL"),
+))
+# The worker finds the accounts whose soonest grant expiry has come.
+CreditAccount.add_index(CreditAccount.index(
+    CreditAccount.next_expiry_at, name="credit_account_next_expiry_at",
+    where=SQL("next_expiry_at IS NOT NULL"),
 ))
 
 
@@ -206,6 +217,9 @@ class LedgerEntry(BaseModel):
     idempotency_key = CharField(max_length=300, null=True)
     actor = CharField(max_length=100, null=True)
     created_at = DateTimeField(default=utcnow)
+    #: The one credit grant the entry created, drew on or took from; an entry
+    #: touching several grants (or debt) has ``GrantAllocation`` rows instead.
+    grant_id = CharField(max_length=40, null=True)
     #: Who issued ``idempotency_key`` (``api``, ``hook`` or ``host``; NULL without
     #: a key): keys of different spaces never match, whatever their text.
     key_space = CharField(max_length=10, null=True)
@@ -412,6 +426,65 @@ class Order(BaseModel):
         primary_key = CompositeKey("merchant", "order_id")
 
 
+class CreditGrant(BaseModel):
+    """A lot of credits that entered an account: ``amount`` as granted,
+    ``remaining`` still spendable. ``status`` is ``active`` (remaining > 0),
+    ``depleted``, ``expired`` or ``voided``; only active grants are drawn on."""
+
+    id = CharField(primary_key=True, max_length=40)
+    account = ForeignKeyField(CreditAccount, backref="grants", on_delete="CASCADE", index=False)
+    account_id: str  # the key's column, which peewee adds (declared for type checkers)
+    category = CharField(max_length=12)
+    amount = BigIntegerField()
+    remaining = BigIntegerField()
+    priority = IntegerField(default=50)
+    expires_at = DateTimeField(null=True)
+    status = CharField(max_length=12)
+    source = CharField(max_length=12)
+    reference = TextField(null=True)
+    description = TextField(default="")
+    metadata = TextField(default="{}")
+    created_at = DateTimeField(default=utcnow)
+    expiry_warned_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "credit_grant"
+
+
+# An account's spendable grants: one range of this index, in consumption order.
+CreditGrant.add_index(CreditGrant.index(
+    CreditGrant.account, CreditGrant.priority, CreditGrant.expires_at, CreditGrant.id,
+    name="credit_grant_spendable", where=SQL("status = 'active'"),
+))
+# An account's grants newest first (the list), and an order's grants (exact refunds).
+CreditGrant.add_index(CreditGrant.index(CreditGrant.account, CreditGrant.id, name="credit_grant_account_id"))
+CreditGrant.add_index(CreditGrant.index(
+    CreditGrant.account, CreditGrant.reference, name="credit_grant_reference",
+    where=SQL("reference IS NOT NULL"),
+))
+# What the worker warns about: active grants that expire and were not warned of yet.
+CreditGrant.add_index(CreditGrant.index(
+    CreditGrant.expires_at, name="credit_grant_to_warn",
+    where=SQL("status = 'active' AND expires_at IS NOT NULL AND expiry_warned_at IS NULL"),
+))
+
+
+class GrantAllocation(BaseModel):
+    """Which grant a ledger entry moved credits of, and how many (signed like
+    the entry's delta); ``grant`` None is the debt part of a deduction. Only
+    for entries that touch several grants or debt: an entry with one grant
+    names it in its own ``grant_id`` (one row less on the hot path)."""
+
+    entry = ForeignKeyField(LedgerEntry, on_delete="CASCADE", index=False)
+    position = IntegerField()
+    grant = ForeignKeyField(CreditGrant, null=True, on_delete="CASCADE", index=False)
+    amount = BigIntegerField()
+
+    class Meta:
+        table_name = "grant_allocation"
+        primary_key = CompositeKey("entry", "position")
+
+
 ALL_MODELS = [
     Merchant,
     ApiKey,
@@ -427,4 +500,6 @@ ALL_MODELS = [
     WebhookAttempt,
     TopUp,
     Order,
+    CreditGrant,
+    GrantAllocation,
 ]

@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 from .database import db, dialect, transaction
 from .dialects import sql
-from .models import SchemaVersion
+from .ids import new_id
+from .models import SchemaVersion, utcnow
 
 __all__ = ["MIGRATIONS", "migrate", "current_version"]
 
@@ -614,6 +615,70 @@ def _add_key_spaces() -> None:
                          " AND key_space = 'api' AND key = ?", (space, client_key, merchant_id, key))
 
 
+# -- 8: credit grants ---------------------------------------------------------------------------------
+
+_CREATE_GRANTS = [
+    """CREATE TABLE credit_grant (
+    id VARCHAR(40) NOT NULL PRIMARY KEY,
+    account_id VARCHAR(40) NOT NULL REFERENCES credit_account (id) ON DELETE CASCADE,
+    category VARCHAR(12) NOT NULL,
+    amount {bigint} NOT NULL,
+    remaining {bigint} NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 50,
+    expires_at {timestamp},
+    status VARCHAR(12) NOT NULL,
+    source VARCHAR(12) NOT NULL,
+    reference TEXT,
+    description TEXT NOT NULL DEFAULT '',
+    metadata TEXT NOT NULL DEFAULT '{{}}',
+    created_at {timestamp} NOT NULL,
+    expiry_warned_at {timestamp})""",
+    # The spendable grants of an account: one range of this index, in priority order.
+    """CREATE INDEX credit_grant_spendable ON credit_grant (account_id, priority, expires_at, id)
+    WHERE status = 'active'""",
+    # An account's grants newest first (the list), and an order's grants (exact refunds).
+    "CREATE INDEX credit_grant_account_id ON credit_grant (account_id, id)",
+    "CREATE INDEX credit_grant_reference ON credit_grant (account_id, reference) WHERE reference IS NOT NULL",
+    # What the worker warns about: active grants that expire and were not warned of yet.
+    """CREATE INDEX credit_grant_to_warn ON credit_grant (expires_at)
+    WHERE status = 'active' AND expires_at IS NOT NULL AND expiry_warned_at IS NULL""",
+    """CREATE TABLE grant_allocation (
+    entry_id VARCHAR(40) NOT NULL REFERENCES ledger_entry (id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    grant_id VARCHAR(40) REFERENCES credit_grant (id) ON DELETE CASCADE,
+    amount {bigint} NOT NULL,
+    PRIMARY KEY (entry_id, position)){options}""",
+    # What the worker expires: accounts whose soonest expiry has come.
+    "CREATE INDEX credit_account_next_expiry_at ON credit_account (next_expiry_at) WHERE next_expiry_at IS NOT NULL",
+]
+
+_NEW_COLUMNS = (("credit_account", "next_expiry_at", "{timestamp}"),
+                ("addon_product", "credit_expiry_days", "INTEGER"),
+                ("ledger_entry", "grant_id", "VARCHAR(40)"))
+
+# Each positive balance becomes one paid grant that never expires; negative balances stay debt.
+_CARRY_OVER = """INSERT INTO credit_grant (id, account_id, category, amount, remaining, priority, status,
+    source, description, metadata, created_at) VALUES (?, ?, 'paid', ?, ?, 50, 'active', 'migration', '', '{}', ?)"""
+
+
+def _create_grants() -> None:
+    options = {"sqlite": {"timestamp": "DATETIME", "bigint": "INTEGER", "options": " WITHOUT ROWID"},
+               "postgresql": {"timestamp": "TIMESTAMP", "bigint": "BIGINT", "options": ""}}[dialect()]
+    for table, column, kind in _NEW_COLUMNS:
+        db.execute_sql(f"ALTER TABLE {table} ADD COLUMN {column} {kind.format(**options)}")
+    for statement in _CREATE_GRANTS:
+        db.execute_sql(statement.format(**options))
+    _carry_over_balances()
+
+
+def _carry_over_balances() -> None:
+    insert = sql(_CARRY_OVER)
+    now = utcnow()
+    rows = db.execute_sql("SELECT id, balance FROM credit_account WHERE balance > 0 ORDER BY id").fetchall()
+    for account_id, balance in rows:
+        db.execute_sql(insert, (new_id("grant"), account_id, balance, balance, now))
+
+
 #: (version, what it does, function): applied in order, each exactly once.
 #: Append a new one at the end; never edit or reorder one that has shipped.
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
@@ -626,6 +691,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (6, "unresolved and pending-settlement top-ups block a new one too", _top_up_outcomes),
     (7, "idempotency key spaces: the API's, the hooks', the host's and each buyer's keys never collide",
      _add_key_spaces),
+    (8, "credit grants and their allocations; positive balances carried over as paid grants", _create_grants),
 ]
 
 

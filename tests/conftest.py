@@ -20,7 +20,7 @@ from flask import Flask
 import storage
 from addon_plugin import ledger, merchants, signals
 from addon_plugin.topup import TestGateway, set_auto_top_up
-from tests.helpers import POSTGRES_ADMIN_URL, THRESHOLD, bearer, create_product, empty_postgres, make_app
+from tests.helpers import POSTGRES_ADMIN_URL, THRESHOLD, Clock, bearer, create_product, empty_postgres, make_app
 
 
 def _postgres_admin():
@@ -148,6 +148,14 @@ def funded_account_id(account_id) -> str:
     """bob's account holding 1000 credits."""
     ledger.record(account_id, 1000, "purchase", reference="order_1")
     return account_id
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    """The ledger's clock (``ledger.utcnow``), frozen until advanced."""
+    clock = Clock()
+    monkeypatch.setattr(ledger, "utcnow", clock)
+    return clock
 
 
 # -- the HTTP API ---------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from flask import Flask
 from peewee import fn
@@ -56,6 +57,19 @@ def sequences(account_id: str) -> list[int]:
     rows = (storage.LedgerEntry.select(storage.LedgerEntry.sequence)
             .where(storage.LedgerEntry.account == account_id).order_by(storage.LedgerEntry.sequence))
     return [row.sequence for row in rows]
+
+
+class Clock:
+    """The ledger's clock, moved by hand (time-dependent rules, no sleeps)."""
+
+    def __init__(self) -> None:
+        self.now = storage.utcnow()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
 
 
 def bearer(key: str) -> dict[str, str]:

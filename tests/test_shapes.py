@@ -94,3 +94,11 @@ def test_webhook_presenters_match_their_schemas(endpoint, merchant_id, funded_ac
     assert len(found.attempts) == 1
     assert drift(DeliverySchema(), webhook_present.delivery_body(found)) == []
     assert drift(AttemptSchema(), webhook_present.attempt_body(found.attempts[0])) == []
+
+
+def test_grant_presenters_match_their_schemas(funded_account_id, change):
+    grant = storage.CreditGrant.get(storage.CreditGrant.account == funded_account_id)
+    assert drift(schemas.GrantSchema(), present.grant_body(grant)) == []
+    given = ledger.record(funded_account_id, 5, "adjustment")
+    created = storage.CreditGrant.get_by_id(given.entry.allocations[0].grant_id)
+    assert drift(schemas.GrantCreatedSchema(), present.grant_created_body(created, given)) == []

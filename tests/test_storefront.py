@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -226,6 +227,22 @@ def test_a_manual_adjustment_needs_a_reason_and_is_recorded_once(browser, mercha
     assert (entry.delta, entry.description, entry.actor) == (-30, "Refund of a failed render", "storefront:merchant")
     page = browser.get(f"/buyers/{account.id}").text
     assert "Refund of a failed render" in page and "data-balance>70<" in page
+
+
+def test_the_merchant_gives_a_promotional_grant_that_expires(browser, merchant_id):
+    renders = product_named("Render credits")
+    pay(browser, renders)
+    account = account_of(merchant_id, renders)
+    bad = browser.post(f"/buyers/{account.id}", data={"value": "50", "description": "Welcome",
+                                                      "expires_in_days": "0", "idempotency_key": "adj-3"})
+    assert bad.status_code == 422 and "expires_in_days" in field_errors(bad.text)
+    good = {"value": "50", "description": "Welcome", "expires_in_days": "30", "idempotency_key": "adj-4"}
+    assert browser.post(f"/buyers/{account.id}", data=good).status_code == 302
+    grant = storage.CreditGrant.get(storage.CreditGrant.category == "promotional")
+    assert (grant.amount, grant.status) == (50, "active")
+    assert timedelta(days=29) < grant.expires_at - storage.utcnow() <= timedelta(days=30)
+    page = browser.get(f"/buyers/{account.id}").text
+    assert "promotional" in page and grant.expires_at.strftime("%Y-%m-%d") in page
 
 
 def test_an_adjustment_past_the_overdraft_limit_is_refused(browser, merchant_id):

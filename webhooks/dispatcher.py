@@ -39,6 +39,7 @@ SIGNAL_EVENTS: tuple[tuple[Signal, str], ...] = (
     (signals.top_up_failed, "top_up.failed"),
     (signals.top_up_unresolved, "top_up.unresolved"),
     (signals.auto_top_up_disabled, "auto_top_up.disabled"),
+    (signals.grant_expiring, "grant.expiring"),
 )
 
 _SQL = {

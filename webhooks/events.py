@@ -6,7 +6,8 @@ account, ``data`` holds ``merchant_id``, ``account_id``, ``buyer_email``,
 the API's entry resource (with its per-account ``sequence``, so receivers can
 order events). Some types add fields: ``addon.purchased`` adds ``order_id``,
 ``quantity``, ``credits``; top-up events add ``top_up`` (the API's top-up
-resource) and, on failure, ``failure``; ``auto_top_up.disabled`` adds ``reason``.
+resource) and, on failure, ``failure``; ``auto_top_up.disabled`` adds ``reason``;
+``grant.expiring`` adds ``grant`` (the API's grant resource).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ EXTRA_FIELDS: dict[str, tuple[str, ...]] = {
     "top_up.failed": ("top_up", "failure"),
     "top_up.unresolved": ("top_up",),
     "auto_top_up.disabled": ("reason",),
+    "grant.expiring": ("grant",),
 }
 
 #: The event types an endpoint may subscribe to.

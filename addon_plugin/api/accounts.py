@@ -54,8 +54,9 @@ def account_ledger(account_id: str) -> Response:
            response=AdjustmentSchema, status=201, errors=(402, 404, 409))
 def create_adjustment(account_id: str) -> Response:
     """Add (``value`` > 0) or take away (< 0) credits, with the reason in
-    ``description``; a ledger entry of kind ``adjustment``. 402
-    ``insufficient_credits`` if it would pass the overdraft limit."""
+    ``description``; a ledger entry of kind ``adjustment``. Added credits are
+    a grant (``category``, default promotional; optional future ``expires_at``).
+    402 ``insufficient_credits`` if it would pass the overdraft limit."""
     merchant_id = authenticate()
     data = load(_adjustment_schema)
     return write(merchant_id, data, lambda: accounts.apply_adjustment(

@@ -35,7 +35,8 @@ def usage_balance() -> Response:
            response=UsageResponseSchema, errors=(402, 404, 409), form=True)
 def usage_add() -> Response:
     """``value`` < 0 deducts (kind ``usage``; 402 ``insufficient_credits`` past the
-    overdraft limit), > 0 adds (kind ``adjustment``; creates the account for a new
+    overdraft limit), > 0 adds (kind ``adjustment``, a grant: ``category`` default
+    promotional, optional future ``expires_at``; creates the account for a new
     buyer). ``balance`` in the answer is the balance right after this entry;
     a key the ledger already holds (its stored answer expired) answers that
     first entry again, as a replay."""

@@ -5,6 +5,7 @@ the developer page. Add-on pricing is the plugin's: the tab shows what
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -149,8 +150,10 @@ def buyers() -> str:
 
 @merchant.route("/buyers/<account_id>", methods=["GET", "POST"])
 def buyer_account(account_id: str):
-    """One buyer's account: its ledger, and a manual adjustment with a reason
-    (through the plugin's adjustment service: the API's schema and idempotency)."""
+    """One buyer's account: its grants and ledger, and a manual adjustment with
+    a reason (through the plugin's adjustment service: the API's schema and
+    idempotency); credits added are a promotional grant, expiring after the
+    days given (if any)."""
     merchant_id = _merchant_id()
     try:
         account = accounts.get_account(merchant_id, account_id)
@@ -162,17 +165,27 @@ def buyer_account(account_id: str):
         submitted = {name: request.form[name].strip() for name in ("value", "description", "idempotency_key")
                      if request.form.get(name, "").strip()}
         try:
+            days = request.form.get("expires_in_days", "").strip()
+            if days:
+                if not days.isascii() or not days.isdigit() or not 1 <= int(days) <= 3650:
+                    raise ValidationError(fields={"expires_in_days": ["Whole days from 1 to 3650, or empty."]})
+                # Midnight UTC that many days ahead: a double submit sends the same moment.
+                today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+                submitted["expires_at"] = (today + timedelta(days=int(days))).isoformat()
             change = accounts.adjust(merchant_id, account_id, submitted, actor="storefront:merchant")
             flash(f"Adjusted by {change['entry']['delta']:+d}: the balance is {change['balance']}.")
             return redirect(url_for(".buyer_account", account_id=account_id))
         except ValidationError as error:  # nothing was stored: the corrected form may reuse its key
-            errors, form = error.messages, request.form.to_dict()
+            errors = {"expires_in_days" if name == "expires_at" else name: text
+                      for name, text in error.messages.items()}
+            form = request.form.to_dict()
         except (InsufficientCredits, BalanceLimitExceeded) as error:  # kept for that key: a new try needs a new one
             errors, form = {"value": [error.message]}, {**request.form.to_dict(), **form}
     entries = accounts.list_entries(merchant_id, account_id, limit=100)["data"]
+    account_grants = accounts.list_grants(merchant_id, account_id, limit=100)["data"]
     return render_template("buyer_account.html", account=account,
                            addon=product_body(products.get_product(merchant_id, account["product_id"])),
-                           entries=entries, errors=errors, form=form), 422 if errors else 200
+                           entries=entries, grants=account_grants, errors=errors, form=form), 422 if errors else 200
 
 
 # -- developers --------------------------------------------------------------------

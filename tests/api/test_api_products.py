@@ -17,7 +17,7 @@ def test_create_answers_201_with_the_product(client, auth):
     body = response.get_json()
     assert body == {"id": body["id"], "name": "100 credits", "price": "19.00", "currency": "USD",
                     "credit_amount": 100, "top_up_allowed": True, "overdraft_limit": 5,
-                    "host_product_id": "plan-7"}
+                    "host_product_id": "plan-7", "credit_expiry_days": None}
     assert body["id"].startswith("prod_")
     assert storage.Product.get_by_id(body["id"]).price_minor == 1900
 

@@ -43,11 +43,26 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
     "delete_webhook_endpoint": {},
     "rotate_webhook_secret": {},
     "me_auto_top_up": {"enabled": False},
+    "create_grant": {"amount": 5, "category": "promotional", "priority": 50, "description": "d", "reference": "r",
+                     "metadata": {"k": "v"}},
+    "void_grant": {"description": "d"},
     "resolve_top_up": {"outcome": "succeeded", "charge_id": "ch_walk_1"},
 }
 
+#: Body fields an answer does not echo under their own name, and why.
+NOT_ECHOED: dict[tuple[str, str], str] = {
+    ("void_grant", "description"): "it describes the void entry; the answer is the grant, with its own description",
+}
+
 #: Ids that name one merchant's objects, wherever they appear (path or body).
-ID_NAMES = ("product_id", "account_id", "key_id", "endpoint_id", "delivery_id", "invoice_id", "top_up_id")
+ID_NAMES = ("product_id", "account_id", "key_id", "endpoint_id", "delivery_id", "invoice_id", "top_up_id",
+            "grant_id")
+
+
+def grant_of(account_id: str) -> str:
+    """The id of the account's first grant (the walk's ``grant_id``)."""
+    return storage.CreditGrant.select().where(storage.CreditGrant.account == account_id).order_by(
+        storage.CreditGrant.id).first().id
 
 
 @dataclass(frozen=True)

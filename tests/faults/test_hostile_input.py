@@ -348,7 +348,7 @@ def test_sql_metacharacters_in_every_string_field(server, env, merchant, auth, p
     merchant_row = merchant[0]
     doc = apiwalk.document(server.url)
     names = {"product_id": product.id, "account_id": funded_account_id,
-             "top_up_id": apiwalk.unresolved_top_up(funded_account_id),
+             "top_up_id": apiwalk.unresolved_top_up(funded_account_id), "grant_id": apiwalk.grant_of(funded_account_id),
              **_walk_objects(server, auth, merchant_row.id, product.id, receiver)}
     session = apiwalk.sign_in(requests.Session(), server.url, merchant_row.id, "bob@example.com")  # for /me
     statuses, expected = Counter(), {}
@@ -380,7 +380,9 @@ def test_sql_metacharacters_in_every_string_field(server, env, merchant, auth, p
                     assert not changed, (str(op), str(field), text, response.status_code, changed)
                     continue
                 answer = response.json()
-                if field.where in ("body", "query", "header"):
+                if (op.id, field.name) in apiwalk.NOT_ECHOED:
+                    pass
+                elif field.where in ("body", "query", "header"):
                     key = "idempotency_key" if field.where == "header" else field.name
                     wanted = normalise_email(text) if field.name == "buyer_email" else text
                     for value in _echoed(answer, key):
@@ -547,7 +549,7 @@ def test_oversized_bodies_are_413_and_change_nothing(server, merchant, auth, api
     doc = apiwalk.document(server.url)
     names = {"product_id": product.id, "account_id": funded_account_id, "receiver_url": "http://127.0.0.1:9/",
              "key_id": merchants.create_api_key(merchant[0].id).id, "endpoint_id": "ep_none", "delivery_id": "dlv_none",
-             "top_up_id": "topup_none"}
+             "top_up_id": "topup_none", "grant_id": apiwalk.grant_of(funded_account_id)}
     session = apiwalk.sign_in(requests.Session(), server.url, merchant[0].id, "bob@example.com")  # for /me
     results = []
     before = apiwalk.fingerprint()

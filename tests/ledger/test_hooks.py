@@ -150,7 +150,8 @@ def test_the_pricing_form_describes_the_schemas_fields(plugin, addon):
     form = plugin.get_pricing_form("addon", previous)
     assert form[0] == {"name": "host_field"}
     fields = {f["name"]: f for f in form[1:]}
-    assert list(fields) == ["price", "currency", "credit_amount", "top_up_allowed", "overdraft_limit", "name"]
+    assert list(fields) == ["price", "currency", "credit_amount", "top_up_allowed", "overdraft_limit",
+                            "credit_expiry_days", "name"]
     for name, field in fields.items():
         assert set(field) == {"name", "label", "type", "required", "help_text", "choices", "value"}
         assert field["required"] == ProductCreateSchema().fields[name].required
@@ -164,7 +165,7 @@ def test_the_pricing_form_describes_the_schemas_fields(plugin, addon):
 def test_the_pricing_form_shows_the_products_values_or_the_submitted_ones(plugin, addon):
     values = {f["name"]: f["value"] for f in plugin.get_pricing_form("addon", None, product=addon)}
     assert values == {"price": "19.00", "currency": "USD", "credit_amount": "100", "top_up_allowed": "true",
-                      "overdraft_limit": "0", "name": "100 credits"}
+                      "overdraft_limit": "0", "credit_expiry_days": "", "name": "100 credits"}
     values = {f["name"]: f["value"] for f in plugin.get_pricing_form(
         "addon", None, product=addon, data={"price": "oops", "credit_amount": ""})}
     assert values["price"] == "oops" and values["credit_amount"] == "" and values["currency"] == "USD"
@@ -211,7 +212,7 @@ def test_every_rendered_field_is_labelled_and_its_errors_are_tied_to_it(plugin):
     labelled = {attrs["for"] for tag, attrs in page.elements if tag == "label"}
     controls = [attrs for tag, attrs in page.elements if tag in ("input", "select")]
     assert {c["name"] for c in controls} == {"price", "currency", "credit_amount", "top_up_allowed",
-                                             "overdraft_limit", "name"}
+                                             "overdraft_limit", "credit_expiry_days", "name"}
     for control in controls:
         assert control["id"] in labelled, control
         for described in control["aria-describedby"].split():
@@ -533,13 +534,6 @@ def test_a_refund_of_an_order_without_addons_does_nothing(plugin, merchant_id, a
     plugin.order_refunded(order(merchant_id, "order_9"), None)
     assert entries() == []
 
-
-@pytest.mark.parametrize("balance, granted, since, expected", [
-    (200, 200, 0, 200), (170, 200, 0, 170), (250, 200, 200, 50), (100, 200, 200, 0), (-5, 10, 0, 0),
-    (1000, 200, 0, 200),
-])
-def test_unspent_spends_the_oldest_credits_first(balance, granted, since, expected):
-    assert ledger.unspent(balance, granted, since) == expected
 
 
 def test_hooks_work_without_a_request(tmp_path, database_url):

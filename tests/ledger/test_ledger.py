@@ -157,8 +157,7 @@ def test_a_stored_string_comes_back_byte_for_byte(account_id):
     row = storage.LedgerEntry.get_by_id(change.entry.id)
     assert row.description == text and row.reference == text[:40]
     assert ledger._entry_from_row(
-        storage.db.execute_sql("SELECT id, account_id, sequence, delta, balance_after, kind, description, "
-                               "reference, metadata, idempotency_key, actor, created_at FROM ledger_entry "
+        storage.db.execute_sql(f"SELECT {ledger._ENTRY_COLUMNS} FROM ledger_entry "
                                f"WHERE id = {storage.db.param}", (change.entry.id,)).fetchone()
     ).metadata == {"ключ": text}
 

@@ -1,7 +1,7 @@
 """An order's life through the hooks: paid and refunded, repeated, in either
-order, concurrently; and the refund estimate (oldest credits spent first)
-checked against an exact model over any sequence of purchases, usage,
-adjustments and refunds."""
+order, concurrently; and exact refunds (what the order's grants still hold)
+checked against a model of the consumption order over any sequence of
+purchases, usage, adjustments and refunds."""
 
 from __future__ import annotations
 
@@ -76,16 +76,17 @@ def test_refunds_leave_the_credits_of_an_adjustment_between_the_orders(plugin, m
     account = account_of(merchant_id, addon)
     ledger.record(account.id, 40, "adjustment")                         # +40, not an order's
     plugin.order_paid(order(merchant_id, "B"), None)                   # +100
-    ledger.record(account.id, -120, "usage")                            # all of A, 20 of the adjustment
+    ledger.record(account.id, -120, "usage")                            # the promotional 40 first, then 80 of A
     plugin.order_refunded(refund(merchant_id, "B"), None)
     plugin.order_refunded(refund(merchant_id, "A"), None)
-    assert [e.delta for e in entries("refund")] == [-100]               # A had nothing left
-    assert ledger.balance(account.id) == 20
+    assert [e.delta for e in entries("refund")] == [-100, -20]          # what each order's grant held
+    assert ledger.balance(account.id) == 0
 
 
 class _Fifo:
-    """The exact model: lots of credits, each an order's or not, spent oldest
-    first; a refund takes what is left of its order's lots."""
+    """The exact model: lots of credits, each an order's (paid) or an
+    adjustment's (promotional), spent promotional first, then oldest first; a
+    refund takes what is left of its order's lots."""
 
     def __init__(self) -> None:
         self.lots: list[list] = []                                     # [order id or None, remaining]
@@ -98,7 +99,7 @@ class _Fifo:
         self.lots.append([order_id, credits])
 
     def spend(self, credits: int) -> None:
-        for lot in self.lots:
+        for lot in sorted(self.lots, key=lambda lot: lot[0] is not None):  # stable: oldest first
             taken = min(lot[1], credits)
             lot[1] -= taken
             credits -= taken
@@ -117,9 +118,9 @@ class _Fifo:
 _machines = itertools.count()
 
 
-def test_refunds_take_exactly_what_oldest_first_spending_left_of_each_order(plugin, merchant_id):
-    """Whatever the sequence, the refund estimate is exact for oldest-first
-    spending: a refund takes no more than its order granted and never goes
+def test_refunds_take_exactly_what_consumption_order_left_of_each_order(plugin, merchant_id):
+    """Whatever the sequence, a refund takes exactly what the order's grants
+    still hold: no more than its order granted, never going
     below zero, and once every order is refunded only credits no order granted
     remain (none at all without adjustments)."""
     create_product(merchant_id, host_product_id="host-7", credit_amount=10)

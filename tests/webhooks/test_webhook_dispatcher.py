@@ -70,6 +70,7 @@ def test_a_balance_change_writes_event_and_delivery_with_the_spec_body(endpoint_
                 "idempotency_key": None,
                 "actor": None,
                 "created_at": created,
+                "allocations": [{"grant_id": change.entry.allocations[0].grant_id, "amount": 250}],
             },
         },
     }
