@@ -18,17 +18,6 @@ from addon_plugin.schemas import ProductCreateSchema, coerce_form
 from tests.helpers import create_product, ledger_sum, make_app, run_concurrently
 
 
-@pytest.fixture
-def plugin(app) -> AddonPlugin:
-    return app.extensions["addons"].plugin
-
-
-@pytest.fixture
-def addon(merchant_id):
-    """An add-on the host knows as product "host-7": 100 credits for 19.00."""
-    return create_product(merchant_id, host_product_id="host-7")
-
-
 def order(merchant_id, order_id="order_1", lines=None, **extra):
     return {"id": order_id, "merchant_id": merchant_id, "buyer_email": "Bob@Example.com",
             "lines": lines if lines is not None else [{"id": "l1", "host_product_id": "host-7", "quantity": 2}],

@@ -15,21 +15,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 import storage
-from addon_plugin import AddonPlugin, errors, hooks, ledger, orders, signals
+from addon_plugin import errors, hooks, ledger, orders, signals
 from addon_plugin.errors import ValidationError
 from addon_plugin.topup import set_auto_top_up
 from tests.helpers import create_product, ledger_sum, run_concurrently
-
-
-@pytest.fixture
-def plugin(app) -> AddonPlugin:
-    return app.extensions["addons"].plugin
-
-
-@pytest.fixture
-def addon(merchant_id):
-    """An add-on the host knows as product "host-7": 100 credits for 19.00."""
-    return create_product(merchant_id, host_product_id="host-7")
 
 
 def order(merchant_id, order_id="order_1", quantity=1, email="bob@example.com", **extra):
