@@ -425,8 +425,12 @@ def _apply(account_id: str, delta: int, kind: str, description: str, reference: 
     if row is None:  # nothing was written: a replay, a due expiry, or a refusal
         if key is not None:
             _replay_if_used(account_id, key, delta, kind, description, reference, metadata)
-        if not expired_first and _refusal_is_due_expiry(account_id, now):
-            grants.expire_due(account_id)
+        if not expired_first:
+            # A due expiry stopped it: write it, then try again. Try again also when
+            # another transaction wrote that expiry between our update and this read
+            # (PostgreSQL reads committed rows per statement), or it is a false 402.
+            if _refusal_is_due_expiry(account_id, now):
+                grants.expire_due(account_id)
             return _apply(account_id, delta, kind, description, reference, metadata, key, actor,
                           grant, take, taken_status, expired_first=True)
         _raise_refusal(account_id, delta, kind)

@@ -10,7 +10,7 @@ import pytest
 
 import storage
 from addon_plugin import errors, grants, ledger, signals, worker
-from tests.helpers import create_product, ledger_sum
+from tests.helpers import create_product, ledger_sum, run_concurrently
 
 
 def grant_of(change: ledger.Change) -> storage.CreditGrant:
@@ -96,6 +96,30 @@ def test_a_deduction_at_the_expiry_instant_never_spends_the_expiring_credits(acc
         ledger.record(account_id, -71, "usage")
     assert storage.CreditGrant.get_by_id(expiring.id).status == "expired"
     assert ledger_sum(account_id) == 70
+
+
+def test_deductions_racing_the_worker_at_the_expiry_instant_never_spend_the_expiring_credits(app, account_id,
+                                                                                           clock):
+    """Seven threads deduct while the worker expires, all at ``expires_at``: the
+    expiry is written once, and every deduction draws on the paid grant alone."""
+    expiring = promo(account_id, 40, expires_at=clock.now + timedelta(hours=1), priority=0)
+    paid = grant_of(ledger.record(account_id, 100, "purchase"))
+    clock.advance(hours=1)
+
+    def work(index: int) -> None:
+        if index == 0:
+            worker.run_once()
+        else:
+            ledger.record(account_id, -10, "usage")
+
+    assert run_concurrently(work, 8, app=app) == []
+    used = storage.LedgerEntry.select().where(storage.LedgerEntry.kind == "usage")
+    drawn = grants.allocations_of([(entry.id, entry.grant_id, entry.delta) for entry in used])
+    assert sorted(drawn.values()) == [[(paid.id, -10)]] * 7
+    [expiry] = storage.LedgerEntry.select().where(storage.LedgerEntry.kind == "expiry")
+    assert (expiry.delta, expiry.reference) == (-40, expiring.id)
+    assert storage.CreditGrant.get_by_id(paid.id).remaining == 30
+    assert ledger.balance(account_id) == 30 == ledger_sum(account_id)
 
 
 def test_the_worker_writes_due_expiries(app, account_id, clock):
