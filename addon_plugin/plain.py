@@ -9,6 +9,7 @@ drop-in pages pass their field errors through :func:`plain`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,9 +42,25 @@ def _flat(value: Any) -> list[str]:
     return [] if value is None else [str(value)]
 
 
+_DIGITS = re.compile(r"At most (\d+) decimal places for (\w+)\.")
+
+
+def _field_message(name: str, messages: list[str]) -> str:
+    """The plain message of a known field; a price keeps the currency's decimal places."""
+    if name == "price":
+        for message in messages:
+            digits = _DIGITS.fullmatch(message)
+            if digits:
+                return (f"Enter a price above 0 with at most {digits[1]} decimal places for {digits[2]}, "
+                        f"like {'19.' + '0' * int(digits[1]) if int(digits[1]) else '1900'}.")
+            if message == "Too large.":
+                return "Enter a price below 1,000,000,000,000,000."
+    return FIELD_MESSAGES[name]
+
+
 def plain(messages: Mapping[str, Any], *, keep: tuple[str, ...] = ()) -> dict[str, list[str]]:
     """Field → messages for a person: a known field gets its one plain message
     (fields in ``keep`` keep theirs: a service's own sentence, say); any other
     keeps what it had, flattened to a list."""
-    return {name: [FIELD_MESSAGES[name]] if name in FIELD_MESSAGES and name not in keep else _flat(value)
-            for name, value in messages.items()}
+    return {name: [_field_message(name, _flat(value))] if name in FIELD_MESSAGES and name not in keep
+            else _flat(value) for name, value in messages.items()}
