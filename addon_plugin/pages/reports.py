@@ -32,7 +32,9 @@ def _days(today: date, days: int) -> list[date]:
 
 
 def _day(value: Any) -> date:
-    """``date(created_at)`` as the dialect answers it: a date, or ISO text on SQLite."""
+    """``date(created_at)`` as the dialect (and peewee) answers it: a date, a datetime or ISO text."""
+    if isinstance(value, datetime):
+        return value.date()
     return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
 
 
