@@ -19,6 +19,7 @@ from ..errors import AddonError, NotFound, ValidationError
 from ..hooks import PRICING_FIELDS, load_pricing
 from ..plain import plain
 from ..present import product_body
+from ..schemas import AdjustmentCreateSchema, load_fields
 from . import csrf, reports
 from .charts import bar_chart
 from .common import make_blueprint, new_key, plugin, sign_in
@@ -26,6 +27,7 @@ from .common import make_blueprint, new_key, plugin, sign_in
 __all__ = ["console"]
 
 console = make_blueprint("addons_console")
+_adjustment_schema = AdjustmentCreateSchema()
 
 
 @console.before_request
@@ -153,34 +155,47 @@ def account(account_id: str) -> Any:
     return _account_page(account_id)
 
 
-def _expires_at(days: str) -> str | None:
+def _expires_at(days: str) -> str:
     """Midnight UTC ``days`` days ahead (a double submit names the same moment)."""
-    if not days:
-        return None
     if not (days.isascii() and days.isdigit() and 1 <= int(days) <= 3650):
-        raise ValidationError(fields={"expires_in_days": ["bad"]})
+        raise ValueError(days)
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     return (today + timedelta(days=int(days))).isoformat()
+
+
+def _adjustment(data: dict[str, Any]) -> dict[str, Any]:
+    """The adjustment service's fields from a console form; every bad field at once."""
+    given = {name: value for name, value in data.items() if value not in ("", None)}
+    days = request.form.get("expires_in_days", "").strip()
+    if days:
+        try:
+            given["expires_at"] = _expires_at(days)
+        except ValueError:
+            given.pop("expires_at", None)
+            problems: dict[str, Any] = {"expires_in_days": ["bad"]}
+            try:
+                load_fields(_adjustment_schema, given)
+            except ValidationError as error:
+                problems.update(error.messages)
+            raise ValidationError(fields=problems) from None
+    return given
 
 
 def _write_to_account(account_id: str, form: str, data: dict[str, Any]) -> Any:
     """An adjustment through the API's idempotent service; a refusal re-shows the form."""
     _own(accounts.get_account, account_id)
+    field = "amount" if form == "grant" else "value"
     try:
-        expires_at = _expires_at(request.form.get("expires_in_days", "").strip())
-        if expires_at:
-            data["expires_at"] = expires_at
-        change = accounts.adjust(_merchant(), account_id, {k: v for k, v in data.items() if v not in ("", None)},
-                                 actor="console")
+        change = accounts.adjust(_merchant(), account_id, _adjustment(data), actor="console")
     except ValidationError as error:  # nothing stored: the corrected form may reuse its key
         messages = {"expires_in_days" if name == "expires_at" else name: text for name, text in error.messages.items()}
-        if "amount" in request.form and "value" in messages:
+        if field == "amount" and "value" in messages:
             messages["amount"] = messages.pop("value")
+        keep = ("expires_in_days",) if "expires_at" in error.messages else ()
+        messages.pop("category", None)  # follows from the value's sign: the value's message says it
         return _account_page(account_id, 422, form=form, values=request.form.to_dict(),
-                             errors=plain(messages, keep=("expires_in_days",) if "expires_at" in error.messages
-                                          else ()))
+                             errors=plain(messages, keep=keep))
     except AddonError as error:  # the refusal is kept for that key: a new try needs a new one
-        field = "amount" if form == "grant" else "value"
         values = {**request.form.to_dict(), "idempotency_key": new_key()}
         return _account_page(account_id, 422, form=form, values=values, errors={field: [error.message]})
     flash(f"{'Granted' if form == 'grant' else 'Adjusted by'} {change['entry']['delta']:+d} credits: "
@@ -192,9 +207,10 @@ def _write_to_account(account_id: str, form: str, data: dict[str, Any]) -> Any:
 def adjust(account_id: str) -> Any:
     """A manual adjustment with a reason (credits added are a paid grant, as a correction)."""
     form = request.form
+    value = form.get("value", "").strip()
     return _write_to_account(account_id, "adjust", {
-        "value": form.get("value", "").strip(), "description": form.get("description", "").strip(),
-        "category": "paid", "idempotency_key": form.get("idempotency_key")})
+        "value": value, "description": form.get("description", "").strip(),
+        "category": None if value.startswith("-") else "paid", "idempotency_key": form.get("idempotency_key")})
 
 
 @console.post("/accounts/<account_id>/grants")
