@@ -6,13 +6,12 @@ merchant's id is 404), through the services the API uses."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import ModuleType
 from typing import Any
 
 from flask import abort, flash, g, redirect, render_template, request, url_for
 
 import storage
-from webhooks import EVENT_TYPES
-from webhooks import endpoints as webhook_endpoints
 
 from .. import accounts, merchants, products
 from ..errors import AddonError, NotFound, ValidationError
@@ -261,9 +260,23 @@ def api_key_revoke(key_id: str) -> Any:
 
 # -- webhooks -------------------------------------------------------------------
 
+def _webhooks() -> ModuleType:
+    """``webhooks.endpoints``, imported when a page needs it: the plugin reaches
+    ``webhooks`` only at run time, once ``init_app`` has wired it, never on import."""
+    from webhooks import endpoints
+
+    return endpoints
+
+
+def _event_types() -> tuple[str, ...]:
+    from webhooks import EVENT_TYPES
+
+    return EVENT_TYPES
+
+
 def _webhooks_page(status: int = 200, *, errors: Any = None, form: Any = None, **shown: Any) -> Any:
-    return _page("webhooks.html", status, endpoints=webhook_endpoints.list_endpoints(_merchant(), limit=100).data,
-                 event_types=EVENT_TYPES, errors=errors or {}, form=form or {}, **shown)
+    return _page("webhooks.html", status, endpoints=_webhooks().list_endpoints(_merchant(), limit=100).data,
+                 event_types=_event_types(), errors=errors or {}, form=form or {}, **shown)
 
 
 @console.get("/webhooks")
@@ -281,7 +294,7 @@ def _endpoint_fields() -> dict[str, Any]:
 def webhook_create() -> Any:
     """The endpoint's signing secret is shown in this response only."""
     try:
-        endpoint, secret = webhook_endpoints.create_endpoint(_merchant(), **_endpoint_fields())
+        endpoint, secret = _webhooks().create_endpoint(_merchant(), **_endpoint_fields())
     except ValidationError as error:
         return _webhooks_page(422, errors=plain(error.messages, keep=("event_types",)), form=request.form)
     return _webhooks_page(201, new_endpoint=endpoint, new_secret=secret)
@@ -290,63 +303,63 @@ def webhook_create() -> Any:
 @console.route("/webhooks/<endpoint_id>", methods=["GET", "POST"])
 def webhook_edit(endpoint_id: str) -> Any:
     """Change the URL, events, description, or switch the endpoint on or off."""
-    endpoint = _own(webhook_endpoints.get_endpoint, endpoint_id)
+    endpoint = _own(_webhooks().get_endpoint, endpoint_id)
     if request.method == "POST":
         fields = _endpoint_fields()
         try:
-            webhook_endpoints.update_endpoint(_merchant(), endpoint_id, url=fields["url"],
+            _webhooks().update_endpoint(_merchant(), endpoint_id, url=fields["url"],
                                               event_types=fields["event_types"], description=fields["description"],
                                               enabled=request.form.get("enabled") == "on")
         except ValidationError as error:
-            return _page("webhook_edit.html", 422, endpoint=endpoint, event_types=EVENT_TYPES, form=request.form,
+            return _page("webhook_edit.html", 422, endpoint=endpoint, event_types=_event_types(), form=request.form,
                          errors=plain(error.messages, keep=("event_types",)))
         flash("Endpoint saved.")
         return redirect(url_for(".webhook_edit", endpoint_id=endpoint_id))
-    return _page("webhook_edit.html", endpoint=endpoint, event_types=EVENT_TYPES, form=None, errors={})
+    return _page("webhook_edit.html", endpoint=endpoint, event_types=_event_types(), form=None, errors={})
 
 
 @console.route("/webhooks/<endpoint_id>/rotate", methods=["GET", "POST"])
 def webhook_rotate(endpoint_id: str) -> Any:
-    endpoint = _own(webhook_endpoints.get_endpoint, endpoint_id)
+    endpoint = _own(_webhooks().get_endpoint, endpoint_id)
     if request.method == "GET":
         return _page("confirm.html", title="Rotate the signing secret?",
                      action=url_for(".webhook_rotate", endpoint_id=endpoint_id),
                      text=f"A new secret signs deliveries to {endpoint.url}. The old one keeps signing too for a "
                           "grace period, so you can switch your receiver over without missing a message.",
                      button="Rotate the secret", back=url_for(".webhook_edit", endpoint_id=endpoint_id))
-    endpoint, secret = _own(webhook_endpoints.rotate_secret, endpoint_id)
-    return _page("webhook_edit.html", endpoint=endpoint, event_types=EVENT_TYPES, form=None, errors={},
+    endpoint, secret = _own(_webhooks().rotate_secret, endpoint_id)
+    return _page("webhook_edit.html", endpoint=endpoint, event_types=_event_types(), form=None, errors={},
                  new_secret=secret)
 
 
 @console.route("/webhooks/<endpoint_id>/delete", methods=["GET", "POST"])
 def webhook_delete(endpoint_id: str) -> Any:
-    endpoint = _own(webhook_endpoints.get_endpoint, endpoint_id)
+    endpoint = _own(_webhooks().get_endpoint, endpoint_id)
     if request.method == "GET":
         return _page("confirm.html", title="Delete this endpoint?",
                      action=url_for(".webhook_delete", endpoint_id=endpoint_id),
                      text=f"Nothing more is sent to {endpoint.url}, and its delivery log is deleted with it. "
                           "This cannot be undone.", button="Delete the endpoint",
                      back=url_for(".webhook_edit", endpoint_id=endpoint_id))
-    _own(webhook_endpoints.delete_endpoint, endpoint_id)
+    _own(_webhooks().delete_endpoint, endpoint_id)
     flash(f"Endpoint {endpoint.url} deleted.")
     return redirect(url_for(".webhooks"))
 
 
 @console.get("/webhooks/<endpoint_id>/deliveries")
 def deliveries(endpoint_id: str) -> Any:
-    endpoint = _own(webhook_endpoints.get_endpoint, endpoint_id)
-    found = webhook_endpoints.list_deliveries(_merchant(), endpoint_id, limit=100).data
+    endpoint = _own(_webhooks().get_endpoint, endpoint_id)
+    found = _webhooks().list_deliveries(_merchant(), endpoint_id, limit=100).data
     return _page("deliveries.html", endpoint=endpoint, deliveries=found)
 
 
 @console.get("/deliveries/<delivery_id>")
 def delivery(delivery_id: str) -> Any:
     """One delivery: the body and headers sent, and each attempt's answer."""
-    found = _own(webhook_endpoints.get_delivery, delivery_id)
+    found = _own(_webhooks().get_delivery, delivery_id)
     event = storage.WebhookEvent.get_by_id(found.event_id)
-    endpoint = _own(webhook_endpoints.get_endpoint, found.endpoint_id)
-    from webhooks.delivery import USER_AGENT
+    endpoint = _own(_webhooks().get_endpoint, found.endpoint_id)
+    from webhooks.delivery import USER_AGENT  # at run time only, as _webhooks() says
 
     headers = [("content-type", "application/json"), ("user-agent", USER_AGENT), ("webhook-id", found.event_id),
                ("webhook-timestamp", "the attempt's time, in seconds since 1970"),
@@ -357,7 +370,7 @@ def delivery(delivery_id: str) -> Any:
 @console.post("/deliveries/<delivery_id>/redeliver")
 def redeliver(delivery_id: str) -> Any:
     try:
-        found = _own(webhook_endpoints.redeliver, delivery_id)
+        found = _own(_webhooks().redeliver, delivery_id)
     except AddonError as error:  # the endpoint is disabled
         flash(error.message)
         return redirect(url_for(".delivery", delivery_id=delivery_id))
