@@ -10,14 +10,14 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, current_app, render_template, request
+from flask import Blueprint, abort, current_app, render_template, request
 from flask import redirect as _redirect
 from werkzeug.exceptions import HTTPException
 
 from ..hooks import HostHooks
 from . import csrf
 
-__all__ = ["make_blueprint", "plugin", "sign_in", "new_key", "when", "money"]
+__all__ = ["make_blueprint", "plugin", "refuse_inactive", "sign_in", "new_key", "when", "money"]
 
 _HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,6 +25,12 @@ _HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def plugin() -> HostHooks:
     """The app's plugin (its loaders)."""
     return current_app.extensions["addons"].plugin
+
+
+def refuse_inactive() -> None:
+    """An inactive plugin (``ADDONS_ACTIVE`` false) shows no page: 503, as its API answers."""
+    if not current_app.config["ADDONS_ACTIVE"]:
+        abort(503, "Credits are not available right now. Please try again later.")
 
 
 def sign_in() -> Any:
@@ -68,7 +74,8 @@ def make_blueprint(name: str) -> Blueprint:
 
     @blueprint.errorhandler(HTTPException)
     def error_page(error: HTTPException) -> Any:
-        titles = {400: "This form could not be used", 404: "Not found", 405: "Not allowed"}
+        titles = {400: "This form could not be used", 404: "Not found", 405: "Not allowed",
+                  503: "Not available"}
         return render_template("addons/pages/error.html", code=error.code,
                                title=titles.get(error.code or 500, error.name),
                                message=error.description), error.code

@@ -13,7 +13,7 @@ from flask import abort, flash, g, redirect, render_template, request, url_for
 
 import storage
 
-from .. import accounts, merchants, products
+from .. import accounts, idempotency, merchants, products
 from ..errors import AddonError, NotFound, ValidationError
 from ..hooks import PRICING_FIELDS, load_pricing
 from ..plain import plain
@@ -21,7 +21,7 @@ from ..present import product_body
 from ..schemas import AdjustmentCreateSchema, load_fields
 from . import csrf, reports
 from .charts import bar_chart
-from .common import make_blueprint, new_key, plugin, sign_in
+from .common import make_blueprint, new_key, plugin, refuse_inactive, sign_in
 
 __all__ = ["console"]
 
@@ -34,6 +34,7 @@ def _signed_in_merchant() -> Any:
     """Only a signed-in merchant, and only with a valid token on a write."""
     if request.endpoint and request.endpoint.endswith(".static"):
         return None  # the stylesheet is public: the sign-in answer uses it too
+    refuse_inactive()
     g.addons_merchant_id = plugin().current_merchant_id()
     if g.addons_merchant_id is None:
         return sign_in()
@@ -82,18 +83,29 @@ def product_list() -> Any:
 def _pricing_page(product: storage.Product | None, status: int = 200, errors: Any = None) -> Any:
     fields = plugin().render_pricing_form("addon", "", product=product,
                                           data=request.form if request.method == "POST" else None, errors=errors)
-    return _page("product_edit.html", status, product=product_body(product) if product else None, fields=fields)
+    key = (request.form.get("idempotency_key") if request.method == "POST" else None) or new_key()
+    return _page("product_edit.html", status, product=product_body(product) if product else None, fields=fields,
+                 idempotency_key=None if product else key)
 
 
 @console.route("/products/new", methods=["GET", "POST"])
 def product_new() -> Any:
+    """A new product, once per form (its idempotency key, in the merchant's API key space)."""
     if request.method == "GET":
         return _pricing_page(None)
+    merchant_id = _merchant()
     try:
-        product = products.create_product(_merchant(), load_pricing(request.form))
+        loaded = load_pricing(request.form)
+        outcome = idempotency.run(
+            merchant_id, request.form.get("idempotency_key") or None,
+            idempotency.fingerprint("host", "create_product", loaded),
+            lambda: (product_body(products.create_product(merchant_id, loaded)), 201))
     except ValidationError as error:
         return _pricing_page(None, 422, error.messages)
-    flash(f"Product {product.name} created.")
+    if outcome.status >= 400:
+        return _pricing_page(None, 422, AddonError.from_dict(outcome.body, outcome.status).fields or
+                             {"general": [outcome.body["error"]["message"]]})
+    flash(f"Product {outcome.body['name']} created.")
     return redirect(url_for(".product_list"))
 
 

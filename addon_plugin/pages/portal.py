@@ -15,7 +15,7 @@ from ..present import product_body
 from ..products import get_product
 from . import csrf, reports, words
 from .charts import bar_chart
-from .common import make_blueprint, new_key, plugin, sign_in
+from .common import make_blueprint, new_key, plugin, refuse_inactive, sign_in
 
 __all__ = ["portal"]
 
@@ -27,6 +27,7 @@ def _signed_in_buyer() -> Any:
     """Only a signed-in buyer, and only with a valid token on a write."""
     if request.endpoint and request.endpoint.endswith(".static"):
         return None  # the stylesheet is public: the sign-in answer uses it too
+    refuse_inactive()
     g.addons_buyer = plugin().current_buyer()
     if g.addons_buyer is None:
         return sign_in()

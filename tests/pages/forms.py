@@ -15,9 +15,9 @@ def token(client, url: str) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', page.text)[1]
 
 
-def key_of(html: str, action: str) -> str:
-    """The idempotency key of the form posting to ``action``."""
-    form = html[html.index(f'action="{action}"'):]
+def key_of(html: str, action: str | None = None) -> str:
+    """The idempotency key of the form posting to ``action`` (None: the page's first)."""
+    form = html if action is None else html[html.index(f'action="{action}"'):]
     return re.search(r'name="idempotency_key" value="(\w+)"', form)[1]
 
 

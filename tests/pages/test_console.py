@@ -78,9 +78,10 @@ def test_a_new_product_refuses_bad_fields_in_plain_words_and_saves_nothing(clien
     assert field_errors(answer.text) == {"addon-price": "Enter a price above 0, like 19.00.",
                                          "addon-credit-amount": "Enter a whole number of credits above 0, like 100."}
     assert storage.Product.select().count() == 0
-    good = post(client, f"{C}/products/new", {"price": "12.50", "credit_amount": "60", "currency": "USD",
-                                              "top_up_allowed": "true", "overdraft_limit": "0"})
-    assert good.status_code == 302
+    form = {"price": "12.50", "credit_amount": "60", "currency": "USD", "top_up_allowed": "true",
+            "overdraft_limit": "0", "idempotency_key": key_of(answer.text)}
+    assert post(client, f"{C}/products/new", form).status_code == 302
+    assert post(client, f"{C}/products/new", form).status_code == 302  # a double submit creates one
     assert [(p.name, p.price_minor) for p in storage.Product.select()] == [("60 credits", 1250)]
 
 

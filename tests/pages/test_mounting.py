@@ -42,3 +42,10 @@ def test_a_hosts_own_template_wins(database_url, tmp_path):
         page = app.test_client().get("/credits/").text
     assert "<p data-host-balance>Host says 7</p>" in page and "data-paid" not in page
     assert "Automatic top-up" in page  # the other sections are still the plugin's
+
+
+def test_an_inactive_plugin_shows_no_page(app, client, account_id):
+    app.config["ADDONS_ACTIVE"] = False
+    for url in ("/credits/", "/credits/console/"):
+        answer = client.get(url)
+        assert answer.status_code == 503 and "bob@example.com" not in answer.text and "Not available" in answer.text
