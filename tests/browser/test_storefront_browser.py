@@ -169,7 +169,7 @@ class Page:
 
     def _width(self, width: int, height: int = 900) -> None:
         self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-            "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
+            "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})  # mobile would zoom out
 
     def look(self, name: str) -> None:
         """Screenshots at each width (the whole page), no sideways scrolling at
@@ -189,6 +189,7 @@ class Page:
                           && !e.closest('details:not([open])')).slice(0, 5).map(e => e.outerHTML.slice(0, 120))
                       : [];""")
                 assert overflow == [], f"{name} scrolls sideways at 360 px: {overflow}"
+                assert self.driver.execute_script("return document.documentElement.scrollWidth") <= 360, name
         self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
         if self.axe is not None:
             assert self.axe_violations() == [], name
