@@ -19,6 +19,7 @@ __all__ = ["init_app"]
 
 def init_app(app: Flask) -> None:
     """Mount the portal and the console where the app's config says."""
+    from . import developers  # noqa: F401  (its routes join the console's blueprint)
     from .console import console
     from .portal import portal
 
