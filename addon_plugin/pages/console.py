@@ -30,7 +30,7 @@ _adjustment_schema = AdjustmentCreateSchema()
 
 
 @console.before_request
-def _signed_incurrent_merchant() -> Any:
+def _signed_in_merchant() -> Any:
     """Only a signed-in merchant, and only with a valid token on a write."""
     if request.endpoint and request.endpoint.endswith(".static"):
         return None  # the stylesheet is public: the sign-in answer uses it too
