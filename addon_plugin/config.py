@@ -110,6 +110,15 @@ SETTINGS: dict[str, Setting] = {
     "ADDONS_GRANT_EXPIRY_WARNING": Setting(
         3 * 24 * 3600, INTEGER, "Grant expiry warning",
         "Seconds before a grant's expiry that grant.expiring is sent (None: never)."),
+    "ADDONS_PORTAL_PREFIX": Setting(
+        "/credits", STRING, "Buyer portal URL prefix",
+        "Where the buyer's credit pages are mounted (None: not mounted)."),
+    "ADDONS_CONSOLE_PREFIX": Setting(
+        "/credits/console", STRING, "Merchant console URL prefix",
+        "Where the merchant's credit pages are mounted (None: not mounted)."),
+    "ADDONS_SIGN_IN_URL": Setting(
+        None, STRING, "Sign-in URL",
+        "Where the portal and console send a visitor nobody signed in (None: they answer 401)."),
 }
 
 #: Each key's default.

@@ -12,7 +12,7 @@ from flask import Flask
 
 import storage
 
-from . import config, grants, topup
+from . import config, grants, pages, topup
 from .hooks import HostHooks
 from .state import AddonsState
 
@@ -88,6 +88,7 @@ class AddonPlugin(HostHooks):
         topup.init_app(app)
         grants.init_app(app)
         webhooks.init_app(app)
+        pages.init_app(app)  # the buyer portal and merchant console, where their prefixes say
 
 
 def _keys_read() -> str:

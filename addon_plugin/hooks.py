@@ -39,11 +39,12 @@ from . import ledger, orders, products
 from .emails import normalise_email
 from .errors import AddonError, MerchantNotFound, ValidationError
 from .limits import IDEMPOTENCY_KEY_LENGTH, REFERENCE_LENGTH, THRESHOLD_MESSAGE, is_threshold
+from .plain import plain
 from .present import product_body
 from .schemas import ProductCreateSchema, coerce_form, refuse_unstorable
 from .topup import set_auto_top_up
 
-__all__ = ["HostHooks", "SignedInBuyer", "ADDON", "PRICING_FIELDS"]
+__all__ = ["HostHooks", "SignedInBuyer", "ADDON", "PRICING_FIELDS", "load_pricing"]
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,16 @@ def _decode_form(data: Mapping[str, Any]) -> dict[str, Any]:
     return coerce_form(_schema, picked)
 
 
+def load_pricing(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A submitted pricing form (a form or a dict), loaded with the API's product
+    schema; a bad field raises :class:`ValidationError` whose ``messages`` say,
+    for a person, what to enter (:func:`addon_plugin.plain.plain`)."""
+    try:
+        return dict(_schema.load(_decode_form(data)))
+    except SchemaError as error:
+        raise ValidationError(fields=plain(error.normalized_messages())) from None
+
+
 class SignedInBuyer(NamedTuple):
     """The buyer the host's session names: its merchant, lower-cased e-mail, and
     the gateway's customer the host knows for them (None if it gave none)."""
@@ -171,6 +182,18 @@ class HostHooks:
         never from the browser."""
         self._buyer_loader = fn
         return fn
+
+    def payment_methods_loader(self, fn: F) -> F:
+        """Register ``fn() -> [(payment_method, label), ...]``: the signed-in
+        buyer's saved cards, offered by the buyer portal's auto top-up form (a
+        decorator). Without it the portal offers the card already on file."""
+        self._payment_methods_loader = fn
+        return fn
+
+    def current_payment_methods(self) -> list[tuple[str, str]]:
+        """The signed-in buyer's cards from :meth:`payment_methods_loader` (none without one)."""
+        loader = getattr(self, "_payment_methods_loader", None)
+        return [(str(value), str(label)) for value, label in (loader() or ())] if loader else []
 
     def current_merchant_id(self) -> str | None:
         """The signed-in merchant's id, from the host's :meth:`merchant_loader`."""
@@ -242,10 +265,7 @@ class HostHooks:
         if not self._active() or product_type != ADDON["id"]:
             return previous_value
         merchant_id = _known_merchant(_get(merchant, "id", merchant))
-        try:
-            loaded = _schema.load(_decode_form(data))
-        except SchemaError as error:
-            raise ValidationError(fields=error.normalized_messages()) from None
+        loaded = load_pricing(data)
         loaded["host_product_id"] = str(host_product_id)
         with transaction():
             existing = products.product_for_host(merchant_id, str(host_product_id))

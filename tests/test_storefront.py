@@ -1,11 +1,11 @@
 """The demo storefront, driven through Flask's test client: seeding, the Pricing
-tab, checkout, "My credits", buyers and the developer page."""
+tab, checkout, sign-in, the studio, and the plugin's pages mounted on it (the
+pages themselves are tested in tests/pages/)."""
 
 from __future__ import annotations
 
 import re
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -150,14 +150,14 @@ def test_an_inactive_plugin_leaves_only_the_hosts_types(demo, browser):
 def test_checkout_charges_the_test_card_and_grants_the_credits_once(demo, browser, merchant_id):
     renders = product_named("Render credits")
     answer = pay(browser, renders, quantity="2", checkout_id="chk-1")
-    assert answer.status_code == 302 and answer.headers["Location"] == "/account"
+    assert answer.status_code == 302 and answer.headers["Location"] == "/credits/"
     assert pay(browser, renders, quantity="2", checkout_id="chk-1").status_code == 302  # double submit
     account = account_of(merchant_id, renders)
     assert account.balance == 200 and not account.auto_top_up_enabled
     [order] = shop.Order.select()
     assert (order.total, order.currency, order.charge_id) == (38, "USD", "ch_test_000001")
     assert len(current_gateway().charges) == 1
-    page = browser.get("/account").text
+    page = browser.get("/credits/").text
     assert "Paid 38.00 USD: 200 credits added." in page and "data-balance>200<" in page
 
 
@@ -167,9 +167,10 @@ def test_checkout_with_the_opt_in_switches_auto_top_up_on(browser, merchant_id):
     account = account_of(merchant_id, renders)
     assert (account.auto_top_up_enabled, account.threshold, account.payment_method) == (True, 40, "pm_card_visa")
     for _ in range(3):                                      # 100 → 25: at or below 40, so one bank is bought
-        browser.post(f"/account/{account.id}/render")
+        browser.post(f"/studio/{account.id}/render")
     assert ledger.balance(account.id) == 125
-    assert "On: tops up at 40 credits." in browser.get("/account").text
+    page = browser.get("/credits/").text
+    assert "On: tops up at 40 credits." in page and "19.00 USD" in page and "Automatic top-up" in page
 
 
 def test_a_declined_card_records_nothing(browser, merchant_id):
@@ -188,18 +189,29 @@ def test_bad_checkout_fields_are_shown_per_field_and_nothing_is_charged(browser)
     assert current_gateway().calls == 0 and shop.Order.select().count() == 0
 
 
-def test_my_credits_asks_a_stranger_to_sign_in(browser):
-    page = browser.get("/account").text
+def test_my_credits_sends_a_stranger_to_the_hosts_sign_in_and_back(browser):
+    answer = browser.get("/credits/")
+    assert answer.status_code == 302 and answer.headers["Location"] == "/signin?next=%2Fcredits%2F"
+    page = browser.get(answer.headers["Location"]).text
     assert '<label for="signin-email">Email</label>' in page and "data-balance" not in page
+    signed_in = browser.post("/signin", data={"email": "ann@example.com", "next": "/credits/"})
+    assert signed_in.headers["Location"] == "/credits/"
+    assert browser.get("/credits/").status_code == 200
+
+
+def test_sign_in_never_redirects_off_site(browser):
+    answer = browser.post("/signin", data={"email": "ann@example.com", "next": "//evil.example/"})
+    assert answer.headers["Location"] == "/credits/"
 
 
 def test_my_credits_shows_the_balance_and_recent_usage(browser, merchant_id):
     renders = product_named("Render credits")
     pay(browser, renders)
     account = account_of(merchant_id, renders)
-    browser.post(f"/account/{account.id}/render")
-    page = browser.get("/account").text
+    browser.post(f"/studio/{account.id}/render")
+    page = browser.get("/credits/").text
     assert "data-balance>75<" in page and "Rendered one video" in page and "-25" in page
+    assert "Bought credits" in page and "order-" not in page and "hook:" not in page
 
 
 def test_a_buyer_cannot_use_another_buyers_account(browser, merchant_id):
@@ -207,87 +219,15 @@ def test_a_buyer_cannot_use_another_buyers_account(browser, merchant_id):
     pay(browser, renders, email="bob@example.com")
     bobs = account_of(merchant_id, renders, "bob@example.com")
     browser.post("/signin", data={"email": "eve@example.com"})
-    assert browser.post(f"/account/{bobs.id}/render").status_code == 404
+    assert browser.post(f"/studio/{bobs.id}/render").status_code == 404
     assert ledger.balance(bobs.id) == 100
 
 
-# -- the merchant's buyers page ----------------------------------------------------------------
+# -- the host's own endpoints -------------------------------------------------------------
 
-def test_a_manual_adjustment_needs_a_reason_and_is_recorded_once(browser, merchant_id):
-    renders = product_named("Render credits")
-    pay(browser, renders)
-    account = account_of(merchant_id, renders)
-    assert "ann@example.com" in browser.get("/buyers").text
-    bad = browser.post(f"/buyers/{account.id}", data={"value": "1.5", "description": " ", "idempotency_key": "k"})
-    assert bad.status_code == 422 and set(field_errors(bad.text)) == {"value", "description"}
-    good = {"value": "-30", "description": "Refund of a failed render", "idempotency_key": "adj-1"}
-    assert browser.post(f"/buyers/{account.id}", data=good).status_code == 302
-    assert browser.post(f"/buyers/{account.id}", data=good).status_code == 302  # a double submit
-    [entry] = storage.LedgerEntry.select().where(storage.LedgerEntry.kind == "adjustment")
-    assert (entry.delta, entry.description, entry.actor) == (-30, "Refund of a failed render", "storefront:merchant")
-    page = browser.get(f"/buyers/{account.id}").text
-    assert "Refund of a failed render" in page and "data-balance>70<" in page
-
-
-def test_the_merchant_gives_a_promotional_grant_that_expires(browser, merchant_id):
-    renders = product_named("Render credits")
-    pay(browser, renders)
-    account = account_of(merchant_id, renders)
-    bad = browser.post(f"/buyers/{account.id}", data={"value": "50", "description": "Welcome",
-                                                      "expires_in_days": "0", "idempotency_key": "adj-3"})
-    assert bad.status_code == 422 and "expires_in_days" in field_errors(bad.text)
-    good = {"value": "50", "description": "Welcome", "expires_in_days": "30", "idempotency_key": "adj-4"}
-    assert browser.post(f"/buyers/{account.id}", data=good).status_code == 302
-    grant = storage.CreditGrant.get(storage.CreditGrant.category == "promotional")
-    assert (grant.amount, grant.status) == (50, "active")
-    assert timedelta(days=29) < grant.expires_at - storage.utcnow() <= timedelta(days=30)
-    page = browser.get(f"/buyers/{account.id}").text
-    assert "promotional" in page and grant.expires_at.strftime("%Y-%m-%d") in page
-
-
-def test_an_adjustment_past_the_overdraft_limit_is_refused(browser, merchant_id):
-    renders = product_named("Render credits")
-    pay(browser, renders)
-    account = account_of(merchant_id, renders)
-    answer = browser.post(f"/buyers/{account.id}", data={"value": "-101", "description": "Too much",
-                                                         "idempotency_key": "adj-2"})
-    assert answer.status_code == 422 and "value" in field_errors(answer.text)
-    assert ledger.balance(account.id) == 100
-    [fresh_key] = re.findall(r'name="idempotency_key" value="(\w+)"', answer.text)
-    assert fresh_key != "adj-2"   # the refusal is kept for adj-2: a corrected try is a new request
-    corrected = browser.post(f"/buyers/{account.id}", data={"value": "-60", "description": "Less",
-                                                            "idempotency_key": fresh_key})
-    assert corrected.status_code == 302 and ledger.balance(account.id) == 40
-
-
-# -- the developer page --------------------------------------------------------------------------
-
-def test_an_api_key_is_shown_once_and_works_until_revoked(browser):
-    created = browser.post("/developer/api-keys")
-    [key] = re.findall(r"<code data-new-key>(sk_[\w-]+)</code>", created.text)
-    assert key not in browser.get("/developer").text
-    headers = {"Authorization": f"Bearer {key}"}
-    assert browser.get("/api/addons/products", headers=headers).status_code == 200
-    key_id = "key_" + key.split("_")[1]
-    assert browser.post(f"/developer/api-keys/{key_id}/revoke").status_code == 302
-    assert browser.get("/api/addons/products", headers=headers).status_code == 401
-
-
-def test_a_webhook_endpoint_shows_its_secret_once_and_logs_deliveries(browser, merchant_id):
-    bad = browser.post("/developer/webhooks", data={"url": "ftp://example.com/hook"})
-    assert bad.status_code == 422 and "url" in field_errors(bad.text)
-    created = browser.post("/developer/webhooks", data={"url": "http://localhost/demo/webhook-receiver",
-                                                        "event_types": ["addon.purchased"]})
-    [secret] = re.findall(r"<code data-new-secret>(whsec_[\w+/=]+)</code>", created.text)
-    developer = browser.get("/developer").text
-    assert secret not in developer
-    [endpoint_id] = re.findall(r"/developer/webhooks/(ep_\w+)", developer)
-    pay(browser, product_named("Render credits"))
-    log = browser.get(f"/developer/webhooks/{endpoint_id}").text
-    assert log.count("data-delivery=") == 1 and "<code>addon.purchased</code>" in log
-    [delivery_id] = re.findall(r'data-delivery="(\w+)"', log)
-    assert browser.post(f"/developer/deliveries/{delivery_id}/redeliver").status_code == 302
-    assert storage.WebhookDelivery.get_by_id(delivery_id).status == "pending"
+def test_the_demo_mounts_the_console_for_its_merchant(browser):
+    page = browser.get("/credits/console/products").text
+    assert "Render credits" in page or "100 credits" in page
 
 
 def test_the_webhook_receiver_answers_2xx(browser):

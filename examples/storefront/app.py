@@ -4,8 +4,10 @@ Run it (SQLite databases in the instance folder, demo data seeded on first start
 
     flask --app examples/storefront/app.py run
 
-Merchant side: Campaigns → product → Edit → Pricing → "Add on"; Buyers; Developers.
-Buyer side: Shop → checkout with a test card → My credits.
+Merchant side: Campaigns → product → Edit → Pricing → "Add on"; the plugin's
+credits console at /credits/console (buyers, grants, API keys, webhooks).
+Buyer side: Shop → checkout with a test card → Studio; the plugin's buyer portal
+at /credits ("My credits").
 
 Everything add-on related goes through the plugin: its hooks, its services and
 its HTTP API. This package only shows where a host calls them.
@@ -52,6 +54,7 @@ def create_app(config: dict[str, Any] | None = None, *, instance_path: str | Non
         ADDONS_PAYMENT_GATEWAY="test",      # Stripe-style test cards: pm_card_visa, pm_card_chargeDeclined, …
         ADDONS_TOP_UP_MODE="inline",        # a top-up is charged before the response that caused it
         ADDONS_WEBHOOK_ALLOW_PRIVATE_URLS=True,  # the demo's receiver runs on localhost; never in production
+        ADDONS_SIGN_IN_URL="/signin",       # the plugin's pages send a stranger to the host's sign-in
     )
     app.config.update(config or {})
     plugin.init_app(app)                    # ADDONS_DATABASE_URL defaults to instance/addons.sqlite3

@@ -1,10 +1,10 @@
-"""The buyer's side: the shop, checkout and "My credits".
+"""The buyer's side the host owns: the shop, checkout, sign-in and the "studio"
+where credits are spent. "My credits" is the plugin's buyer portal (mounted at
+``ADDONS_PORTAL_PREFIX``).
 
 Checkout charges the card itself (through the plugin's configured gateway, here
 the ``"test"`` one), records the host's order, then calls ``order_paid``: the
 plugin grants the credits and, if the buyer opted in, switches auto top-up on.
-"My credits" reads the plugin's accounts; its auto top-up switch talks to the
-plugin's buyer-facing API (``PUT /api/addons/me/accounts/<id>/auto-top-up``).
 """
 
 from __future__ import annotations
@@ -20,16 +20,10 @@ from addon_plugin import GatewayError, accounts, current_gateway, product_body, 
 from addon_plugin.errors import AccountNotFound, InsufficientCredits
 
 from . import shop
-from .addons import plugin
+from .addons import TEST_CARDS, plugin
 
 buyer = Blueprint("buyer", __name__)
 
-#: Stripe's test payment methods, as the "test" gateway understands them.
-TEST_CARDS = [
-    ("pm_card_visa", "Visa •••• 4242 (succeeds)"),
-    ("pm_card_chargeDeclined", "Visa •••• 0002 (declined)"),
-    ("pm_card_authenticationRequired", "Visa •••• 3155 (needs authentication)"),
-]
 #: What one "render" uses on the account page (the merchant's SaaS would call the usage API).
 RENDER_COST = 25
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -87,7 +81,7 @@ def checkout(product_id: int):
     checkout_id = request.form.get("checkout_id") or uuid.uuid4().hex  # one per form: a double submit pays once
     if request.method == "POST":
         if shop.Order.select().where(shop.Order.checkout_id == checkout_id).exists():
-            return redirect(url_for(".account"))
+            return redirect(url_for("addons_portal.index"))
         errors, values = _checkout_errors(request.form, addon["top_up_allowed"])
         if not errors:
             order = _pay(item, addon, values, checkout_id, errors)
@@ -95,7 +89,7 @@ def checkout(product_id: int):
                 session["buyer_email"] = values["email"]
                 flash(f"Paid {order.total} {order.currency}: "
                       f"{addon['credit_amount'] * values['quantity']} credits added.")
-                return redirect(url_for(".account"))
+                return redirect(url_for("addons_portal.index"))
     form = request.form if request.method == "POST" else {"email": session.get("buyer_email", ""), "quantity": "1"}
     return render_template("checkout.html", item=item, addon=addon, cards=TEST_CARDS, errors=errors,
                            form=form, checkout_id=checkout_id), (422 if errors else 200)
@@ -127,14 +121,21 @@ def _pay(item: shop.Product, addon: dict[str, Any], values: dict[str, Any], chec
     return order
 
 
-@buyer.route("/signin", methods=["POST"])
+@buyer.route("/signin", methods=["GET", "POST"])
 def signin():
-    email = request.form.get("email", "").strip().lower()
-    if not _EMAIL.fullmatch(email):
-        flash("Enter an email address like you@example.com.")
-    else:
-        session["buyer_email"] = email
-    return redirect(url_for(".account"))
+    """The host's sign-in (the plugin's pages send strangers here: ``ADDONS_SIGN_IN_URL``).
+    The demo trusts the email; a real host checks a password or sends a link."""
+    next_url = request.values.get("next", "")
+    if not next_url.startswith("/") or next_url.startswith("//"):
+        next_url = url_for("addons_portal.index")
+    error = None
+    if request.method == "POST":
+        email = request.form.get("email", "").strip().lower()
+        if _EMAIL.fullmatch(email):
+            session["buyer_email"] = email
+            return redirect(next_url)
+        error = "Enter an email address like you@example.com."
+    return render_template("signin.html", next_url=next_url, error=error), 422 if error else 200
 
 
 @buyer.post("/signout")
@@ -143,20 +144,19 @@ def signout():
     return redirect(url_for("home"))
 
 
-@buyer.get("/account")
-def account() -> str:
+@buyer.get("/studio")
+def studio():
+    """The merchant's SaaS, in miniature: where the buyer spends credits."""
     signed_in = plugin.current_buyer()
     if signed_in is None:
-        return render_template("account.html", accounts=None)
+        return redirect(url_for(".signin", next=url_for(".studio")))
     merchant_id, email, _ = signed_in
-    found = []
-    for row in reversed(accounts.list_accounts(merchant_id, buyer_email=email, limit=500)["data"]):  # oldest first
-        addon = product_body(products.get_product(merchant_id, row["product_id"]))
-        found.append((row, addon, accounts.list_entries(merchant_id, row["id"], limit=10)["data"]))
-    return render_template("account.html", accounts=found, cards=TEST_CARDS, render_cost=RENDER_COST)
+    found = [(row, product_body(products.get_product(merchant_id, row["product_id"])))
+             for row in accounts.list_accounts(merchant_id, buyer_email=email, limit=500)["data"]]
+    return render_template("studio.html", accounts=found, render_cost=RENDER_COST)
 
 
-@buyer.post("/account/<account_id>/render")
+@buyer.post("/studio/<account_id>/render")
 def render_video(account_id: str):
     """Stands in for the merchant's SaaS, which records usage with
     ``POST /api/buyer-addon/usage/add`` and its API key: the same service, in process."""
@@ -177,4 +177,4 @@ def render_video(account_id: str):
         flash(f"Rendered a video: {RENDER_COST} credits used.")
     except InsufficientCredits:
         flash("Not enough credits to render a video.")
-    return redirect(url_for(".account"))
+    return redirect(url_for(".studio"))

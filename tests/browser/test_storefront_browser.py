@@ -1,6 +1,15 @@
-"""The seed's walk-through in a real headless Chromium: the merchant prices a
-product as an add-on, a buyer pays at checkout and switches auto top-up on, and
-a webhook endpoint logs a delivery.
+"""The demo and the plugin's drop-in pages in a real headless Chromium: the
+merchant prices a product as an add-on on the host's Pricing tab, buyers pay at
+checkout with auto top-up, spend credits, see a top-up with its amount and a
+declined card; the merchant sees the decline in the console, gives a
+promotional grant, edits a webhook endpoint and redelivers.
+
+Every page visited is screenshotted at 1280 and 360 px wide into
+``.ci/artifacts/screenshots/`` (kept by CI, ignored by git), checked for
+sideways scrolling at 360 px, and checked with axe-core (no serious or critical
+violation). axe-core comes from npm into a cache outside the repository
+(``AXE_CORE_JS`` names an axe.min.js to use instead); without npm that check
+skips, saying why.
 
 The demo is served on 127.0.0.1 at a free port from a thread; Debian's
 ``chromium`` and ``chromium-driver`` are driven by Selenium. Every wait is
@@ -10,8 +19,11 @@ a failing test leaves a screenshot in ``test-artifacts/``.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -27,6 +39,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
 ARTIFACTS = ROOT / "test-artifacts"
+SCREENSHOTS = ROOT / ".ci" / "artifacts" / "screenshots"
+AXE_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "addon-credits" / "axe-core"
+WIDTHS = (1280, 360)
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--window-size=1280,1000")
@@ -69,6 +84,28 @@ def chromium() -> Iterator[object]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def _axe_source() -> str | None:
+    """axe-core's axe.min.js: ``AXE_CORE_JS``, else npm's package in a cache outside
+    the repository (installed there once). None when npm is missing."""
+    given = os.environ.get("AXE_CORE_JS")
+    if given:
+        return Path(given).read_text()
+    script = AXE_CACHE / "node_modules" / "axe-core" / "axe.min.js"
+    if not script.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            return None
+        AXE_CACHE.mkdir(parents=True, exist_ok=True)
+        subprocess.run([npm, "install", "--no-save", "--no-audit", "--no-fund", "--prefix", str(AXE_CACHE),
+                        "axe-core@4"], check=True, capture_output=True, timeout=300)
+    return script.read_text()
+
+
+@pytest.fixture(scope="module")
+def axe() -> str | None:
+    return _axe_source()
+
+
 @pytest.fixture(scope="module")
 def storefront(tmp_path_factory) -> Iterator[tuple[object, str]]:
     """The demo served on 127.0.0.1 at a free port: ``(app, base_url)``. SQLite in
@@ -93,11 +130,12 @@ def storefront(tmp_path_factory) -> Iterator[tuple[object, str]]:
 class Page:
     """The browser on the demo: bounded waits and the checks every page gets."""
 
-    def __init__(self, driver, base_url: str) -> None:
+    def __init__(self, driver, base_url: str, axe: str | None = None) -> None:
         from selenium.webdriver.support.ui import WebDriverWait
 
-        self.driver, self.base_url = driver, base_url
+        self.driver, self.base_url, self.axe = driver, base_url, axe
         self.wait = WebDriverWait(driver, 10)
+        self.seen: list[str] = []
 
     def open(self, path: str) -> None:
         self.driver.get(self.base_url + path)
@@ -129,6 +167,45 @@ class Page:
 
         self.wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text))
 
+    def _width(self, width: int, height: int = 900) -> None:
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})  # mobile would zoom out
+
+    def look(self, name: str) -> None:
+        """Screenshots at each width (the whole page), no sideways scrolling at
+        360 px, axe-core's serious and critical violations none, labels tied."""
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.check_accessibility()
+        for width in WIDTHS:
+            self._width(width)
+            height = self.driver.execute_script("return document.documentElement.scrollHeight")
+            self._width(width, min(max(height, 600), 8000))
+            self.driver.save_screenshot(str(SCREENSHOTS / f"{name}-{width}.png"))
+            if width == 360:
+                overflow = self.driver.execute_script("""
+                    const limit = document.documentElement.clientWidth;
+                    return document.documentElement.scrollWidth > limit
+                      ? [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > limit + 1
+                          && !e.closest('details:not([open])')).slice(0, 5).map(e => e.outerHTML.slice(0, 120))
+                      : [];""")
+                assert overflow == [], f"{name} scrolls sideways at 360 px: {overflow}"
+                assert self.driver.execute_script("return document.documentElement.scrollWidth") <= 360, name
+        self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        if self.axe is not None:
+            assert self.axe_violations() == [], name
+        self.seen.append(name)
+
+    def axe_violations(self) -> list[str]:
+        """axe-core's serious and critical violations on this page."""
+        self.driver.execute_script(self.axe)
+        self.driver.set_script_timeout(30)
+        result = self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "axe.run(document, {resultTypes: ['violations']}).then(r => done(JSON.stringify(r.violations)))"
+            ".catch(e => done(JSON.stringify([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}])));")
+        return [f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+                for v in json.loads(result) if v["impact"] in ("serious", "critical")]
+
     def check_accessibility(self) -> None:
         """Every form control has a label; every invalid one points at its error text."""
         unlabelled = self.driver.execute_script(
@@ -145,11 +222,11 @@ class Page:
 
 
 @pytest.fixture
-def page(request, chromium, storefront) -> Iterator[Page]:
+def page(request, chromium, storefront, axe) -> Iterator[Page]:
     """The shared Chromium, signed out; a screenshot in test-artifacts/ if the test fails."""
     chromium.delete_all_cookies()
     failed_before = request.session.testsfailed
-    yield Page(chromium, storefront[1])
+    yield Page(chromium, storefront[1], axe)
     if request.session.testsfailed > failed_before:
         ARTIFACTS.mkdir(exist_ok=True)
         chromium.save_screenshot(str(ARTIFACTS / f"{request.node.name}.png"))
@@ -173,7 +250,10 @@ def _host_product(name: str):
     return shop.Product.get(shop.Product.name == name)
 
 
-def checkout(page: Page, email: str, *, quantity: str = "1", threshold: str | None = None) -> None:
+
+def checkout(page: Page, email: str, *, quantity: str = "1", threshold: str | None = None,
+             look: bool = False) -> None:
+    """Buy Render credits at the host's checkout; lands on the plugin's portal."""
     page.open("/shop")
     page.click_link("Buy Render credits")
     page.fill("#email", email)
@@ -183,9 +263,24 @@ def checkout(page: Page, email: str, *, quantity: str = "1", threshold: str | No
         page.find("label[for=auto_top_up]").click()
         page.until_visible("#threshold")
         page.fill("#threshold", threshold)
-    page.check_accessibility()
+    if look:
+        page.look("checkout")
     page.find("form.panel button[type=submit]").click()
-    page.until_text(".flash", "credits added.")
+    page.until_text(".addons-flash", "credits added.")
+    assert page.driver.current_url.endswith("/credits/")
+
+
+def render(page: Page, times: int) -> None:
+    """Spend credits in the host's studio (its usage API call, in process)."""
+    for _ in range(times):
+        page.open("/studio")
+        page.find("#main button[type=submit], main button[type=submit]").click()
+        page.until_text(".flash", "Rendered a video")
+
+
+def account_of(email: str) -> ledger.Account:
+    addon = products.product_for_host(_merchant_id(), str(_host_product("Render credits").id))
+    return ledger.get_account(ledger.find_account_id(_merchant_id(), addon.id, email))
 
 
 def test_a_merchant_prices_a_product_as_an_add_on(page, app):
@@ -198,16 +293,17 @@ def test_a_merchant_prices_a_product_as_an_add_on(page, app):
     page.find("label[for=payment-type-addon]").click()
     for field in ("#addon-price", "#addon-credit-amount", "#addon-top-up-allowed-false", "#addon-top-up-allowed-true"):
         page.until_visible(field)
-    page.check_accessibility()
+    page.look("pricing-tab")
 
     page.fill("#addon-price", "0")
     page.fill("#addon-credit-amount", "-5")
     page.find("form.pricing button[type=submit]").click()
     page.until_visible("#addon-price-error")
-    assert page.find("#addon-price-error").text == "Must be a number greater than 0."
+    assert page.find("#addon-price-error").text == "Enter a price above 0, like 19.00."
+    assert page.find("#addon-credit-amount-error").text == "Enter a whole number of credits above 0, like 100."
     assert "addon-credit-amount-error" in page.find("#addon-credit-amount").get_attribute("aria-describedby")
     assert page.find("#addon-price").get_attribute("aria-invalid") == "true"
-    page.check_accessibility()
+    page.look("pricing-tab-errors")
     item = _host_product("Voice-over minutes")
     assert products.product_for_host(_merchant_id(), str(item.id)) is None
 
@@ -219,49 +315,114 @@ def test_a_merchant_prices_a_product_as_an_add_on(page, app):
     addon = products.product_for_host(_merchant_id(), str(item.id))
     assert (addon.price_minor, addon.currency, addon.credit_amount, addon.top_up_allowed, addon.name) == (
         1250, "USD", 60, True, "60 credits")
+    page.open("/credits/console/products")
+    page.look("console-products")
 
 
-def test_a_buyer_pays_at_checkout_with_auto_top_up_and_sees_the_balance(page, app):
-    checkout(page, "carol@example.com", quantity="2", threshold="20")
-    assert page.driver.current_url.endswith("/account")
-    assert page.find("[data-balance]").text == "200"
+def test_a_buyer_checks_out_with_auto_top_up_spends_and_sees_the_top_up_with_its_amount(page, app):
+    page.open("/credits/")
+    assert "/signin?next=" in page.driver.current_url  # the host's sign-in: ADDONS_SIGN_IN_URL
+    page.look("sign-in")
+    checkout(page, "carol@example.com", threshold="20", look=True)
+    assert page.find("[data-balance]").text == "100"
     assert page.find("[data-status]").text == "On: tops up at 20 credits."
-    page.check_accessibility()
+    page.look("portal-after-checkout")
+
+    render(page, 4)                    # 100 → 0: at or below 20, so one bank is bought at once
+    page.look("studio")
+    assert account_of("carol@example.com").balance == 100
+    page.open("/credits/")
+    top_ups = page.find("[data-top-ups]").text
+    assert "19.00 USD" in top_ups and "Paid" in top_ups and "100" in top_ups
+    activity = page.find("[data-activity]").text
+    assert "Automatic top-up" in activity and "Rendered one video" in activity and "Bought credits" in activity
+    assert not re.search(r"topup_|hook:|order-\d|top_up|purchase", activity)
+    assert page.find("svg[role=img] title").get_attribute("textContent").startswith("Credits used and added")
+    page.look("portal-after-top-up")
 
 
-def test_a_buyer_switches_auto_top_up_on_with_a_threshold(page, app):
+def test_a_declined_card_is_seen_by_the_buyer_and_the_merchant_who_gives_a_promotional_grant(page, app):
     checkout(page, "dave@example.com")
-    form = "form.auto-top-up"
-    assert page.find(f"{form} [data-status]").text == "Off."
+    account_id = account_of("dave@example.com").id
+    form = f"form[action$='/credits/accounts/{account_id}/auto-top-up']"
     page.find(f"{form} label.choice").click()
     page.fill(f"{form} input[name=threshold]", "lots")
     page.find(f"{form} button[type=submit]").click()
-    page.until_text(f"{form} .field-error", "Not a valid integer.")
-    page.check_accessibility()
+    page.until_visible(f"#att-{account_id}-threshold-error")
+    error = page.find(f"#att-{account_id}-threshold-error").text
+    assert error == "Enter a whole number of credits, 0 or more, like 20."
+    page.look("portal-settings-error")
 
-    page.fill(f"{form} input[name=threshold]", "30")
+    page.fill(f"{form} input[name=threshold]", "80")
+    from selenium.webdriver.support.select import Select
+
+    Select(page.find(f"{form} select[name=payment_method]")).select_by_value("pm_card_chargeDeclined")
     page.find(f"{form} button[type=submit]").click()
-    page.until_text(f"{form} [data-status]", "On: tops up at 30 credits.")
-    addon = products.product_for_host(_merchant_id(), str(_host_product("Render credits").id))
-    account = ledger.get_account(ledger.find_account_id(_merchant_id(), addon.id, "dave@example.com"))
-    assert (account.auto_top_up_enabled, account.threshold, account.payment_method) == (True, 30, "pm_card_visa")
+    page.until_text(".addons-flash", "Auto top-up is on")
+    render(page, 1)                    # 100 → 75: at or below 80, the top-up is tried and declined
+    page.open("/credits/")
+    notice = page.until_visible("[data-notice]").text
+    assert "Your last automatic top-up failed" in notice and "declined" in notice and "What to do:" in notice
+    page.look("portal-declined")
+
+    page.open("/credits/console/buyers")
+    page.look("console-buyers")
+    page.find(f"a[href$='/credits/console/accounts/{account_id}']").click()
+    top_ups = page.until_visible("[data-top-ups]").text
+    assert "card_declined" in top_ups and "19.00 USD" in top_ups and "failed" in top_ups
+    page.look("console-account-declined")
+
+    page.fill("#grant-amount", "50")
+    page.fill("#grant-expires", "30")
+    page.fill("#grant-description", "Sorry about the card trouble")
+    page.find("form[action$='/grants'] button[type=submit]").click()
+    page.until_text(".addons-flash", "Granted +50 credits")
+    assert "promotional" in page.find("[data-grants]").text
+    page.look("console-account-grant")
+    page.open("/credits/")
+    assert page.find(f"#account-{account_id} [data-promotional]").text == "50 credits"
+    assert "50 promotional credits expire on" in page.find(f"#account-{account_id} [data-expiring]").text
+    page.open("/credits/console/")
+    page.look("console-overview")
 
 
-def test_a_merchant_registers_a_webhook_endpoint_and_sees_a_delivery(page, app):
-    page.open("/developer")
-    page.check_accessibility()
-    assert page.find("#url").get_attribute("value") == page.base_url + "/demo/webhook-receiver"
+def test_a_merchant_edits_a_webhook_endpoint_and_redelivers(page, app):
+    page.open("/credits/console/api-keys")
+    page.find("form[action$='/api-keys'] button[type=submit]").click()
+    assert page.until_visible("[data-new-key]").text.startswith("sk_")
+    assert page.find("[data-copy=new-key]").is_displayed()  # JavaScript adds the copy button
+    page.look("console-api-key-created")
+    page.find("a[href$='/revoke']").click()
+    page.until_text("h1", "Revoke this API key?")
+    page.look("console-api-key-revoke")
+
+    page.open("/credits/console/webhooks")
+    page.fill("#endpoint-url", page.base_url + "/demo/webhook-receiver")
     page.find("label[for='event-addon.purchased']").click()
-    page.find("form[action$='/developer/webhooks'] button[type=submit]").click()
+    page.find("form[action$='/credits/console/webhooks'] button[type=submit]").click()
     assert page.until_visible("[data-new-secret]").text.startswith("whsec_")
+    page.look("console-webhooks")
+    page.find("a[href*='/credits/console/webhooks/ep_']").click()
+    page.until_visible("#endpoint-description")
+    page.fill("#endpoint-description", "Demo receiver")
+    page.find("label[for='event-balance.updated']").click()
+    page.find("form.addons-card button[type=submit]").click()
+    page.until_text(".addons-flash", "Endpoint saved.")
+    assert page.find("#endpoint-description").get_attribute("value") == "Demo receiver"
+    page.look("console-webhook-edit")
 
-    checkout(page, "erin@example.com")  # an add-on bought: an addon.purchased event
+    checkout(page, "erin@example.com")  # addon.purchased and balance.updated events
     worker.run_once()                    # what `flask addons worker --once` does
-
-    page.open("/developer")
-    page.find("a[href*='/developer/webhooks/']").click()
-    page.until_visible(".delivery")
-    assert page.find(".delivery h2").text == "addon.purchased succeeded"
-    assert page.find(".delivery tbody td:nth-child(3)").text == "204"
-    page.find(".delivery button[type=submit]").click()
-    page.until_text(".flash", "queued again")
+    page.open("/credits/console/webhooks")
+    page.find("a[href$='/deliveries']").click()
+    page.until_visible("[data-deliveries]")
+    page.look("console-deliveries")
+    page.find("[data-deliveries] a[href*='/credits/console/deliveries/']").click()
+    body = page.until_visible("[data-body]").text
+    assert '"type":' in body and "erin@example.com" in body
+    assert "webhook-signature" in page.find("[data-headers]").text
+    assert "204" in page.find("[data-attempts]").text
+    page.look("console-delivery")
+    page.find("form[action$='/redeliver'] button[type=submit]").click()
+    page.until_text(".addons-flash", "queued again")
+    assert page.find("[data-status]").text == "pending"

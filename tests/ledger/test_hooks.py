@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 import storage
-from addon_plugin import AddonPlugin, ledger, signals
+from addon_plugin import AddonPlugin, ledger, plain, signals
 from addon_plugin.config import DEFAULTS
 from addon_plugin.errors import MerchantNotFound, ValidationError
 from addon_plugin.schemas import ProductCreateSchema, coerce_form
@@ -251,11 +251,34 @@ def test_save_pricing_refuses_bad_fields_one_message_list_each_and_saves_nothing
     {"price": "19.00", "credit_amount": "100", "overdraft_limit": "\uff15"},
 ])
 def test_save_pricing_and_the_api_schema_never_disagree(plugin, merchant_id, data):
+    """The same fields are refused; the form's messages are for people, one per field."""
     schema = ProductCreateSchema()
     api_messages = schema.validate(coerce_form(schema, data))
     with pytest.raises(ValidationError) as caught:
         plugin.save_pricing("addon", data, None, merchant=merchant_id, host_product_id="host-1")
-    assert api_messages and caught.value.messages == api_messages
+    assert api_messages and set(caught.value.messages) == set(api_messages)
+    for name, messages in caught.value.messages.items():
+        assert messages == [plain.FIELD_MESSAGES[name]] or messages[0].startswith("Enter a price above 0 with")
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    ({"credit_amount": "100"}, {"price": "Enter a price above 0, like 19.00."}),
+    ({"price": "0", "credit_amount": "100"}, {"price": "Enter a price above 0, like 19.00."}),
+    ({"price": "19.001", "credit_amount": "100"},
+     {"price": "Enter a price above 0 with at most 2 decimal places for USD, like 19.00."}),
+    ({"price": "5", "credit_amount": "100", "currency": "JPY", "overdraft_limit": "9007199254740992"},
+     {"overdraft_limit": "Enter a whole number of credits, 0 or more (0 means no overdraft)."}),
+    ({"price": "5", "credit_amount": "0", "top_up_allowed": "maybe"},
+     {"credit_amount": "Enter a whole number of credits above 0, like 100.",
+      "top_up_allowed": "Choose one-time purchase or top-ups allowed."}),
+])
+def test_the_pricing_form_speaks_plainly_never_in_library_defaults(plugin, merchant_id, data, expected):
+    with pytest.raises(ValidationError) as caught:
+        plugin.save_pricing("addon", data, None, merchant=merchant_id, host_product_id="host-1")
+    assert {name: " ".join(messages) for name, messages in caught.value.messages.items()} == expected
+    html = plugin.render_pricing_form("addon", "", data=data, errors=caught.value.messages)
+    for default in ("Missing data", "Not a valid", "less than or equal", "9007199254740991", "Must be one of"):
+        assert default not in html
 
 
 def test_save_pricing_creates_then_updates_the_addon_for_the_host_product(plugin, merchant, merchant_id):
