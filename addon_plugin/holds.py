@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import Flask
 
@@ -129,7 +129,7 @@ def place(account_id: str, value: int, *, expires_in: int = DEFAULT_EXPIRES_IN, 
         return hold
 
 
-def _refuse(account_id: str, value: int) -> None:
+def _refuse(account_id: str, value: int) -> NoReturn:
     row = ledger._fetchone("refusal", (account_id,))
     if row is None:
         raise ledger.AccountNotFound(account_id=account_id)

@@ -212,11 +212,13 @@ e AS (INSERT INTO ledger_entry ({_ENTRY_COLUMNS}, key_space)
       SELECT ?, u.id, u.last_sequence, ?, u.balance, ?, ?, ?, ?, ?, ?, ?, (SELECT id FROM g), ? FROM u)
 SELECT {_ACCOUNT_COLUMNS}, last_sequence, (SELECT id FROM g) FROM u"""
 
-_SELECT_ACCOUNT = f"SELECT {_ACCOUNT_COLUMNS}, next_expiry_at, next_hold_expiry_at FROM credit_account WHERE id = ?"
+_SELECT_ACCOUNT = (f"SELECT {_ACCOUNT_COLUMNS}, next_expiry_at, next_hold_expiry_at "
+                   "FROM credit_account WHERE id = ?")
 _SELECT_ENTRY_BY_KEY = (f"SELECT {_ENTRY_COLUMNS} FROM ledger_entry "
                         "WHERE account_id = ? AND key_space = ? AND idempotency_key = ?")
 _SELECT_REFUSAL = f"""SELECT {", ".join("a." + c for c in _ACCOUNT_COLUMNS.split(", "))}, a.next_expiry_at,
- a.next_hold_expiry_at, p.overdraft_limit FROM credit_account a JOIN addon_product p ON p.id = a.product_id WHERE a.id = ?"""
+ a.next_hold_expiry_at, p.overdraft_limit
+ FROM credit_account a JOIN addon_product p ON p.id = a.product_id WHERE a.id = ?"""
 _SELECT_BALANCE = "SELECT balance, next_expiry_at FROM credit_account WHERE id = ?"
 _FIND_ACCOUNT = "SELECT id FROM credit_account WHERE product_id = ? AND buyer_email = ? AND merchant_id = ?"
 _SQL = Statements(

@@ -169,7 +169,7 @@ def test_capture_racing_release_or_expiry_has_exactly_one_winner(app, hundred, m
         outcomes: list[str] = []
         lock = threading.Lock()
 
-        def work(index: int, hold_id=hold["id"]) -> None:
+        def work(index: int, hold_id=hold["id"], outcomes=outcomes, lock=lock) -> None:
             try:
                 if index == 0:
                     holds.capture(hold_id, merchant_id)
