@@ -52,6 +52,7 @@ MAX_EXPIRES_IN = 86400
 
 _COLUMNS = ("id, account_id, amount, status, captured_amount, entry_id, expires_at, description, reference, "
             "metadata, created_at")
+_NAMES = _COLUMNS.split(", ")
 _ACCOUNT = ledger._ACCOUNT_COLUMNS
 _SQL = Statements(
     place=f"""UPDATE credit_account SET held = held + ?, updated_at = ?,
@@ -65,8 +66,9 @@ _SQL = Statements(
 RETURNING {_ACCOUNT}""",
     insert=f"INSERT INTO credit_hold ({_COLUMNS}, updated_at) VALUES (?, ?, ?, 'held', NULL, NULL, ?, ?, ?, ?, ?, ?)",
     select=f"SELECT {_COLUMNS} FROM credit_hold WHERE id = ?",
-    of_merchant=(f"SELECT {', '.join('h.' + c for c in _COLUMNS.split(', '))} FROM credit_hold h "
-                 "JOIN credit_account a ON a.id = h.account_id WHERE h.id = ? AND a.merchant_id = ?"),
+    of_merchant=(f"SELECT {', '.join('h.' + c for c in _COLUMNS.split(', '))}, a.next_hold_expiry_at "
+                 "FROM credit_hold h JOIN credit_account a ON a.id = h.account_id "
+                 "WHERE h.id = ? AND a.merchant_id = ?"),
     settle=("UPDATE credit_hold SET status = ?, captured_amount = ?, updated_at = ? "
             "WHERE id = ? AND status = 'held'"),
     name_entry="UPDATE credit_hold SET entry_id = ? WHERE id = ?",
@@ -92,7 +94,8 @@ def _body(hold_id: str) -> dict[str, Any]:
     """The hold resource, as it is now (presented by :mod:`addon_plugin.present`)."""
     from .present import hold_body  # present imports the ledger, which imports this module
 
-    return hold_body(storage.CreditHold.get_by_id(hold_id))
+    row = _run("select", (hold_id,)).fetchone()
+    return hold_body(storage.CreditHold(**dict(zip(_NAMES, row, strict=True))))
 
 
 # -- writes --------------------------------------------------------------------------
@@ -145,7 +148,10 @@ def _locked(hold_id: str, merchant_id: str) -> tuple:
     if row is None:
         raise HoldNotFound(hold_id=hold_id)
     ledger._lock(row[1])
-    expire_due(row[1])
+    # Due stays due, and no change sets a horizon that is already due: read before
+    # the lock, "not due" still holds after it.
+    if ledger._due(row[-1], ledger.utcnow()):
+        expire_due(row[1])
     return _run("select", (hold_id,)).fetchone()
 
 
