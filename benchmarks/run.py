@@ -373,6 +373,7 @@ def bench_http_holds(seconds: int, configs: list[tuple[int, int]]) -> list[dict]
             _, key, product_id, account_ids = seed(10_000, 10**9)
         for workers, threads in configs:
             with gunicorn(url, workers, threads) as base:
+                _wrk(f"{base}/noop", 8, seconds, [key, product_id, "1", "noop"])  # warm up
                 for connections in (8, 32):
                     usage = _wrk(f"{base}/api/buyer-addon/usage/add", connections, seconds,
                                  [key, product_id, "10000", uuid.uuid4().hex[:8]])
