@@ -142,8 +142,9 @@ def _refuse(account_id: str, value: int) -> NoReturn:
 
 
 def _locked(hold_id: str, merchant_id: str) -> tuple:
-    """The merchant's hold as it is once its account is locked (expired holds
-    of the account marked first); :class:`HoldNotFound`."""
+    """The merchant's ``held`` hold, read once its account is locked (expired
+    holds of the account marked first); :class:`HoldNotFound`, or
+    :class:`HoldNotActive` if it is no longer held."""
     row = _run("of_merchant", (hold_id, merchant_id)).fetchone()
     if row is None:
         raise HoldNotFound(hold_id=hold_id)
@@ -152,7 +153,10 @@ def _locked(hold_id: str, merchant_id: str) -> tuple:
     # the lock, "not due" still holds after it.
     if ledger._due(row[-1], ledger.utcnow()):
         expire_due(row[1])
-    return _run("select", (hold_id,)).fetchone()
+    hold = _run("select", (hold_id,)).fetchone()
+    if hold[3] != "held" or ledger._due(hold[6], ledger.utcnow()):
+        raise HoldNotActive(hold_id=hold_id, status="expired" if hold[3] == "held" else hold[3])
+    return hold
 
 
 def capture(hold_id: str, merchant_id: str, value: int | None = None, *,
@@ -169,9 +173,7 @@ def capture(hold_id: str, merchant_id: str, value: int | None = None, *,
         ledger.check_credits(value)
     with transaction():
         row = _locked(hold_id, merchant_id)
-        account_id, amount, status = row[1], row[2], row[3]
-        if status != "held":
-            raise HoldNotActive(hold_id=hold_id, status=status)
+        account_id, amount = row[1], row[2]
         value = amount if value is None else value
         if not 1 <= value <= amount:
             raise ValidationError(fields={"value": [f"Must be from 1 to the hold's amount, {amount}."]})
@@ -192,8 +194,6 @@ def release(hold_id: str, merchant_id: str) -> dict[str, Any]:
     :data:`~addon_plugin.signals.hold_released`."""
     with transaction():
         row = _locked(hold_id, merchant_id)
-        if row[3] != "held":
-            raise HoldNotActive(hold_id=hold_id, status=row[3])
         _run("settle", ("released", None, ledger.utcnow(), hold_id))
         account = ledger._account_from_row(_run("unhold", (row[2], row[1], row[1])).fetchone())
         hold = _body(hold_id)
