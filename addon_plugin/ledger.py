@@ -311,10 +311,10 @@ def _check_details(kind: str, delta: int, description: str, reference: str | Non
     if key_space not in _KEY_SPACES:
         problems["key_space"] = [f"Must be one of {list(_KEY_SPACES)}."]
     meta = dict(metadata or {})
-    if not fits_metadata(meta):
+    if meta and not fits_metadata(meta):
         problems["metadata"] = [METADATA_MESSAGE]
     for name, text in (("description", description), ("reference", reference),
-                       ("metadata", json.dumps(meta))):
+                       ("metadata", json.dumps(meta) if meta else None)):
         if isinstance(text, str) and ("\x00" in text or "\\u0000" in text) and name not in problems:
             problems[name] = ["Must not contain NUL characters."]
     if problems:
@@ -434,7 +434,7 @@ def _apply(account_id: str, delta: int, kind: str, description: str, reference: 
            expired_first: bool = False) -> Change:
     now = utcnow()
     entry_id = new_id("entry")
-    metadata_json = json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))
+    metadata_json = json.dumps(metadata, ensure_ascii=False, separators=(",", ":")) if metadata else "{}"
     key_space, idempotency_key = key or (None, None)
     # Explicit takes (expiry, void, refund) do not count holds; every other deduction does.
     horizon = _ANY_TIME if take else now

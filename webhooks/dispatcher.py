@@ -15,6 +15,7 @@ and its deliveries are written in one statement.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any
@@ -76,10 +77,13 @@ def _wants(event_types_json: str, event_type: str) -> bool:
     return not wanted or event_type in wanted
 
 
-def publish(merchant_id: str, event_type: str, body: dict[str, Any]) -> str | None:
+def publish(merchant_id: str, event_type: str,
+            body: dict[str, Any] | Callable[[], dict[str, Any]]) -> str | None:
     """Write the event and a due delivery for each of the merchant's enabled
     endpoints that wants it, in the current transaction (or a new one).
 
+    ``body`` may be a function that makes it: it is called only when an endpoint
+    wants the event (most changes of most merchants go to none).
     Returns the event id (the ``webhook-id``), or None when no endpoint wants it
     (then nothing is written).
     """
@@ -88,6 +92,8 @@ def publish(merchant_id: str, event_type: str, body: dict[str, Any]) -> str | No
         targets = [endpoint_id for endpoint_id, types in rows if _wants(types, event_type)]
         if not targets:
             return None
+        if callable(body):
+            body = body()
         event_id = new_id("msg")
         now = utcnow()
         first = current_app.config["ADDONS_WEBHOOK_RETRY_SCHEDULE"]
@@ -107,7 +113,7 @@ def publish(merchant_id: str, event_type: str, body: dict[str, Any]) -> str | No
 
 def _receiver(event_type: str):
     def receive(app: Flask, *, account: Any, entry: Any = None, **extra: Any) -> None:
-        publish(account.merchant_id, event_type, events.build_body(event_type, account, entry, extra))
+        publish(account.merchant_id, event_type, lambda: events.build_body(event_type, account, entry, extra))
 
     receive.__name__ = f"publish_{event_type.replace('.', '_')}"
     return receive

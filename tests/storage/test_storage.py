@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,17 @@ def test_ids_are_opaque_prefixed_and_time_ordered():
     assert len(set(ids)) == 200
     assert all(i.startswith("acct_") and len(i) == 31 for i in ids)
     assert storage.new_id("x") > ids[0]
+
+
+def test_an_id_is_its_creation_millisecond_in_crockford_base32():
+    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+    before = time.time_ns() // 1_000_000
+    digits = storage.new_id("acct").removeprefix("acct_")
+    after = time.time_ns() // 1_000_000
+    value = 0
+    for char in digits:
+        value = value * 32 + alphabet.index(char)
+    assert before <= value >> 80 <= after
 
 
 def test_a_transaction_rolls_back_as_a_whole(app, funded_account_id):
