@@ -18,11 +18,13 @@ with, so a view never translates errors by hand::
     │   ├── ProductNotFound                   404 product_not_found
     │   ├── MerchantNotFound                  404 merchant_not_found
     │   ├── ApiKeyNotFound                    404 api_key_not_found
-    │   └── TopUpNotFound                     404 top_up_not_found
+    │   ├── TopUpNotFound                     404 top_up_not_found
+    │   └── HoldNotFound                      404 hold_not_found
     ├── Conflict                              409 conflict
     │   ├── IdempotencyKeyInUse               409 idempotency_key_in_use
     │   ├── TopUpNotAllowed                   409 top_up_not_allowed
     │   ├── TopUpNotUnresolved                409 top_up_not_unresolved
+    │   ├── HoldNotActive                     409 hold_not_active
     │   └── NoPaymentGateway                  409 no_payment_gateway
     ├── BalanceLimitExceeded                  422 balance_limit_exceeded
     └── ServiceUnavailable                    503 service_unavailable
@@ -52,10 +54,12 @@ __all__ = [
     "MerchantNotFound",
     "ApiKeyNotFound",
     "TopUpNotFound",
+    "HoldNotFound",
     "Conflict",
     "IdempotencyKeyInUse",
     "TopUpNotAllowed",
     "TopUpNotUnresolved",
+    "HoldNotActive",
     "NoPaymentGateway",
     "BalanceLimitExceeded",
     "ServiceUnavailable",
@@ -222,6 +226,13 @@ class TopUpNotFound(NotFound):
     default_message = "No top-up with that id."
 
 
+class HoldNotFound(NotFound):
+    """No spend hold with that id on this merchant's accounts."""
+
+    code = "hold_not_found"
+    default_message = "No hold with that id."
+
+
 class Conflict(AddonError):
     """The request conflicts with the current state."""
 
@@ -249,6 +260,13 @@ class TopUpNotUnresolved(Conflict):
 
     code = "top_up_not_unresolved"
     default_message = "This top-up is not unresolved: its outcome is already known or still being worked out."
+
+
+class HoldNotActive(Conflict):
+    """The hold was already captured, released, or has expired (``status`` says which)."""
+
+    code = "hold_not_active"
+    default_message = "This hold is no longer held: it was captured, released, or has expired."
 
 
 class NoPaymentGateway(Conflict):

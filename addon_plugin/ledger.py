@@ -17,6 +17,15 @@ negative one draws on grants in consumption order, each recorded as the entry's
 allocations. The account row keeps the balance, so a read stays one indexed
 row; its ``next_expiry_at`` makes a change or read at or after a grant's expiry
 write the ``expiry`` entry first, and costs nothing where no grant expires.
+
+Spend holds (:mod:`addon_plugin.holds`) reserve credits: the row's ``held``
+is what the account's active holds reserve, so a deduction's guard is
+``balance + delta - held >= -overdraft_limit`` on the row its update locks
+(no subquery over holds, which PostgreSQL would not re-read after waiting for
+the lock). ``next_hold_expiry_at`` works as ``next_expiry_at`` does: a change
+or read at or after it marks the expired holds first, so an expired hold never
+counts. Expiry, void and refund entries do not count holds (a hold does not
+protect its credits from them).
 """
 
 from __future__ import annotations
@@ -110,6 +119,12 @@ class Account:
     auto_top_up_enabled: bool
     payment_method: str | None
     customer: str | None
+    held: int = 0
+
+    @property
+    def available(self) -> int:
+        """The balance less the credits active holds reserve: what may be spent."""
+        return self.balance - self.held
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,17 +170,18 @@ class Change:
 # -- prepared SQL ------------------------------------------------------------
 
 _ACCOUNT_COLUMNS = ("id, merchant_id, product_id, buyer_email, balance, threshold, "
-                    "auto_top_up_enabled, payment_method, customer")
+                    "auto_top_up_enabled, payment_method, customer, held")
 _ENTRY_COLUMNS = ("id, account_id, sequence, delta, balance_after, kind, description, "
                   "reference, metadata, idempotency_key, actor, created_at, grant_id")
 
 _UPDATE = """UPDATE credit_account
    SET balance = balance + ?, last_sequence = last_sequence + 1, updated_at = ?
  WHERE id = ?
-   AND (? > 0 OR balance + ? >= -(SELECT overdraft_limit FROM addon_product
-                                  WHERE addon_product.id = credit_account.product_id))
+   AND (? > 0 OR balance + ? - held * ? >= -(SELECT overdraft_limit FROM addon_product
+                                           WHERE addon_product.id = credit_account.product_id))
    AND balance + ? <= {max_credits}
-   AND (next_expiry_at IS NULL OR next_expiry_at > ?){guard}
+   AND (next_expiry_at IS NULL OR next_expiry_at > ?)
+   AND (next_hold_expiry_at IS NULL OR next_hold_expiry_at > ?){guard}
 RETURNING {columns}, last_sequence"""
 
 _INSERT_ENTRY = (f"INSERT INTO ledger_entry ({_ENTRY_COLUMNS}, key_space) "
@@ -196,11 +212,13 @@ e AS (INSERT INTO ledger_entry ({_ENTRY_COLUMNS}, key_space)
       SELECT ?, u.id, u.last_sequence, ?, u.balance, ?, ?, ?, ?, ?, ?, ?, (SELECT id FROM g), ? FROM u)
 SELECT {_ACCOUNT_COLUMNS}, last_sequence, (SELECT id FROM g) FROM u"""
 
-_SELECT_ACCOUNT = f"SELECT {_ACCOUNT_COLUMNS}, next_expiry_at FROM credit_account WHERE id = ?"
+_SELECT_ACCOUNT = (f"SELECT {_ACCOUNT_COLUMNS}, next_expiry_at, next_hold_expiry_at "
+                   "FROM credit_account WHERE id = ?")
 _SELECT_ENTRY_BY_KEY = (f"SELECT {_ENTRY_COLUMNS} FROM ledger_entry "
                         "WHERE account_id = ? AND key_space = ? AND idempotency_key = ?")
 _SELECT_REFUSAL = f"""SELECT {", ".join("a." + c for c in _ACCOUNT_COLUMNS.split(", "))}, a.next_expiry_at,
- p.overdraft_limit FROM credit_account a JOIN addon_product p ON p.id = a.product_id WHERE a.id = ?"""
+ a.next_hold_expiry_at, p.overdraft_limit
+ FROM credit_account a JOIN addon_product p ON p.id = a.product_id WHERE a.id = ?"""
 _SELECT_BALANCE = "SELECT balance, next_expiry_at FROM credit_account WHERE id = ?"
 _FIND_ACCOUNT = "SELECT id FROM credit_account WHERE product_id = ? AND buyer_email = ? AND merchant_id = ?"
 _SQL = Statements(
@@ -218,12 +236,17 @@ _SQL = Statements(
 )
 
 
+# Holds build their statements on the account columns above: import them once
+# those are defined, so either module may be imported first.
+from . import holds  # noqa: E402
+
+
 def _fetchone(name: str, params: tuple) -> tuple | None:
     return db.execute_sql(_SQL[name], params).fetchone()
 
 
 def _account_from_row(row: tuple) -> Account:
-    return Account(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7], row[8])
+    return Account(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7], row[8], row[9])
 
 
 def _entry_from_row(row: tuple) -> Entry:
@@ -242,6 +265,20 @@ def _due(next_expiry_at: datetime | str | None, now: datetime) -> bool:
     if isinstance(next_expiry_at, str):
         next_expiry_at = datetime.fromisoformat(next_expiry_at)
     return next_expiry_at <= now
+
+
+def _tidy_due(account_id: str, next_expiry_at: datetime | str | None,
+              next_hold_expiry_at: datetime | str | None, now: datetime) -> bool:
+    """Write what expired since the last change (grants' ``expiry`` entries, then
+    expired holds' status); True if anything was due."""
+    grants_due, holds_due = _due(next_expiry_at, now), _due(next_hold_expiry_at, now)
+    if grants_due or holds_due:
+        with transaction():
+            if holds_due:
+                holds.expire_due(account_id)
+            if grants_due:
+                grants.expire_due(account_id)
+    return grants_due or holds_due
 
 
 # -- validation --------------------------------------------------------------
@@ -291,8 +328,7 @@ def get_account(account_id: str, merchant_id: str | None = None) -> Account:
     """The account's current state; :class:`AccountNotFound` if there is none
     (or, with ``merchant_id``, if it is another merchant's)."""
     row = _fetchone("select_account", (account_id,))
-    if row is not None and _due(row[9], utcnow()):
-        grants.expire_due(account_id)
+    if row is not None and _tidy_due(account_id, row[10], row[11], utcnow()):
         row = _fetchone("select_account", (account_id,))
     if row is None or (merchant_id is not None and row[1] != merchant_id):
         raise AccountNotFound(account_id=account_id)
@@ -387,8 +423,8 @@ def record(account_id: str, delta: int, kind: str, *, description: str = "",
     raise AssertionError("unreachable")
 
 
-# Explicit takes (expiry, void, refund) pass this as the expiry horizon: the
-# guard that makes other changes write due expiries first does not stop them.
+# Explicit takes (expiry, void, refund) pass this as the expiry horizons: the
+# guards that make other changes write due expiries first do not stop them.
 _ANY_TIME = datetime(1, 1, 1)
 
 
@@ -400,7 +436,9 @@ def _apply(account_id: str, delta: int, kind: str, description: str, reference: 
     entry_id = new_id("entry")
     metadata_json = json.dumps(metadata, ensure_ascii=False, separators=(",", ":")) if metadata else "{}"
     key_space, idempotency_key = key or (None, None)
-    update_params = (delta, now, account_id, delta, delta, delta, _ANY_TIME if take else now,
+    # Explicit takes (expiry, void, refund) do not count holds; every other deduction does.
+    horizon = _ANY_TIME if take else now
+    update_params = (delta, now, account_id, delta, delta, 0 if take else 1, delta, horizon, horizon,
                      account_id, key_space, idempotency_key)
     entry_params = (entry_id, delta, kind, description, reference, metadata_json, idempotency_key, actor, now)
     # The entry's one grant (created, drawn on or taken from) is named on its
@@ -411,7 +449,7 @@ def _apply(account_id: str, delta: int, kind: str, description: str, reference: 
         if draws:
             row = _fetchone("update_draw_and_insert", update_params + (-delta, account_id, now, -delta, account_id)
                             + entry_params + (key_space,))
-            grant_id = row[10] if row else None
+            grant_id = row[11] if row else None
         else:
             row = _fetchone("update_and_insert", update_params + entry_params + (grant_id, key_space))
     else:
@@ -420,17 +458,17 @@ def _apply(account_id: str, delta: int, kind: str, description: str, reference: 
             if draws:
                 grant_id = grants.draw_first(account_id, -delta, now)
             db.execute_sql(_SQL["insert_entry"], (
-                entry_id, account_id, row[9], delta, row[4], kind, description, reference,
+                entry_id, account_id, row[10], delta, row[4], kind, description, reference,
                 metadata_json, idempotency_key, actor, now, grant_id, key_space))
     if row is None:  # nothing was written: a replay, a due expiry, or a refusal
         if key is not None:
             _replay_if_used(account_id, key, delta, kind, description, reference, metadata)
         if not expired_first:
-            # A due expiry stopped it: write it, then try again. Try again also when
-            # another transaction wrote that expiry between our update and this read
-            # (PostgreSQL reads committed rows per statement), or it is a false 402.
-            if _refusal_is_due_expiry(account_id, now):
-                grants.expire_due(account_id)
+            # A due expiry (of a grant or a hold) stopped it: write it, then try again.
+            # Try again also when another transaction wrote that expiry between our
+            # update and this read (PostgreSQL reads committed rows per statement),
+            # or it is a false 402.
+            _tidy_refusal(account_id, now)
             return _apply(account_id, delta, kind, description, reference, metadata, key, actor,
                           grant, take, taken_status, expired_first=True)
         _raise_refusal(account_id, delta, kind)
@@ -449,7 +487,7 @@ def _apply(account_id: str, delta: int, kind: str, description: str, reference: 
         allocations = ((grant_id, delta),)
     else:
         allocations = grants.draw(account_id, entry_id, -delta, now)
-    entry = Entry(entry_id, account_id, row[9], delta, account.balance, kind, description, reference,
+    entry = Entry(entry_id, account_id, row[10], delta, account.balance, kind, description, reference,
                   metadata, idempotency_key, actor, now, tuple(Allocation(g, n) for g, n in allocations))
     change = Change(account, entry, previous)
     _announce(change)
@@ -458,9 +496,10 @@ def _apply(account_id: str, delta: int, kind: str, description: str, reference: 
     return change
 
 
-def _refusal_is_due_expiry(account_id: str, now: datetime) -> bool:
+def _tidy_refusal(account_id: str, now: datetime) -> None:
     row = _fetchone("refusal", (account_id,))
-    return row is not None and _due(row[9], now)
+    if row is not None:
+        _tidy_due(account_id, row[10], row[11], now)
 
 
 class _Replayed(Exception):
@@ -499,10 +538,18 @@ def _raise_refusal(account_id: str, delta: int, kind: str) -> NoReturn:
     if delta > 0:
         raise BalanceLimitExceeded(account_id=account_id, balance=current)
     _announce_refusal(account, kind, -delta)
-    raise InsufficientCredits(
-        f"The balance is {current} and this deduction needs {-delta}"
+    raise insufficient(account, overdraft_limit, -delta)
+
+
+def insufficient(account: Account, overdraft_limit: int, requested: int) -> InsufficientCredits:
+    """The 402 for a deduction (or hold) of ``requested`` credits the account cannot cover."""
+    have = (f"The balance is {account.balance}" if not account.held else
+            f"Available credits are {account.available} (balance {account.balance}, {account.held} held)")
+    return InsufficientCredits(
+        f"{have} and this deduction needs {requested}"
         + (f" (overdraft limit {overdraft_limit})." if overdraft_limit else "."),
-        account_id=account_id, balance=current, overdraft_limit=overdraft_limit, requested=-delta,
+        account_id=account.id, balance=account.balance, available=account.available,
+        overdraft_limit=overdraft_limit, requested=requested,
     )
 
 

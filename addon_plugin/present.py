@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .merchants import NewKey
 
 __all__ = ["account_body", "entry_body", "usage_body", "product_body", "adjustment_body",
-           "api_key_body", "new_api_key_body", "top_up_body", "grant_body", "grant_created_body"]
+           "api_key_body", "new_api_key_body", "top_up_body", "grant_body", "grant_created_body", "hold_body"]
 
 grant_body = grants.grant_body
 
@@ -29,17 +29,19 @@ grant_body = grants.grant_body
 def account_body(account: Account | storage.CreditAccount) -> dict[str, Any]:
     """An account resource, with its spendable credits by category and next expiry."""
     if isinstance(account, storage.CreditAccount):
-        if account.next_expiry_at is not None:  # may be due: the ledger writes it before reporting
-            account = ledger.get_account(account.id)
+        if account.next_expiry_at is not None or account.next_hold_expiry_at is not None:
+            account = ledger.get_account(account.id)  # may be due: the ledger writes it before reporting
         else:
             account = Account(account.id, account.merchant_id, account.product_id, account.buyer_email,
                               account.balance, account.threshold, account.auto_top_up_enabled,
-                              account.payment_method, account.customer)
+                              account.payment_method, account.customer, account.held)
     return {
         "id": account.id,
         "product_id": account.product_id,
         "buyer_email": account.buyer_email,
         "balance": account.balance,
+        "available": account.available,
+        "held": account.held,
         "threshold": account.threshold,
         "auto_top_up": {"enabled": account.auto_top_up_enabled, "payment_method": account.payment_method,
                         "customer": account.customer},
@@ -139,4 +141,29 @@ def top_up_body(top_up: storage.TopUp) -> dict[str, Any]:
         "created_at": isoformat(top_up.created_at),
         "updated_at": isoformat(top_up.updated_at),
         "completed_at": isoformat(top_up.completed_at),
+    }
+
+
+def hold_body(hold: storage.CreditHold) -> dict[str, Any]:
+    """A spend hold resource (``expired`` from ``expires_at`` on, even before
+    anything has marked it)."""
+    import json
+    from datetime import datetime
+
+    expires_at = hold.expires_at
+    if isinstance(expires_at, str):
+        expires_at = datetime.fromisoformat(expires_at)
+    expired = hold.status == "held" and expires_at <= ledger.utcnow()
+    return {
+        "id": hold.id,
+        "account_id": hold.account_id,
+        "amount": hold.amount,
+        "status": "expired" if expired else hold.status,
+        "captured_amount": hold.captured_amount,
+        "entry_id": hold.entry_id,
+        "expires_at": isoformat(expires_at),
+        "description": hold.description,
+        "reference": hold.reference,
+        "metadata": json.loads(hold.metadata),
+        "created_at": isoformat(hold.created_at),
     }

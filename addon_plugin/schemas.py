@@ -70,6 +70,12 @@ __all__ = [
     "GrantCreatedSchema",
     "GrantListQuerySchema",
     "GrantVoidSchema",
+    "HoldSchema",
+    "HoldCreateSchema",
+    "HoldCaptureSchema",
+    "HoldListQuerySchema",
+    "UsageHoldSchema",
+    "UsageHoldResponseSchema",
 ]
 
 _CREDIT_RANGE = validate.Range(-MAX_CREDITS, MAX_CREDITS)
@@ -286,6 +292,9 @@ class AccountSchema(_Strict):
     product_id = fields.String(required=True)
     buyer_email = fields.String(required=True)
     balance = fields.Integer(required=True)
+    available = fields.Integer(required=True, metadata={
+        "description": "The balance less the credits active holds reserve: what may be spent."})
+    held = fields.Integer(required=True, metadata={"description": "Credits reserved by active holds."})
     threshold = fields.Integer(required=True, allow_none=True)
     auto_top_up = fields.Nested(AutoTopUpSchema, required=True)
     balances = fields.Nested(BalancesSchema, required=True)
@@ -597,3 +606,64 @@ class TopUpResolveSchema(_Strict):
             raise ValidationError({"charge_id": ["Required when outcome is succeeded."]})
         if data.get("outcome") == "failed" and "charge_id" in data:
             raise ValidationError({"charge_id": ["Only with outcome succeeded."]})
+
+
+# -- spend holds ---------------------------------------------------------------------
+
+_HOLD_STATUSES = ["held", "captured", "released", "expired"]
+
+
+class HoldSchema(_Strict):
+    """Credits reserved for work whose cost is known at its end."""
+
+    id = fields.String(required=True, metadata={"example": "hold_01jd3k5q8w2n7x4m6r9t0v1b2c"})
+    account_id = fields.String(required=True)
+    amount = fields.Integer(required=True, metadata={"description": "Credits reserved."})
+    status = fields.String(required=True, validate=validate.OneOf(_HOLD_STATUSES), metadata={
+        "description": "held until captured, released, or past expires_at (expired: it no longer counts)."})
+    captured_amount = fields.Integer(required=True, allow_none=True, metadata={"description": "Null until captured."})
+    entry_id = fields.String(required=True, allow_none=True, metadata={
+        "description": "The capture's usage ledger entry, or null."})
+    expires_at = fields.String(required=True, metadata={"format": "date-time"})
+    description = fields.String(required=True)
+    reference = fields.String(required=True, allow_none=True)
+    metadata = fields.Dict(required=True, keys=fields.String(), values=fields.String())
+    created_at = fields.String(required=True, metadata={"format": "date-time"})
+
+
+class _HoldTerms(_Strict):
+    """What a hold reserves, and for how long."""
+
+    value = Credits(minimum=1, required=True, metadata={"description": "Credits to reserve."})
+    expires_in = fields.Integer(strict=True, validate=validate.Range(1, 86400), load_default=900, metadata={
+        "description": "Seconds until the hold expires unless captured or released (default 900)."})
+    description = fields.String(validate=validate.Length(max=DESCRIPTION_LENGTH), load_default="")
+    reference = fields.String(validate=validate.Length(max=REFERENCE_LENGTH), allow_none=True, load_default=None)
+    metadata = Metadata(load_default=dict)
+    idempotency_key = IdempotencyKey()
+
+
+class HoldCreateSchema(_HoldTerms):
+    """``POST …/accounts/<id>/holds``: reserve ``value`` credits."""
+
+
+class UsageHoldSchema(UsageBalanceSchema, _HoldTerms):
+    """``POST /buyer-addon/usage/hold``: the account as on the usage endpoints, and the hold."""
+
+
+class UsageHoldResponseSchema(_Strict):
+    success = fields.Boolean(required=True)
+    data = fields.Nested(HoldSchema, required=True)
+
+
+class HoldCaptureSchema(_Strict):
+    """Capture a hold: ``value`` credits of it (1..amount; default all); the rest is released."""
+
+    value = Credits(minimum=1, metadata={"description": "Credits the work cost (default: the whole hold)."})
+    idempotency_key = IdempotencyKey()
+
+
+class HoldListQuerySchema(ListQuerySchema):
+    """``GET …/holds`` filter, optional, plus ``limit`` and ``cursor``."""
+
+    status = fields.String(validate=validate.OneOf(_HOLD_STATUSES))

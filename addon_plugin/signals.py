@@ -90,6 +90,20 @@ webhook_delivery_failed = _signals.signal("webhook-delivery-failed")
 #: ``grant`` (a dict, as the grants resource shows it).
 grant_expiring = _signals.signal("grant-expiring")
 
+#: Sent when credits were reserved by a spend hold, inside its transaction.
+#: Kwargs: ``hold`` (a dict, as the holds resource shows it) and ``account``
+#: (after it: ``account.held`` includes it, ``account.available`` is what is left).
+hold_placed = _signals.signal("hold-placed")
+
+#: Sent when a hold was captured, inside the transaction that writes its
+#: ``usage`` entry (after the balance signals). Kwargs: ``hold`` (a dict,
+#: ``captured``, with ``captured_amount`` and ``entry_id``) and ``account``.
+hold_captured = _signals.signal("hold-captured")
+
+#: Sent when a hold was released, inside that transaction. Kwargs: ``hold``
+#: (a dict, ``released``) and ``account`` (its credits available again).
+hold_released = _signals.signal("hold-released")
+
 __all__ = [
     "balance_changed",
     "balance_low",
@@ -103,4 +117,7 @@ __all__ = [
     "product_saved",
     "webhook_delivery_failed",
     "grant_expiring",
+    "hold_placed",
+    "hold_captured",
+    "hold_released",
 ]

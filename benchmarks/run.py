@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m benchmarks.run [--quick] [--only ledger,http,read] [--out docs/BENCHMARKS.md]``.
+"""Benchmarks: ``python -m benchmarks.run [--quick] [--only ledger,http,read,holds] [--out docs/BENCHMARKS.md]``.
 
 Prints a table per section and writes it, with the machine and the method, as
 markdown. Every run checks its own answer afterwards: the ledger must sum to
@@ -31,7 +31,7 @@ from pathlib import Path
 from flask import Flask
 
 import storage
-from addon_plugin import AddonPlugin, grants, idempotency, ledger, merchants
+from addon_plugin import AddonPlugin, grants, holds, idempotency, ledger, merchants
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get("ADDONS_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -197,9 +197,10 @@ def _raw_same_statements(url: str, account_id: str, seconds: float) -> float:
         def once() -> None:
             conn.execute("BEGIN IMMEDIATE")
             moment = now()
-            row = conn.execute(update, (-1, moment, account_id, -1, -1, -1, moment, account_id, None, None)).fetchone()
+            row = conn.execute(update, (-1, moment, account_id, -1, -1, 1, -1, moment, moment, account_id,
+                                        None, None)).fetchone()
             grant_id = conn.execute(draw, (1, account_id, moment, 1)).fetchone()[0]
-            conn.execute(insert, (storage.new_id("entry"), account_id, row[9], -1, row[4], "usage", "", None,
+            conn.execute(insert, (storage.new_id("entry"), account_id, row[10], -1, row[4], "usage", "", None,
                                   "{}", None, None, moment, grant_id, None))
             conn.execute("COMMIT")
     else:
@@ -213,7 +214,7 @@ def _raw_same_statements(url: str, account_id: str, seconds: float) -> float:
         def once() -> None:
             cursor.execute("BEGIN")
             moment = now()
-            cursor.execute(statement, (-1, moment, account_id, -1, -1, -1, moment, account_id, None, None,
+            cursor.execute(statement, (-1, moment, account_id, -1, -1, 1, -1, moment, moment, account_id, None, None,
                                        1, account_id, moment, 1, account_id,
                                        storage.new_id("entry"), -1, "usage", "", None, "{}", None, None, moment,
                                        None))
@@ -250,9 +251,13 @@ def bench_ledger(seconds: float) -> list[dict]:
                 idempotency.run(merchant_id, key, key, lambda: (
                     {"balance": ledger.record(account_id, -1, "usage", idempotency_key=key).account.balance}, 200))
 
+            def hold_and_capture(account_id: str = account_id, merchant_id: str = merchant_id) -> None:
+                holds.capture(holds.place(account_id, 10)["id"], merchant_id, 7)
+
             ours = rate(deduct, seconds)
             ours_keyed = rate(deduct_idempotent, seconds)
             ours_many = rate(deduct_from_many, seconds)
+            ours_holds = rate(hold_and_capture, seconds)
             storage.db.close()
             same = _raw_same_statements(url, raw_account_id, seconds)
             raw = _raw_sqlite(url, seconds) if name == "SQLite" else _raw_postgres(url, seconds)
@@ -262,7 +267,8 @@ def bench_ledger(seconds: float) -> list[dict]:
                      "ledger.record (ops/s)": round(ours), "of raw, our statements": f"{ours / same:.0%}",
                      "of raw, minimal": f"{ours / raw:.0%}",
                      "+ idempotency record (ops/s)": round(ours_keyed),
-                     "ledger.record, 100 grants (ops/s)": round(ours_many)})
+                     "ledger.record, 100 grants (ops/s)": round(ours_many),
+                     "hold + capture (pairs/s)": round(ours_holds)})
     return rows
 
 
@@ -300,10 +306,10 @@ def gunicorn(url: str, workers: int, threads: int) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-def _wrk(url: str, connections: int, seconds: int, args: list[str]) -> dict:
+def _wrk(url: str, connections: int, seconds: int, args: list[str], script: str = "usage.lua") -> dict:
     output = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
-         str(ROOT / "benchmarks" / "usage.lua"), url, "--", *args],
+         str(ROOT / "benchmarks" / script), url, "--", *args],
         capture_output=True, text=True, check=True).stdout
     match = re.search(r"RESULT (.*)", output)
     if not match:
@@ -350,6 +356,47 @@ def bench_http(seconds: int, configs: list[tuple[int, int]]) -> list[dict]:
                             "errors": result["errors"] + result["bad_status"],
                             "acknowledged = written": f"{result['ok']:,} = {written:,}",
                         })
+    return rows
+
+
+def bench_http_holds(seconds: int, configs: list[tuple[int, int]]) -> list[dict]:
+    """Hold + capture pairs over HTTP (``hold.lua``) beside plain usage deductions,
+    same server, same run, 10,000 accounts."""
+    if shutil.which("wrk") is None:
+        print("  (HTTP holds skipped: wrk not installed)")
+        return []
+    rows = []
+    for name, url in databases():
+        app = make_app(url)
+        with app.app_context():
+            storage.migrate()
+            _, key, product_id, account_ids = seed(10_000, 10**9)
+        for workers, threads in configs:
+            with gunicorn(url, workers, threads) as base:
+                _wrk(f"{base}/noop", 8, seconds, [key, product_id, "1", "noop"])  # warm up
+                for connections in (8, 32):
+                    usage = _wrk(f"{base}/api/buyer-addon/usage/add", connections, seconds,
+                                 [key, product_id, "10000", uuid.uuid4().hex[:8]])
+                    run = uuid.uuid4().hex[:8]
+                    result = _wrk(base, connections, seconds, [key, product_id, "10000", run, "/api"], "hold.lua")
+                    with app.app_context():
+                        captured = storage.CreditHold.select().where(
+                            (storage.CreditHold.description == run) & (storage.CreditHold.status == "captured"))
+                        written = storage.LedgerEntry.select().where(
+                            storage.LedgerEntry.id.in_(captured.select(storage.CreditHold.entry_id))).count()
+                        check_ledger(account_ids)
+                    if not result["ok"] <= written <= result["ok"] + connections:
+                        raise SystemExit(f"FAILED: {result['ok']} captures acknowledged but {written} written")
+                    pairs = result["ok"] / (result["duration_us"] / 1e6)
+                    rows.append({
+                        "database": name,
+                        "gunicorn": f"{workers} sync" if threads == 1 else f"{workers}×{threads} gthread",
+                        "conns": connections, "usage/add req/s": round(usage["rps"]),
+                        "hold + capture pairs/s": round(pairs), "hold/capture req/s": round(result["rps"]),
+                        "p50 ms": f"{result['p50_us'] / 1000:.1f}", "p99 ms": f"{result['p99_us'] / 1000:.1f}",
+                        "errors": result["errors"] + result["bad_status"],
+                        "captures acknowledged = written": f"{result['ok']:,} = {written:,}",
+                    })
     return rows
 
 
@@ -546,7 +593,7 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs (a smoke test of the harness)")
-    parser.add_argument("--only", default="ledger,http,read,webhooks,topups")
+    parser.add_argument("--only", default="ledger,http,read,webhooks,topups,holds")
     parser.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--gunicorn", default="2x1,2x4", help="workers x threads configurations to load")
@@ -567,6 +614,11 @@ def main() -> None:
         configs = [tuple(int(n) for n in c.split("x")) for c in options.gunicorn.split(",")]
         results["http"] = bench_http(wrk_seconds, configs)
         print(table(results["http"]))
+    if "holds" in sections:
+        print("6. spend holds over HTTP …", flush=True)
+        configs = [tuple(int(n) for n in c.split("x")) for c in options.gunicorn.split(",")]
+        results["holds"] = bench_http_holds(wrk_seconds, configs)
+        print(table(results["holds"]))
     if "read" in sections:
         print("3. balance read …", flush=True)
         results["read"] = bench_read(big)
@@ -586,7 +638,7 @@ def main() -> None:
         command=" ".join(["python -m benchmarks.run", *sys.argv[1:]]),
         ledger=table(results.get("ledger", [])), http=table(results.get("http", [])),
         read=table(results.get("read", [])), webhooks=table(results.get("webhooks", [])),
-        topups=table(results.get("topups", [])))
+        topups=table(results.get("topups", [])), holds=table(results.get("holds", [])))
     Path(options.out).parent.mkdir(parents=True, exist_ok=True)
     Path(options.out).write_text(report)
     print(f"wrote {options.out}")
@@ -604,8 +656,8 @@ their ledgers, and the ledger holds exactly the acknowledged writes.
 One usage deduction through `ledger.record` (conditional `UPDATE … RETURNING`,
 the draw on the account's one grant, the ledger row naming it,
 signals with the plugin's own subscribers), on an account with 100 active
-grants, and with the API's
-idempotency record around it, against the raw driver in the same run: once
+grants, with the API's
+idempotency record around it, and a spend hold placed and captured, against the raw driver in the same run: once
 executing exactly the ledger's statements on the plugin's schema (what our
 Python costs), once the minimal equivalent statements on a two-table schema
 with no indexes beyond the primary keys (what the schema's indexes cost too).
@@ -640,7 +692,17 @@ receiver having the signed request.
 Worker mode with the `"test"` gateway: the time from the commit of a deduction
 that crosses the buyer's threshold to the top-up's credits being readable.
 
-{topups}"""
+{topups}
+## 6. Spend holds
+
+In process, section 1's last column: `holds.place` of 10 credits then
+`holds.capture` of 7 (one `usage` entry), one pair per iteration. Over HTTP:
+`POST /api/buyer-addon/usage/hold` then `POST /api/addons/holds/<id>/capture`
+(`benchmarks/hold.lua`: each thread captures every hold whose answer came back
+with its next request), 10,000 accounts, beside plain `usage/add` on the same
+server in the same run.
+
+{holds}"""
 
 
 if __name__ == "__main__":

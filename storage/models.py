@@ -56,6 +56,7 @@ __all__ = [
     "Order",
     "CreditGrant",
     "GrantAllocation",
+    "CreditHold",
     "ALL_MODELS",
 ]
 
@@ -182,6 +183,11 @@ class CreditAccount(BaseModel):
     next_expiry_at = DateTimeField(null=True)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
+    #: Credits reserved by the account's active holds (``available`` = balance - held).
+    held = BigIntegerField(default=0)
+    #: When its soonest active hold expires (None: none is active); a read or
+    #: change at or after it marks the expired holds first.
+    next_hold_expiry_at = DateTimeField(null=True)
 
     class Meta:
         indexes = (
@@ -199,6 +205,11 @@ CreditAccount.add_index(CreditAccount.index(
 CreditAccount.add_index(CreditAccount.index(
     CreditAccount.next_expiry_at, name="credit_account_next_expiry_at",
     where=SQL("next_expiry_at IS NOT NULL"),
+))
+# The worker finds the accounts whose soonest hold expiry has come.
+CreditAccount.add_index(CreditAccount.index(
+    CreditAccount.next_hold_expiry_at, name="credit_account_next_hold_expiry_at",
+    where=SQL("next_hold_expiry_at IS NOT NULL"),
 ))
 
 
@@ -485,6 +496,36 @@ class GrantAllocation(BaseModel):
         primary_key = CompositeKey("entry", "position")
 
 
+class CreditHold(BaseModel):
+    """Credits reserved for work whose cost is known at its end: ``held`` until
+    captured (one ``usage`` entry, ``entry_id``), released, or past
+    ``expires_at`` (then ``expired``, and it no longer counts)."""
+
+    id = CharField(primary_key=True, max_length=40)
+    account = ForeignKeyField(CreditAccount, backref="holds", on_delete="CASCADE", index=False)
+    account_id: str  # the key's column, which peewee adds (declared for type checkers)
+    amount = BigIntegerField()
+    status = CharField(max_length=12)
+    captured_amount = BigIntegerField(null=True)
+    entry_id = CharField(max_length=40, null=True)
+    expires_at = DateTimeField()
+    description = TextField(default="")
+    reference = TextField(null=True)
+    metadata = TextField(default="{}")
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "credit_hold"
+
+
+# The active holds of an account, soonest expiry first: one range of this index.
+CreditHold.add_index(CreditHold.index(CreditHold.account, CreditHold.expires_at, name="credit_hold_active",
+                                      where=SQL("status = 'held'")))
+# An account's holds newest first (the list).
+CreditHold.add_index(CreditHold.index(CreditHold.account, CreditHold.id, name="credit_hold_account_id"))
+
+
 ALL_MODELS = [
     Merchant,
     ApiKey,
@@ -502,4 +543,5 @@ ALL_MODELS = [
     Order,
     CreditGrant,
     GrantAllocation,
+    CreditHold,
 ]

@@ -679,6 +679,44 @@ def _carry_over_balances() -> None:
         db.execute_sql(insert, (new_id("grant"), account_id, balance, balance, now))
 
 
+# -- 9: spend holds ------------------------------------------------------------------------------------
+
+_CREATE_HOLDS = [
+    # The held amount lives on the account row (``held``), so every guard that
+    # compares available credits reads the row it locks; ``next_hold_expiry_at``
+    # makes a change or read at or after the soonest hold expiry tidy it first.
+    "ALTER TABLE credit_account ADD COLUMN held {bigint} NOT NULL DEFAULT 0",
+    "ALTER TABLE credit_account ADD COLUMN next_hold_expiry_at {timestamp}",
+    """CREATE TABLE credit_hold (
+    id VARCHAR(40) NOT NULL PRIMARY KEY,
+    account_id VARCHAR(40) NOT NULL REFERENCES credit_account (id) ON DELETE CASCADE,
+    amount {bigint} NOT NULL,
+    status VARCHAR(12) NOT NULL,
+    captured_amount {bigint},
+    entry_id VARCHAR(40),
+    expires_at {timestamp} NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    reference TEXT,
+    metadata TEXT NOT NULL DEFAULT '{{}}',
+    created_at {timestamp} NOT NULL,
+    updated_at {timestamp} NOT NULL)""",
+    # The active holds of an account, soonest expiry first: one range of this index.
+    "CREATE INDEX credit_hold_active ON credit_hold (account_id, expires_at) WHERE status = 'held'",
+    # An account's holds newest first (the list).
+    "CREATE INDEX credit_hold_account_id ON credit_hold (account_id, id)",
+    # What the worker tidies: accounts whose soonest hold expiry has come.
+    """CREATE INDEX credit_account_next_hold_expiry_at ON credit_account (next_hold_expiry_at)
+    WHERE next_hold_expiry_at IS NOT NULL""",
+]
+
+
+def _create_holds() -> None:
+    options = {"sqlite": {"timestamp": "DATETIME", "bigint": "INTEGER"},
+               "postgresql": {"timestamp": "TIMESTAMP", "bigint": "BIGINT"}}[dialect()]
+    for statement in _CREATE_HOLDS:
+        db.execute_sql(statement.format(**options))
+
+
 #: (version, what it does, function): applied in order, each exactly once.
 #: Append a new one at the end; never edit or reorder one that has shipped.
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
@@ -692,6 +730,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (7, "idempotency key spaces: the API's, the hooks', the host's and each buyer's keys never collide",
      _add_key_spaces),
     (8, "credit grants and their allocations; positive balances carried over as paid grants", _create_grants),
+    (9, "spend holds: reserved credits, held on the account row", _create_holds),
 ]
 
 

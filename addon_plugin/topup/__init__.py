@@ -67,6 +67,7 @@ def init_app(app: Flask) -> None:
     current_gateway(app)
     signals.balance_changed.connect(decide.on_balance_changed, sender=app)
     signals.deduction_refused.connect(decide.on_deduction_refused, sender=app)
+    signals.hold_placed.connect(decide.on_hold_placed, sender=app)
     signals.product_saved.connect(settings.on_product_saved, sender=app)
     worker.register_task(app, "top_ups", execute.run_due)
     worker.register_task(app, "top_up_retries", decide.retry_due)

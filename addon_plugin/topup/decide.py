@@ -39,11 +39,11 @@ from ..state import current_app_object
 from . import execute
 
 __all__ = ["CONSUMPTION", "NOT_DECLINES", "wants_top_up", "banks_needed", "decide", "decide_for_account",
-           "retry_due", "on_balance_changed", "on_deduction_refused"]
+           "retry_due", "on_balance_changed", "on_deduction_refused", "on_hold_placed"]
 
 #: Entry kinds that are the buyer's consumption: the only balance changes (and
-#: refused deductions) that decide a top-up.
-CONSUMPTION = frozenset({"usage"})
+#: refused deductions; ``"hold"``: a refused spend hold) that decide a top-up.
+CONSUMPTION = frozenset({"usage", "hold"})
 
 #: Failure codes of top-ups the gateway did not decline: not counted by the decline budget.
 NOT_DECLINES = ("gateway_unavailable", "daily_limit_reached", "balance_limit_exceeded")
@@ -67,9 +67,10 @@ _SQL = Statements(gate=_GATE)
 
 
 def wants_top_up(account: Account) -> bool:
-    """Auto top-up is on and the balance is at or below the buyer's threshold."""
+    """Auto top-up is on and available credits (the balance less active holds,
+    §11) are at or below the buyer's threshold."""
     return (account.auto_top_up_enabled and account.threshold is not None
-            and account.payment_method is not None and account.balance <= account.threshold)
+            and account.payment_method is not None and account.available <= account.threshold)
 
 
 def banks_needed(balance: int, threshold: int, credit_amount: int, max_banks: int) -> int:
@@ -92,7 +93,7 @@ def decide(account: Account, *, now: datetime | None = None) -> str | None:
     price_minor, currency, credit_amount, oldest_counted = row
     if oldest_counted is not None and _block_while_budget_spent(account, _as_datetime(oldest_counted), now):
         return None
-    banks = banks_needed(account.balance, account.threshold, credit_amount, config["ADDONS_TOP_UP_MAX_BANKS"])
+    banks = banks_needed(account.available, account.threshold, credit_amount, config["ADDONS_TOP_UP_MAX_BANKS"])
     values = dict(
         id=new_id("topup"), account=account.id, merchant=account.merchant_id, banks=banks,
         credits=banks * credit_amount, amount_minor=banks * price_minor, currency=currency,
@@ -177,6 +178,13 @@ def retry_due(now: datetime | None = None, *, limit: int = 100) -> int:
 def on_balance_changed(sender: Flask, *, account: Account, entry: ledger.Entry, **kwargs: Any) -> None:
     """``balance_changed`` receiver: the buyer's consumption may decide a top-up."""
     if entry.kind in CONSUMPTION and wants_top_up(account):  # pure checks first: most changes cost nothing
+        decide(account)
+
+
+def on_hold_placed(sender: Flask, *, account: Account, **kwargs: Any) -> None:
+    """``hold_placed`` receiver: a hold that takes available credits to or below
+    the threshold decides a top-up, so the work it reserves for can be settled."""
+    if wants_top_up(account):
         decide(account)
 
 

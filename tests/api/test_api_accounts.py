@@ -38,6 +38,7 @@ def test_get_answers_the_account(client, auth, funded_account_id, product):
     assert response.status_code == 200
     assert response.get_json() == {
         "id": funded_account_id, "product_id": product.id, "buyer_email": "bob@example.com", "balance": 1000,
+        "available": 1000, "held": 0,
         "threshold": None, "auto_top_up": {"enabled": False, "payment_method": None, "customer": None},
         "balances": {"paid": 1000, "promotional": 0}, "next_expiry": None,
     }

@@ -330,6 +330,11 @@ WRITES = [
     ("POST", "/api/addons/top-ups/topup_none/resolve", {"outcome": "failed"}, False),
     ("POST", "/api/addons/accounts/{account}/grants", {"amount": 5}, False),
     ("POST", "/api/addons/grants/grant_none/void", {}, False),
+    ("POST", "/api/addons/accounts/{account}/holds", {"value": 5}, False),
+    ("POST", "/api/buyer-addon/usage/hold", {"product_id": "{product}", "buyer_email": "bob@example.com",
+                                             "value": 5}, False),
+    ("POST", "/api/addons/holds/hold_none/capture", {}, False),
+    ("POST", "/api/addons/holds/hold_none/release", {}, False),
 ]
 
 
@@ -339,7 +344,8 @@ def test_the_table_lists_every_write_route(app):
               for method in rule.methods - {"GET", "HEAD", "OPTIONS"} if rule.rule.startswith("/api/")}
     listed = {(method, path.replace("{account}", "<account_id>").replace("{product}", "<product_id>")
                .replace("{key}", "<key_id>").replace("ep_none", "<endpoint_id>").replace("dlv_none", "<delivery_id>")
-               .replace("topup_none", "<top_up_id>").replace("grant_none", "<grant_id>"))
+               .replace("topup_none", "<top_up_id>").replace("grant_none", "<grant_id>")
+               .replace("hold_none", "<hold_id>"))
               for method, path, _, _ in WRITES}
     assert routes - {("POST", "/api/buyer-addon/usage")} == listed  # reading a balance is no write
 

@@ -126,7 +126,7 @@ def test_form_bodies_say_how_their_object_fields_are_sent(document):
             assert prop.get("type") != "array", f"{method} {path}: a form sends the first {name} only"
             assert "$ref" not in prop, f"{method} {path}: {name} would need an encoding of its own"
             assert not prop.get("nullable") and prop.get("default", "") is not None, f"{method} {path}: {name}"
-    assert forms == 2
+    assert forms == 3  # usage, usage/add, usage/hold
     usage_add = document["paths"]["/api/buyer-addon/usage/add"]["post"]["requestBody"]["content"]
     assert usage_add["application/x-www-form-urlencoded"]["encoding"] == {
         "metadata": {"style": "deepObject", "explode": True}}

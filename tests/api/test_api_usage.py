@@ -18,7 +18,7 @@ def test_balance_by_product_and_email(client, auth, product, funded_account_id):
     assert response.status_code == 200
     assert response.get_json() == {"success": True, "data": {
         "account_id": funded_account_id, "product_id": product.id, "buyer_email": "bob@example.com",
-        "balance": 1000, "threshold": None,
+        "balance": 1000, "available": 1000, "held": 0, "threshold": None,
         "auto_top_up": {"enabled": False, "payment_method": None, "customer": None},
         "balances": {"paid": 1000, "promotional": 0}, "next_expiry": None}}
 

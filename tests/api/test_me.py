@@ -44,7 +44,7 @@ def test_a_buyer_lists_only_their_own_accounts(client, bobs, merchant_id, produc
     assert answer.status_code == 200 and answer.json["next_cursor"] is None
     assert [a["id"] for a in answer.json["data"]] == [mine_too, bobs]  # newest first
     assert answer.json["data"][1] == {"id": bobs, "product_id": product.id, "buyer_email": "bob@example.com",
-                                      "balance": 0, "threshold": None,
+                                      "balance": 0, "available": 0, "held": 0, "threshold": None,
                                       "auto_top_up": {"enabled": False, "payment_method": None, "customer": None},
                                       "balances": {"paid": 0, "promotional": 0}, "next_expiry": None}
 

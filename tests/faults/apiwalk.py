@@ -47,6 +47,11 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
                      "metadata": {"k": "v"}},
     "void_grant": {"description": "d"},
     "resolve_top_up": {"outcome": "succeeded", "charge_id": "ch_walk_1"},
+    "create_hold": {"value": 1, "expires_in": 3600, "description": "d", "reference": "r", "metadata": {"k": "v"}},
+    "usage_hold": {"product_id": "{product_id}", "buyer_email": "bob@example.com", "value": 1,
+                   "description": "d", "reference": "r", "metadata": {"k": "v"}},
+    "capture_hold": {"value": 1},
+    "release_hold": {},
 }
 
 #: Body fields an answer does not echo under their own name, and why.
@@ -56,13 +61,20 @@ NOT_ECHOED: dict[tuple[str, str], str] = {
 
 #: Ids that name one merchant's objects, wherever they appear (path or body).
 ID_NAMES = ("product_id", "account_id", "key_id", "endpoint_id", "delivery_id", "invoice_id", "top_up_id",
-            "grant_id")
+            "grant_id", "hold_id")
 
 
 def grant_of(account_id: str) -> str:
     """The id of the account's first grant (the walk's ``grant_id``)."""
     return storage.CreditGrant.select().where(storage.CreditGrant.account == account_id).order_by(
         storage.CreditGrant.id).first().id
+
+
+def hold_of(account_id: str) -> str:
+    """A new hold of 1 credit on the account, for a day (the walk's ``hold_id``)."""
+    from addon_plugin import holds
+
+    return holds.place(account_id, 1, expires_in=86400)["id"]
 
 
 @dataclass(frozen=True)

@@ -361,6 +361,7 @@ def test_sql_metacharacters_in_every_string_field(server, env, merchant, auth, p
     doc = apiwalk.document(server.url)
     names = {"product_id": product.id, "account_id": funded_account_id,
              "top_up_id": apiwalk.unresolved_top_up(funded_account_id), "grant_id": apiwalk.grant_of(funded_account_id),
+             "hold_id": apiwalk.hold_of(funded_account_id),
              **_walk_objects(server, auth, merchant_row.id, product.id, receiver)}
     session = apiwalk.sign_in(requests.Session(), server.url, merchant_row.id, "bob@example.com")  # for /me
     statuses, expected = Counter(), {}
@@ -561,7 +562,8 @@ def test_oversized_bodies_are_413_and_change_nothing(server, merchant, auth, api
     doc = apiwalk.document(server.url)
     names = {"product_id": product.id, "account_id": funded_account_id, "receiver_url": "http://127.0.0.1:9/",
              "key_id": merchants.create_api_key(merchant[0].id).id, "endpoint_id": "ep_none", "delivery_id": "dlv_none",
-             "top_up_id": "topup_none", "grant_id": apiwalk.grant_of(funded_account_id)}
+             "top_up_id": "topup_none", "grant_id": apiwalk.grant_of(funded_account_id),
+             "hold_id": apiwalk.hold_of(funded_account_id)}
     session = apiwalk.sign_in(requests.Session(), server.url, merchant[0].id, "bob@example.com")  # for /me
     results = []
     before = apiwalk.fingerprint()

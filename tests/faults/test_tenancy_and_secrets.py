@@ -82,7 +82,8 @@ def test_another_merchants_ids_are_404_on_every_route_and_change_nothing(server,
            "key_id": merchants.create_api_key(merchant_a.id).id, "invoice_id": "order_1",
            "delivery_id": storage.WebhookDelivery.get(storage.WebhookDelivery.endpoint == endpoint).id,
            "top_up_id": apiwalk.unresolved_top_up(funded_account_id), "receiver_url": "http://127.0.0.1:9/hook",
-           "grant_id": apiwalk.grant_of(funded_account_id)}
+           "grant_id": apiwalk.grant_of(funded_account_id),
+           "hold_id": apiwalk.hold_of(funded_account_id)}
     merchant_b = merchants.create_merchant("Other Rockets")
     b_auth = bearer(merchant_b[1].key)
     doc = apiwalk.document(server.url)
@@ -230,7 +231,8 @@ def test_secrets_never_appear_after_creation(app, env, tmp_path, merchant, auth,
             key_id = created.json()["id"]
             delivery_id = storage.WebhookDelivery.get(storage.WebhookDelivery.endpoint == endpoint_id).id
             ids = {"product_id": product.id, "account_id": funded_account_id, "endpoint_id": endpoint_id,
-                   "key_id": key_id, "delivery_id": delivery_id, "grant_id": apiwalk.grant_of(funded_account_id)}
+                   "key_id": key_id, "delivery_id": delivery_id, "grant_id": apiwalk.grant_of(funded_account_id),
+                   "hold_id": apiwalk.hold_of(funded_account_id)}
             reads = [op for op in apiwalk.operations(doc) if op.method == "get"]
             for op in reads:
                 assert call("get", apiwalk.url_path(op, ids), headers=auth).status_code == 200, str(op)

@@ -26,6 +26,7 @@ def test_put_switches_auto_top_up_on_and_answers_the_account(client, api_key, fu
     assert response.status_code == 200
     assert response.get_json() == {
         "id": funded_account_id, "product_id": product.id, "buyer_email": "bob@example.com", "balance": 1000,
+        "available": 1000, "held": 0,
         "threshold": 200, "auto_top_up": {"enabled": True, "payment_method": "pm_card_visa", "customer": "cus_9"},
         "balances": {"paid": 1000, "promotional": 0}, "next_expiry": None,
     }
