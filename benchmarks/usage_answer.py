@@ -1,0 +1,49 @@
+"""Micro-benchmark of the usage endpoint's answer: ``python -m benchmarks.usage_answer [seconds] [db]``.
+
+Deductions through ``POST /buyer-addon/usage/add`` and balance reads through
+``POST /buyer-addon/usage``, in process with Flask's test client (no network,
+no server), so what it measures is the plugin's own cost per request: the
+ledger write and everything the answer carries (the auto top-up state and the
+depletion forecast included). Prints one JSON line per database and operation.
+Run it before and after a change, alternately, several times.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import storage
+from benchmarks.run import databases, make_app, rate, seed
+
+
+def main() -> None:
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 3.0
+    only = sys.argv[2] if len(sys.argv) > 2 else None
+    for name, url in databases():
+        if only and only.lower() != name.lower():
+            continue
+        app = make_app(url)
+        with app.app_context():
+            storage.migrate()
+            _, key, product_id, _ = seed(1, 10**12)
+            client = app.test_client()
+            headers = {"Authorization": f"Bearer {key}"}
+            body = {"product_id": product_id, "buyer_email": "b0@bench.example"}
+
+            def deduct() -> None:
+                response = client.post("/api/buyer-addon/usage/add", json={**body, "value": -1}, headers=headers)
+                assert response.status_code == 200, response.get_data(as_text=True)
+
+            def read() -> None:
+                response = client.post("/api/buyer-addon/usage", json=body, headers=headers)
+                assert response.status_code == 200, response.get_data(as_text=True)
+
+            deduct()
+            for operation, fn in (("usage/add", deduct), ("usage", read)):
+                print(json.dumps({"db": name, "op": operation, "per_s": round(rate(fn, seconds), 1)}), flush=True)
+        storage.unbind()
+
+
+if __name__ == "__main__":
+    main()
