@@ -110,6 +110,16 @@ SETTINGS: dict[str, Setting] = {
     "ADDONS_GRANT_EXPIRY_WARNING": Setting(
         3 * 24 * 3600, INTEGER, "Grant expiry warning",
         "Seconds before a grant's expiry that grant.expiring is sent (None: never)."),
+    "ADDONS_AUTO_TOP_UP_TERMS": Setting(
+        None, STRING, "Auto top-up terms",
+        "What a buyer agrees to when auto top-up is switched on: a format string with {merchant}, {credits}, "
+        "{price}, {currency}, {threshold}, {monthly_limit}; None: the plain-English default."),
+    "ADDONS_FORECAST_WINDOW": Setting(
+        7 * 24 * 3600, INTEGER, "Forecast window",
+        "Seconds of past usage the depletion forecast averages."),
+    "ADDONS_FORECAST_WARNING": Setting(
+        3 * 24 * 3600, INTEGER, "Forecast warning",
+        "balance.forecast_low is sent when credits would run out within this many seconds (auto top-up off)."),
 }
 
 #: Each key's default.

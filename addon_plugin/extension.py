@@ -12,7 +12,7 @@ from flask import Flask
 
 import storage
 
-from . import config, grants, topup
+from . import config, forecast, grants, topup
 from .hooks import HostHooks
 from .state import AddonsState
 
@@ -87,6 +87,7 @@ class AddonPlugin(HostHooks):
         # Features that subscribe to signals or add worker tasks wire themselves here.
         topup.init_app(app)
         grants.init_app(app)
+        forecast.init_app(app)
         webhooks.init_app(app)
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import storage
 from storage import isoformat
 
-from . import grants, ledger
+from . import forecast, grants, ledger, topup_state
 from .ledger import Account, Change, Entry
 from .money import from_minor
 
@@ -27,7 +27,8 @@ grant_body = grants.grant_body
 
 
 def account_body(account: Account | storage.CreditAccount) -> dict[str, Any]:
-    """An account resource, with its spendable credits by category and next expiry."""
+    """An account resource, with its spendable credits by category and next
+    expiry, its visible auto top-up state and its depletion forecast."""
     if isinstance(account, storage.CreditAccount):
         if account.next_expiry_at is not None:  # may be due: the ledger writes it before reporting
             account = ledger.get_account(account.id)
@@ -42,8 +43,9 @@ def account_body(account: Account | storage.CreditAccount) -> dict[str, Any]:
         "balance": account.balance,
         "threshold": account.threshold,
         "auto_top_up": {"enabled": account.auto_top_up_enabled, "payment_method": account.payment_method,
-                        "customer": account.customer},
+                        "customer": account.customer, **topup_state.state(account.id)},
         **grants.summary(account.id),
+        "forecast": forecast.forecast(account),
     }
 
 
@@ -139,4 +141,5 @@ def top_up_body(top_up: storage.TopUp) -> dict[str, Any]:
         "created_at": isoformat(top_up.created_at),
         "updated_at": isoformat(top_up.updated_at),
         "completed_at": isoformat(top_up.completed_at),
+        "consent_id": top_up.consent_id,
     }

@@ -90,6 +90,13 @@ webhook_delivery_failed = _signals.signal("webhook-delivery-failed")
 #: ``grant`` (a dict, as the grants resource shows it).
 grant_expiring = _signals.signal("grant-expiring")
 
+#: Sent by the worker when an account with auto top-up off is forecast to run
+#: out of credits within ``ADDONS_FORECAST_WARNING``: once per approach (again
+#: only after the forecast has moved back out), inside the transaction that
+#: marks it warned. Kwargs: ``account`` and ``forecast``
+#: (``{"credits_per_day", "depletes_at"}``, as the account resource shows it).
+balance_forecast_low = _signals.signal("balance-forecast-low")
+
 __all__ = [
     "balance_changed",
     "balance_low",
@@ -103,4 +110,5 @@ __all__ = [
     "product_saved",
     "webhook_delivery_failed",
     "grant_expiring",
+    "balance_forecast_low",
 ]

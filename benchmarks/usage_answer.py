@@ -13,8 +13,27 @@ from __future__ import annotations
 import json
 import sys
 
+from flask.testing import FlaskClient
+
 import storage
 from benchmarks.run import databases, make_app, rate, seed
+
+
+def _measure(name: str, client: FlaskClient, key: str, product_id: str, seconds: float) -> None:
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"product_id": product_id, "buyer_email": "b0@bench.example"}
+
+    def deduct() -> None:
+        response = client.post("/api/buyer-addon/usage/add", json={**body, "value": -1}, headers=headers)
+        assert response.status_code == 200, response.get_data(as_text=True)
+
+    def read() -> None:
+        response = client.post("/api/buyer-addon/usage", json=body, headers=headers)
+        assert response.status_code == 200, response.get_data(as_text=True)
+
+    deduct()
+    for operation, fn in (("usage/add", deduct), ("usage", read)):
+        print(json.dumps({"db": name, "op": operation, "per_s": round(rate(fn, seconds), 1)}), flush=True)
 
 
 def main() -> None:
@@ -27,21 +46,7 @@ def main() -> None:
         with app.app_context():
             storage.migrate()
             _, key, product_id, _ = seed(1, 10**12)
-            client = app.test_client()
-            headers = {"Authorization": f"Bearer {key}"}
-            body = {"product_id": product_id, "buyer_email": "b0@bench.example"}
-
-            def deduct() -> None:
-                response = client.post("/api/buyer-addon/usage/add", json={**body, "value": -1}, headers=headers)
-                assert response.status_code == 200, response.get_data(as_text=True)
-
-            def read() -> None:
-                response = client.post("/api/buyer-addon/usage", json=body, headers=headers)
-                assert response.status_code == 200, response.get_data(as_text=True)
-
-            deduct()
-            for operation, fn in (("usage/add", deduct), ("usage", read)):
-                print(json.dumps({"db": name, "op": operation, "per_s": round(rate(fn, seconds), 1)}), flush=True)
+            _measure(name, app.test_client(), key, product_id, seconds)
         storage.unbind()
 
 

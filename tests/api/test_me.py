@@ -9,7 +9,7 @@ import responses
 import storage
 from addon_plugin import ledger
 from addon_plugin.topup import GatewayUnavailable, TestGateway, current_gateway
-from tests.helpers import create_product
+from tests.helpers import QUIET, create_product
 
 ME = "/api/addons/me/accounts"
 ON = {"enabled": True, "threshold": 30, "payment_method": "pm_card_visa"}
@@ -45,8 +45,9 @@ def test_a_buyer_lists_only_their_own_accounts(client, bobs, merchant_id, produc
     assert [a["id"] for a in answer.json["data"]] == [mine_too, bobs]  # newest first
     assert answer.json["data"][1] == {"id": bobs, "product_id": product.id, "buyer_email": "bob@example.com",
                                       "balance": 0, "threshold": None,
-                                      "auto_top_up": {"enabled": False, "payment_method": None, "customer": None},
-                                      "balances": {"paid": 0, "promotional": 0}, "next_expiry": None}
+                                      "auto_top_up": {"enabled": False, "payment_method": None, "customer": None,
+                                                      **QUIET},
+                                      "balances": {"paid": 0, "promotional": 0}, "next_expiry": None, "forecast": None}
 
 
 def test_a_buyer_switches_auto_top_up_on_and_off(client, bobs):

@@ -7,7 +7,7 @@ import pytest
 import storage
 from addon_plugin import ledger
 from addon_plugin.schemas import TopUpSchema
-from tests.helpers import create_product
+from tests.helpers import QUIET, create_product
 
 
 def put(client, api_key, account_id, body, **headers):
@@ -26,8 +26,9 @@ def test_put_switches_auto_top_up_on_and_answers_the_account(client, api_key, fu
     assert response.status_code == 200
     assert response.get_json() == {
         "id": funded_account_id, "product_id": product.id, "buyer_email": "bob@example.com", "balance": 1000,
-        "threshold": 200, "auto_top_up": {"enabled": True, "payment_method": "pm_card_visa", "customer": "cus_9"},
-        "balances": {"paid": 1000, "promotional": 0}, "next_expiry": None,
+        "threshold": 200,
+        "auto_top_up": {"enabled": True, "payment_method": "pm_card_visa", "customer": "cus_9", **QUIET},
+        "balances": {"paid": 1000, "promotional": 0}, "next_expiry": None, "forecast": None,
     }
 
 

@@ -1,0 +1,171 @@
+"""Depletion forecast: how fast an account uses credits and when it runs out.
+
+``credits_per_day`` is the credits of ``usage`` entries in the last
+``ADDONS_FORECAST_WINDOW`` seconds divided by the window's length in days (or
+by the account's age when it is younger, counted as at least one day), rounded
+to 2 decimals; ``depletes_at`` = now + max(available, 0) / credits_per_day
+days (from the unrounded rate). ``forecast`` is None without usage in the window.
+
+Kept off the usage hot path's cost: usage is counted per account per UTC day in
+``usage_day``, upserted by one prepared statement in the usage entry's own
+transaction (a ``balance_changed`` receiver, as any subscriber), and the
+forecast reads a primary-key range of at most window-days + 1 rows, never an
+aggregate over ledger entries. The oldest day is only partly inside the
+window: its usage counts in proportion to the part of it inside the window
+(usage is taken as even over that day, from the account's creation at the
+earliest); every other day counts whole.
+
+``balance.forecast_low`` (signal :data:`~addon_plugin.signals.balance_forecast_low`)
+is sent when auto top-up is off and ``depletes_at`` comes within
+``ADDONS_FORECAST_WARNING`` seconds: once per approach (``forecast_warned_at``
+marks it), again only after the forecast has moved back out. The worker checks
+every account with usage in the window (or a warning standing) on every run,
+so time passing alone can send it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from flask import Flask, current_app
+
+from storage import CreditAccount, Statements, db, isoformat, transaction, utcnow
+
+from . import ledger, signals, worker
+from .ledger import Account
+from .state import current_app_object
+
+__all__ = ["available_credits", "day_number", "bump", "compute", "forecast", "warn_due", "on_balance_changed",
+           "init_app"]
+
+_EPOCH = datetime(1970, 1, 1)
+_DAY = timedelta(days=1)
+_SECONDS_PER_DAY = Decimal(86400)
+_CENTS = Decimal("0.01")
+
+_SQL = Statements(
+    bump={
+        "sqlite": "INSERT INTO usage_day (account_id, day, credits) VALUES (?, ?, ?) "
+                  "ON CONFLICT (account_id, day) DO UPDATE SET credits = credits + excluded.credits",
+        "postgresql": "INSERT INTO usage_day (account_id, day, credits) VALUES (?, ?, ?) "
+                      "ON CONFLICT (account_id, day) DO UPDATE SET credits = usage_day.credits + excluded.credits",
+    },
+    # The account's age and its usage days in the window: a primary-key range.
+    window="SELECT a.created_at, u.day, u.credits FROM credit_account a "
+           "LEFT JOIN usage_day u ON u.account_id = a.id AND u.day >= ? WHERE a.id = ?",
+    # Who the worker checks: accounts with auto top-up off and usage in the window, or a warning standing.
+    candidates="SELECT DISTINCT u.account_id FROM usage_day u JOIN credit_account a ON a.id = u.account_id "
+               "WHERE u.day >= ? AND NOT a.auto_top_up_enabled "
+               "UNION SELECT id FROM credit_account WHERE forecast_warned_at IS NOT NULL",
+)
+
+
+def available_credits(account: Account) -> int:
+    """The credits the forecast runs down: the balance (less active holds, once
+    holds exist: the one place to change)."""
+    return account.balance
+
+
+def day_number(moment: datetime) -> int:
+    """The UTC day of ``moment`` as days since 1970-01-01."""
+    return (moment - _EPOCH).days
+
+
+def bump(account_id: str, credits: int, at: datetime) -> None:
+    """Count ``credits`` of usage on ``at``'s UTC day (in the caller's transaction)."""
+    db.execute_sql(_SQL["bump"], (account_id, day_number(at), credits))
+
+
+def on_balance_changed(sender: Flask, *, account: Account, entry: ledger.Entry, **kwargs: Any) -> None:
+    """``balance_changed`` receiver: a usage entry counts toward its day."""
+    if entry.kind == "usage":
+        bump(account.id, -entry.delta, entry.created_at)
+
+
+def _as_datetime(value: datetime | str) -> datetime:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value  # SQLite answers text
+
+
+def compute(created_at: datetime, days: list[tuple[int, int]], available: int, now: datetime,
+            window_seconds: int) -> dict[str, Any] | None:
+    """The forecast from an account's creation time and its ``(day, credits)``
+    usage buckets from the window's first day on; None without usage in it."""
+    window_start = now - timedelta(seconds=window_seconds)
+    observed_from = max(window_start, created_at)
+    length = max(Decimal((now - observed_from).total_seconds()) / _SECONDS_PER_DAY, Decimal(1))
+    used = Decimal(0)
+    for day, credits in days:
+        day_start = _EPOCH + timedelta(days=day)
+        day_end = min(day_start + _DAY, now)
+        seen_from = max(day_start, created_at)
+        if seen_from >= window_start or day_end <= seen_from:
+            used += credits
+        elif day_end > window_start:  # the oldest day: the part of it inside the window
+            inside = Decimal((day_end - window_start).total_seconds())
+            used += credits * inside / Decimal((day_end - seen_from).total_seconds())
+    if used <= 0:
+        return None
+    rate = used / length
+    try:
+        depletes_at = isoformat(now + timedelta(days=float(Decimal(max(available, 0)) / rate)))
+    except OverflowError:  # later than a date can be: never, in practice
+        depletes_at = None
+    return {"credits_per_day": float(rate.quantize(_CENTS, rounding=ROUND_HALF_UP)), "depletes_at": depletes_at}
+
+
+def forecast(account: Account, now: datetime | None = None) -> dict[str, Any] | None:
+    """The account's forecast ``{"credits_per_day", "depletes_at"}``, or None."""
+    now = now or utcnow()
+    window = current_app.config["ADDONS_FORECAST_WINDOW"]
+    first_day = day_number(now - timedelta(seconds=window))
+    rows = db.execute_sql(_SQL["window"], (first_day, account.id)).fetchall()
+    if not rows:
+        return None
+    days = [(day, credits) for _, day, credits in rows if day is not None]
+    if not days:
+        return None
+    return compute(_as_datetime(rows[0][0]), days, available_credits(account), now, window)
+
+
+def _within_warning(result: dict[str, Any] | None, now: datetime) -> bool:
+    if result is None or result["depletes_at"] is None:
+        return False
+    depletes_at = datetime.fromisoformat(result["depletes_at"].rstrip("Z"))
+    return depletes_at <= now + timedelta(seconds=current_app.config["ADDONS_FORECAST_WARNING"])
+
+
+def warn_due(now: datetime | None = None) -> int:
+    """The worker task: send ``balance_forecast_low`` for each account with auto
+    top-up off whose forecast came within the warning (once per approach), and
+    clear the mark of those that moved back out. Returns how many it sent or cleared."""
+    now = now or utcnow()
+    first_day = day_number(now - timedelta(seconds=current_app.config["ADDONS_FORECAST_WINDOW"]))
+    ids = [row[0] for row in db.execute_sql(_SQL["candidates"], (first_day,)).fetchall()]
+    handled = 0
+    for account_id in ids:
+        with transaction():
+            # The row lock first, as a balance change takes it: what is read below stays true.
+            CreditAccount.update(forecast_warned_at=CreditAccount.forecast_warned_at).where(
+                CreditAccount.id == account_id).execute()
+            row = CreditAccount.get_or_none(CreditAccount.id == account_id)
+            if row is None:
+                continue
+            account = ledger.get_account(account_id)
+            result = forecast(account, now)
+            within = not account.auto_top_up_enabled and _within_warning(result, now)
+            if within and row.forecast_warned_at is None:
+                CreditAccount.update(forecast_warned_at=now).where(CreditAccount.id == account_id).execute()
+                signals.balance_forecast_low.send(current_app_object(), account=account, forecast=result)
+                handled += 1
+            elif not within and row.forecast_warned_at is not None and not account.auto_top_up_enabled:
+                CreditAccount.update(forecast_warned_at=None).where(CreditAccount.id == account_id).execute()
+                handled += 1
+    return handled
+
+
+def init_app(app: Flask) -> None:
+    """Count usage by day (``sender=app``) and register the worker's forecast check."""
+    signals.balance_changed.connect(on_balance_changed, sender=app)
+    worker.register_task(app, "forecasts", warn_due)
