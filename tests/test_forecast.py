@@ -106,13 +106,13 @@ def test_the_forecast_low_webhook_is_sent_once_per_approach(app, young_account, 
     ledger.record(young_account, -100, "usage")  # 900 left at 100 a day: 9 days
     assert forecast.warn_due() == 0 and warnings == []
     day_clock.advance(days=1)
-    ledger.record(young_account, -700, "usage")  # 200 left at 400 a day (800 / 2 days): half a day
+    ledger.record(young_account, -700, "usage")  # 200 left at 800 a day (one day old): a quarter day
     assert forecast.warn_due() == 1
     assert forecast.warn_due() == 0  # once per approach
     [sent] = warnings
-    assert sent["forecast"]["credits_per_day"] == 400.0 and sent["account"].id == young_account
+    assert sent["forecast"]["credits_per_day"] == 800.0 and sent["account"].id == young_account
     events = list(storage.WebhookEvent.select().where(storage.WebhookEvent.type == "balance.forecast_low"))
-    assert len(events) == 1 and '"forecast":{"credits_per_day":400.0' in events[0].payload
+    assert len(events) == 1 and '"forecast":{"credits_per_day":800.0' in events[0].payload
 
     ledger.record(young_account, 5000, "adjustment")  # moves back out
     assert forecast.warn_due() == 1 and len(warnings) == 1  # the mark is cleared, nothing sent
