@@ -26,7 +26,6 @@ so time passing alone can send it.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from flask import Flask, current_app
@@ -41,9 +40,6 @@ __all__ = ["available_credits", "day_number", "bump", "compute", "forecast", "wa
            "init_app"]
 
 _EPOCH = datetime(1970, 1, 1)
-_DAY = timedelta(days=1)
-_SECONDS_PER_DAY = Decimal(86400)
-_CENTS = Decimal("0.01")
 
 _SQL = Statements(
     bump={
@@ -91,28 +87,29 @@ def _as_datetime(value: datetime | str) -> datetime:
 def compute(created_at: datetime, days: list[tuple[int, int]], available: int, now: datetime,
             window_seconds: int) -> dict[str, Any] | None:
     """The forecast from an account's creation time and its ``(day, credits)``
-    usage buckets from the window's first day on; None without usage in it."""
-    window_start = now - timedelta(seconds=window_seconds)
-    observed_from = max(window_start, created_at)
-    length = max(Decimal((now - observed_from).total_seconds()) / _SECONDS_PER_DAY, Decimal(1))
-    used = Decimal(0)
+    usage buckets from the window's first day on; None without usage in it.
+    Times as seconds since 1970 (a rate, not money: floats are fine here)."""
+    now_s = (now - _EPOCH).total_seconds()
+    created_s = (created_at - _EPOCH).total_seconds()
+    window_start = now_s - window_seconds
+    length_days = max((now_s - max(window_start, created_s)) / 86400, 1.0)
+    used = 0.0
     for day, credits in days:
-        day_start = _EPOCH + timedelta(days=day)
-        day_end = min(day_start + _DAY, now)
-        seen_from = max(day_start, created_at)
+        day_start = day * 86400
+        day_end = min(day_start + 86400, now_s)
+        seen_from = max(day_start, created_s)
         if seen_from >= window_start or day_end <= seen_from:
             used += credits
         elif day_end > window_start:  # the oldest day: the part of it inside the window
-            inside = Decimal((day_end - window_start).total_seconds())
-            used += credits * inside / Decimal((day_end - seen_from).total_seconds())
+            used += credits * (day_end - window_start) / (day_end - seen_from)
     if used <= 0:
         return None
-    rate = used / length
+    rate = used / length_days
     try:
-        depletes_at = isoformat(now + timedelta(days=float(Decimal(max(available, 0)) / rate)))
+        depletes_at = isoformat(now + timedelta(days=max(available, 0) / rate))
     except OverflowError:  # later than a date can be: never, in practice
         depletes_at = None
-    return {"credits_per_day": float(rate.quantize(_CENTS, rounding=ROUND_HALF_UP)), "depletes_at": depletes_at}
+    return {"credits_per_day": round(rate, 2), "depletes_at": depletes_at}
 
 
 def forecast(account: Account, now: datetime | None = None) -> dict[str, Any] | None:
