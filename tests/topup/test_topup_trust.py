@@ -11,7 +11,7 @@ from peewee import DatabaseError
 import storage
 from addon_plugin import ledger
 from addon_plugin.topup import consent, execute, set_auto_top_up
-from tests.helpers import THRESHOLD, bearer, top_ups
+from tests.helpers import THRESHOLD, bearer, run_concurrently, top_ups
 
 ACCOUNTS = "/api/addons/accounts"
 ON = {"enabled": True, "threshold": 200, "payment_method": "pm_card_visa", "customer": "cus_9"}
@@ -23,9 +23,9 @@ def consents(account_id: str) -> list[storage.AutoTopUpConsent]:
                 .order_by(storage.AutoTopUpConsent.id))
 
 
-def put(client, key, account_id, body, **kwargs):
-    return client.put(f"{ACCOUNTS}/{account_id}/auto-top-up", json=body, headers={**bearer(key), **BROWSER},
-                      environ_base={"REMOTE_ADDR": "203.0.113.7"}, **kwargs)
+def put(client, key, account_id, body, headers=None):
+    return client.put(f"{ACCOUNTS}/{account_id}/auto-top-up", json=body,
+                      headers={**(headers or bearer(key)), **BROWSER}, environ_base={"REMOTE_ADDR": "203.0.113.7"})
 
 
 # -- consent records ----------------------------------------------------------------------------------
@@ -217,3 +217,57 @@ def test_a_decline_shows_in_the_very_next_usage_answer(app, client, api_key, mer
     assert answer["retry_at"] == storage.isoformat(blocked) and blocked > clock()
     assert answer["last_top_up"] == {"id": top_up.id, "status": "failed", "credits": 200, "amount": "38.00",
                                      "currency": "USD", "at": storage.isoformat(top_up.completed_at)}
+
+
+# -- the auditor's questions: twice, concurrently, answer lost, crash between steps -------------------
+
+def test_the_same_switch_on_sent_concurrently_writes_one_record(app, merchant_id, funded_account_id, gateway):
+    def switch_on(index: int) -> None:
+        set_auto_top_up(funded_account_id, merchant_id=merchant_id, enabled=True, threshold=THRESHOLD,
+                        payment_method="pm_card_visa", monthly_limit="30.00")
+
+    assert run_concurrently(switch_on, 6, app=app) == []
+    [record] = consents(funded_account_id)
+    assert storage.CreditAccount.get_by_id(funded_account_id).consent_id == record.id
+
+
+def test_a_replayed_request_writes_no_second_record(client, api_key, funded_account_id, gateway):
+    first = put(client, api_key, funded_account_id, ON, headers={**bearer(api_key), "Idempotency-Key": "s-1"})
+    again = put(client, api_key, funded_account_id, ON, headers={**bearer(api_key), "Idempotency-Key": "s-1"})
+    assert first.status_code == again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert len(consents(funded_account_id)) == 1
+
+
+def test_a_change_that_fails_after_the_record_leaves_neither(app, merchant_id, funded_account_id, gateway,
+                                                              monkeypatch):
+    from addon_plugin.topup import decide
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the process died here")
+
+    monkeypatch.setattr(decide, "decide", crash)  # after the record and the settings were written
+    with pytest.raises(RuntimeError):
+        set_auto_top_up(funded_account_id, merchant_id=merchant_id, enabled=True, threshold=THRESHOLD,
+                        payment_method="pm_card_visa")
+    row = storage.CreditAccount.get_by_id(funded_account_id)
+    assert consents(funded_account_id) == [] and (row.auto_top_up_enabled, row.consent_id) == (False, None)
+
+
+@pytest.mark.parametrize("bad", ["-1", "1e3", 12.5, "1.001"])
+def test_a_bad_checkout_limit_refuses_the_order_before_anything_is_granted(app, merchant_id, bad):
+    from addon_plugin.errors import ValidationError
+
+    app.config["ADDONS_PAYMENT_GATEWAY"] = "test"
+    storage.Product.create(id=storage.new_id("prod"), merchant=merchant_id, name="addon", price_minor=500,
+                           currency="USD", credit_amount=50, top_up_allowed=True, host_product_id="host-7")
+    order = {"id": "order_1", "merchant_id": merchant_id, "buyer_email": "bob@example.com",
+             "lines": [{"id": "l1", "host_product_id": "host-7", "quantity": 1}], "payment_method": "pm_card_visa",
+             "auto_top_up_threshold": 20, "auto_top_up_monthly_limit": bad}
+    if bad == "1.001":  # well-formed, but USD has 2 decimals: the opt-in is refused (logged), the credits granted
+        app.extensions["addons"].plugin.order_paid(order, None)
+        assert storage.AutoTopUpConsent.select().count() == 0
+        assert storage.CreditAccount.get().auto_top_up_enabled is False
+        return
+    with pytest.raises(ValidationError):
+        app.extensions["addons"].plugin.order_paid(order, None)
+    assert storage.LedgerEntry.select().count() == 0 and storage.AutoTopUpConsent.select().count() == 0
