@@ -10,7 +10,8 @@ Kept off the usage hot path's cost: usage is counted per account per UTC day in
 ``usage_day``, upserted by one prepared statement in the usage entry's own
 transaction (a ``balance_changed`` receiver, as any subscriber), and the
 forecast reads a primary-key range of at most window-days + 1 rows, never an
-aggregate over ledger entries. The oldest day is only partly inside the
+aggregate over ledger entries (the account answer reads it in the same
+statement as the visible auto top-up state: :mod:`.account_extras`). The oldest day is only partly inside the
 window: its usage counts in proportion to the part of it inside the window
 (usage is taken as even over that day, from the account's creation at the
 earliest); every other day counts whole.
@@ -36,10 +37,16 @@ from . import ledger, signals, worker
 from .ledger import Account
 from .state import current_app_object
 
-__all__ = ["available_credits", "day_number", "bump", "compute", "forecast", "warn_due", "on_balance_changed",
-           "init_app"]
+__all__ = ["COLUMNS", "available_credits", "day_number", "first_day", "bump", "compute", "from_columns",
+           "forecast", "warn_due", "on_balance_changed", "init_app"]
 
 _EPOCH = datetime(1970, 1, 1)
+
+#: The forecast's inputs (3 columns of ``credit_account a``; parameters: the window's first day, twice):
+#: the account's creation time, the first day's usage, the later days' (primary-key probes and a range).
+COLUMNS = """a.created_at,
+  (SELECT u.credits FROM usage_day u WHERE u.account_id = a.id AND u.day = ?),
+  (SELECT SUM(u.credits) FROM usage_day u WHERE u.account_id = a.id AND u.day > ?)"""
 
 _SQL = Statements(
     bump={
@@ -48,9 +55,7 @@ _SQL = Statements(
         "postgresql": "INSERT INTO usage_day (account_id, day, credits) VALUES (?, ?, ?) "
                       "ON CONFLICT (account_id, day) DO UPDATE SET credits = usage_day.credits + excluded.credits",
     },
-    # The account's age and its usage days in the window: a primary-key range.
-    window="SELECT a.created_at, u.day, u.credits FROM credit_account a "
-           "LEFT JOIN usage_day u ON u.account_id = a.id AND u.day >= ? WHERE a.id = ?",
+    window=f"SELECT {COLUMNS} FROM credit_account a WHERE a.id = ?",
     # Who the worker checks: accounts with auto top-up off and usage in the window, or a warning standing.
     candidates="SELECT DISTINCT u.account_id FROM usage_day u JOIN credit_account a ON a.id = u.account_id "
                "WHERE u.day >= ? AND NOT a.auto_top_up_enabled "
@@ -112,18 +117,28 @@ def compute(created_at: datetime, days: list[tuple[int, int]], available: int, n
     return {"credits_per_day": round(rate, 2), "depletes_at": depletes_at}
 
 
+def first_day(now: datetime) -> int:
+    """The UTC day the forecast window starts in."""
+    return day_number(now - timedelta(seconds=current_app.config["ADDONS_FORECAST_WINDOW"]))
+
+
+def from_columns(account: Account, created_at: datetime | str, first: int, first_credits: int | None,
+                 later_credits: int | None, now: datetime) -> dict[str, Any] | None:
+    """The forecast from a row's :data:`COLUMNS`, read with window start day ``first``."""
+    days = [(day, int(credits)) for day, credits in ((first, first_credits), (first + 1, later_credits))
+            if credits]  # the later days all lie wholly inside the window: one bucket for them
+    if not days:
+        return None
+    return compute(_as_datetime(created_at), days, available_credits(account), now,
+                   current_app.config["ADDONS_FORECAST_WINDOW"])
+
+
 def forecast(account: Account, now: datetime | None = None) -> dict[str, Any] | None:
     """The account's forecast ``{"credits_per_day", "depletes_at"}``, or None."""
     now = now or utcnow()
-    window = current_app.config["ADDONS_FORECAST_WINDOW"]
-    first_day = day_number(now - timedelta(seconds=window))
-    rows = db.execute_sql(_SQL["window"], (first_day, account.id)).fetchall()
-    if not rows:
-        return None
-    days = [(day, credits) for _, day, credits in rows if day is not None]
-    if not days:
-        return None
-    return compute(_as_datetime(rows[0][0]), days, available_credits(account), now, window)
+    first = first_day(now)
+    row = db.execute_sql(_SQL["window"], (first, first, account.id)).fetchone()
+    return None if row is None else from_columns(account, row[0], first, row[1], row[2], now)
 
 
 def _within_warning(result: dict[str, Any] | None, now: datetime) -> bool:
@@ -138,8 +153,7 @@ def warn_due(now: datetime | None = None) -> int:
     top-up off whose forecast came within the warning (once per approach), and
     clear the mark of those that moved back out. Returns how many it sent or cleared."""
     now = now or utcnow()
-    first_day = day_number(now - timedelta(seconds=current_app.config["ADDONS_FORECAST_WINDOW"]))
-    ids = [row[0] for row in db.execute_sql(_SQL["candidates"], (first_day,)).fetchall()]
+    ids = [row[0] for row in db.execute_sql(_SQL["candidates"], (first_day(now),)).fetchall()]
     handled = 0
     for account_id in ids:
         with transaction():

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import storage
 from storage import isoformat
 
-from . import forecast, grants, ledger, topup_state
+from . import account_extras, grants, ledger
 from .ledger import Account, Change, Entry
 from .money import from_minor
 
@@ -36,6 +36,7 @@ def account_body(account: Account | storage.CreditAccount) -> dict[str, Any]:
             account = Account(account.id, account.merchant_id, account.product_id, account.buyer_email,
                               account.balance, account.threshold, account.auto_top_up_enabled,
                               account.payment_method, account.customer)
+    auto_top_up_state, forecast = account_extras.read(account)
     return {
         "id": account.id,
         "product_id": account.product_id,
@@ -43,9 +44,9 @@ def account_body(account: Account | storage.CreditAccount) -> dict[str, Any]:
         "balance": account.balance,
         "threshold": account.threshold,
         "auto_top_up": {"enabled": account.auto_top_up_enabled, "payment_method": account.payment_method,
-                        "customer": account.customer, **topup_state.state(account.id)},
+                        "customer": account.customer, **auto_top_up_state},
         **grants.summary(account.id),
-        "forecast": forecast.forecast(account),
+        "forecast": forecast,
     }
 
 

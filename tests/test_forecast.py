@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 
 import storage
-from addon_plugin import forecast, ledger, signals, topup_state
+from addon_plugin import account_extras, forecast, ledger, signals, topup_state
 from addon_plugin.topup import set_auto_top_up
 from tests.helpers import Clock
 
@@ -20,7 +20,7 @@ def day_clock(monkeypatch) -> Clock:
     """One clock for the ledger (so the usage days), the forecast and the visible state."""
     clock = Clock()
     clock.now = START
-    for module in (ledger, forecast, topup_state):
+    for module in (ledger, forecast, topup_state, account_extras):
         monkeypatch.setattr(module, "utcnow", clock)
     return clock
 

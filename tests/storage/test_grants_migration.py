@@ -37,7 +37,7 @@ def test_positive_balances_become_paid_grants_and_debt_stays_debt(new_database, 
     with app.app_context():
         assert storage.migrate(to=7) == [1, 2, 3, 4, 5, 6, 7]
         _seed_version_7({"pos@example.com": 250, "zero@example.com": 0, "neg@example.com": -40})
-        assert storage.migrate(to=8) == [8]
+        assert storage.migrate()[0] == 8  # and every later one
 
         grants = list(storage.CreditGrant.select())
         assert [(g.account_id, g.category, g.amount, g.remaining, g.status, g.source, g.expires_at)
