@@ -56,10 +56,13 @@ _SQL = Statements(
                       "ON CONFLICT (account_id, day) DO UPDATE SET credits = usage_day.credits + excluded.credits",
     },
     window=f"SELECT {COLUMNS} FROM credit_account a WHERE a.id = ?",
-    # Who the worker checks: accounts with auto top-up off and usage in the window, or a warning standing.
-    candidates="SELECT DISTINCT u.account_id FROM usage_day u JOIN credit_account a ON a.id = u.account_id "
-               "WHERE u.day >= ? AND NOT a.auto_top_up_enabled "
-               "UNION SELECT id FROM credit_account WHERE forecast_warned_at IS NOT NULL",
+    # Who the worker checks, with what it needs to: accounts with auto top-up off and usage in the
+    # window, or a warning standing. Parameters: the window's first day, three times.
+    candidates=f"""SELECT a.id, a.merchant_id, a.product_id, a.buyer_email, a.balance, a.threshold,
+  a.auto_top_up_enabled, a.payment_method, a.customer, a.forecast_warned_at, {COLUMNS}
+FROM credit_account a
+WHERE (NOT a.auto_top_up_enabled AND a.id IN (SELECT u.account_id FROM usage_day u WHERE u.day >= ?))
+   OR a.forecast_warned_at IS NOT NULL""",
 )
 
 
@@ -148,35 +151,50 @@ def _within_warning(result: dict[str, Any] | None, now: datetime) -> bool:
     return depletes_at <= now + timedelta(seconds=current_app.config["ADDONS_FORECAST_WARNING"])
 
 
+def _check(account: Account, result: dict[str, Any] | None, warned: bool, now: datetime) -> bool | None:
+    """True: send the warning; False: clear the mark (moved back out); None: nothing to do."""
+    within = not account.auto_top_up_enabled and _within_warning(result, now)
+    if within and not warned:
+        return True
+    if not within and warned and not account.auto_top_up_enabled:
+        return False
+    return None
+
+
 def warn_due(now: datetime | None = None) -> int:
     """The worker task: send ``balance_forecast_low`` for each account with auto
     top-up off whose forecast came within the warning (once per approach), and
-    clear the mark of those that moved back out. Returns how many it sent or cleared."""
+    clear the mark of those that moved back out. Returns how many it sent or cleared.
+
+    One read finds every candidate with its forecast's inputs; only an account
+    whose mark must change is locked and looked at again, in a transaction."""
     now = now or utcnow()
-    ids = [row[0] for row in db.execute_sql(_SQL["candidates"], (first_day(now),)).fetchall()]
+    first = first_day(now)
     handled = 0
-    for account_id in ids:
+    for row in db.execute_sql(_SQL["candidates"], (first, first, first)).fetchall():
+        account = Account(*row[:9])
+        if _check(account, from_columns(account, row[10], first, row[11], row[12], now), row[9] is not None,
+                  now) is None:
+            continue
         with transaction():
             # The row lock first, as a balance change takes it: what is read below stays true.
             CreditAccount.update(forecast_warned_at=CreditAccount.forecast_warned_at).where(
-                CreditAccount.id == account_id).execute()
-            row = CreditAccount.get_or_none(CreditAccount.id == account_id)
-            if row is None:
-                continue
-            account = ledger.get_account(account_id)
+                CreditAccount.id == account.id).execute()
+            warned = CreditAccount.select(CreditAccount.forecast_warned_at).where(
+                CreditAccount.id == account.id).scalar() is not None
+            account = ledger.get_account(account.id)
             result = forecast(account, now)
-            within = not account.auto_top_up_enabled and _within_warning(result, now)
-            if within and row.forecast_warned_at is None:
-                CreditAccount.update(forecast_warned_at=now).where(CreditAccount.id == account_id).execute()
+            action = _check(account, result, warned, now)
+            if action is True:
+                CreditAccount.update(forecast_warned_at=now).where(CreditAccount.id == account.id).execute()
                 signals.balance_forecast_low.send(current_app_object(), account=account, forecast=result)
-                handled += 1
-            elif not within and row.forecast_warned_at is not None and not account.auto_top_up_enabled:
-                CreditAccount.update(forecast_warned_at=None).where(CreditAccount.id == account_id).execute()
-                handled += 1
+            elif action is False:
+                CreditAccount.update(forecast_warned_at=None).where(CreditAccount.id == account.id).execute()
+            handled += action is not None
     return handled
 
 
 def init_app(app: Flask) -> None:
     """Count usage by day (``sender=app``) and register the worker's forecast check."""
     signals.balance_changed.connect(on_balance_changed, sender=app)
-    worker.register_task(app, "forecasts", warn_due)
+    worker.register_task(app, "forecasts", warn_due, once_per_run=True)
