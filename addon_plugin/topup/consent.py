@@ -26,12 +26,12 @@ from flask import Flask, current_app
 import storage
 from storage import AutoTopUpConsent, new_id
 
-from ..money import from_minor
+from ..money import from_minor, parse_price, to_minor
 from ..pagination import paginate
 from .records import account_row
 
 __all__ = ["DEFAULT_TERMS", "DEFAULT_TERMS_WITH_LIMIT", "WITHDRAWAL_TERMS", "PLACEHOLDERS", "check_terms",
-           "render_terms", "changes_consent", "record", "consent_body", "list_consents"]
+           "render_terms", "terms_for", "changes_consent", "record", "consent_body", "list_consents"]
 
 #: The names a terms format string may use.
 PLACEHOLDERS = frozenset({"merchant", "credits", "price", "currency", "threshold", "monthly_limit"})
@@ -90,6 +90,17 @@ def render_terms(*, merchant: str, credits: int, price_minor: int, currency: str
     limit = "none" if monthly_limit_minor is None else str(from_minor(monthly_limit_minor, currency))
     return template.format(merchant=merchant, credits=credits, price=from_minor(price_minor, currency),
                            currency=currency, threshold=threshold, monthly_limit=limit)
+
+
+def terms_for(product: storage.Product, *, threshold: int, monthly_limit: str | None = None) -> str:
+    """The terms a buyer would agree to by switching auto top-up on for
+    ``product`` at ``threshold`` (and ``monthly_limit``, a decimal string): what
+    to show beside the switch, word for word as the consent record will keep it."""
+    limit_minor = None if monthly_limit is None else to_minor(parse_price(monthly_limit, product.currency),
+                                                              product.currency)
+    merchant = product.merchant.name
+    return render_terms(merchant=merchant, credits=product.credit_amount, price_minor=product.price_minor,
+                        currency=product.currency, threshold=threshold, monthly_limit_minor=limit_minor)
 
 
 #: The settings whose change, while auto top-up is on, changes what it may charge.

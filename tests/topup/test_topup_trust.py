@@ -271,3 +271,25 @@ def test_a_bad_checkout_limit_refuses_the_order_before_anything_is_granted(app, 
     with pytest.raises(ValidationError):
         app.extensions["addons"].plugin.order_paid(order, None)
     assert storage.LedgerEntry.select().count() == 0 and storage.AutoTopUpConsent.select().count() == 0
+
+
+def test_the_terms_shown_before_switching_on_are_the_terms_recorded(merchant_id, product, funded_account_id,
+                                                                    gateway):
+    shown = consent.terms_for(product, threshold=THRESHOLD, monthly_limit="57.00")
+    set_auto_top_up(funded_account_id, merchant_id=merchant_id, enabled=True, threshold=THRESHOLD,
+                    payment_method="pm_card_visa", monthly_limit="57.00")
+    [record] = consents(funded_account_id)
+    assert record.terms == shown and record.actor == "host"
+
+
+def test_a_custom_terms_setting_is_rendered_and_a_bad_one_fails_at_start_up(app, merchant_id, product,
+                                                                            funded_account_id, gateway):
+    app.config["ADDONS_AUTO_TOP_UP_TERMS"] = "{merchant}: {credits} for {price} {currency} at {threshold}; " \
+                                             "cap {monthly_limit}"
+    set_auto_top_up(funded_account_id, merchant_id=merchant_id, enabled=True, threshold=THRESHOLD,
+                    payment_method="pm_card_visa")
+    assert consents(funded_account_id)[0].terms == "Acme Rockets: 100 for 19.00 USD at 500; cap none"
+    for bad in ("{merchant} {card}", "{merchant", "  "):
+        app.config["ADDONS_AUTO_TOP_UP_TERMS"] = bad
+        with pytest.raises(ValueError, match="ADDONS_AUTO_TOP_UP_TERMS"):
+            consent.check_terms(app)
