@@ -7,7 +7,7 @@ import pytest
 import storage
 from addon_plugin import ledger
 from addon_plugin.schemas import TopUpSchema
-from tests.helpers import QUIET, create_product
+from tests.helpers import QUIET, create_product, settings_of
 
 
 def put(client, api_key, account_id, body, **headers):
@@ -37,7 +37,7 @@ def test_put_without_optional_fields_clears_them(client, api_key, auto_account_i
     assert response.status_code == 200
     body = response.get_json()
     assert body["threshold"] is None
-    assert body["auto_top_up"] == {"enabled": False, "payment_method": None, "customer": None}
+    assert settings_of(body["auto_top_up"]) == {"enabled": False, "payment_method": None, "customer": None}
 
 
 @pytest.mark.parametrize(("body", "field"), [
