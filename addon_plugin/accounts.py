@@ -39,8 +39,8 @@ from .schemas import (
 if TYPE_CHECKING:
     from .hooks import SignedInBuyer
 
-__all__ = ["get_account", "list_accounts", "list_entries", "list_grants", "list_top_ups", "adjust", "record_usage",
-           "set_auto_top_up", "set_buyer_auto_top_up", "resolve_top_up"]
+__all__ = ["get_account", "list_accounts", "list_entries", "list_grants", "list_top_ups", "list_consents", "adjust",
+           "record_usage", "set_auto_top_up", "set_buyer_auto_top_up", "resolve_top_up"]
 
 _list_schema = AccountListQuerySchema()
 _page_schema = ListQuerySchema()
@@ -138,17 +138,29 @@ def record_usage(merchant_id: str, data: Mapping[str, Any], *, actor: str | None
 
 def set_auto_top_up(merchant_id: str, account_id: str, *, enabled: bool, threshold: int | None = None,
                     payment_method: str | None = None, customer: str | None = None,
-                    buyer_email: str | None = None) -> dict[str, Any]:
+                    buyer_email: str | None = None, monthly_limit: str | None = None, actor: str = "host",
+                    ip: str | None = None, user_agent: str | None = None) -> dict[str, Any]:
     """Replace the account's auto top-up settings, as the merchant's ``PUT
     …/auto-top-up`` (idempotent by itself; the merchant and the host are trusted
-    to name the card); ``buyer_email`` limits it to that buyer's account.
+    to name the card); ``buyer_email`` limits it to that buyer's account. A
+    change the buyer must agree to is recorded as a consent record naming
+    ``actor`` (an API key id, or ``host``), ``ip`` and ``user_agent``.
     Returns the account resource."""
     return account_body(topup.set_auto_top_up(
         account_id, merchant_id=merchant_id, enabled=enabled, threshold=threshold,
-        payment_method=payment_method, customer=customer, buyer_email=buyer_email))
+        payment_method=payment_method, customer=customer, buyer_email=buyer_email, monthly_limit=monthly_limit,
+        actor=actor, ip=ip, user_agent=user_agent))
 
 
-def set_buyer_auto_top_up(buyer: SignedInBuyer, account_id: str, data: Mapping[str, Any]) -> dict[str, Any]:
+def list_consents(merchant_id: str, account_id: str, *, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+    """A page of the account's auto top-up consent records, newest first: what
+    the buyer agreed to (the exact terms), who changed it and from where."""
+    args = load_fields(_page_schema, _given(limit=limit, cursor=cursor))
+    return topup.list_consents(account_id, merchant_id=merchant_id, limit=args["limit"], cursor=args.get("cursor"))
+
+
+def set_buyer_auto_top_up(buyer: SignedInBuyer, account_id: str, data: Mapping[str, Any], *,
+                          ip: str | None = None, user_agent: str | None = None) -> dict[str, Any]:
     """The signed-in buyer's own change, as ``PUT /addons/me/accounts/<id>/auto-top-up``:
     ``buyer`` is :meth:`AddonPlugin.current_buyer` (the host's session) and
     ``data`` what the buyer sent: ``enabled``, ``threshold``, ``payment_method``,
@@ -160,7 +172,7 @@ def set_buyer_auto_top_up(buyer: SignedInBuyer, account_id: str, data: Mapping[s
     loaded = load_fields(_buyer_settings_schema, data)
     topup.check_owner(loaded["payment_method"], customer=buyer.customer)  # a gateway call: no transaction
     return _run(buyer.merchant_id, ("buyer_auto_top_up", account_id), loaded,
-                lambda: apply_buyer_auto_top_up(buyer, account_id, loaded),
+                lambda: apply_buyer_auto_top_up(buyer, account_id, loaded, ip=ip, user_agent=user_agent),
                 key_space=idempotency.buyer_key_space(buyer.buyer_email))
 
 
@@ -200,12 +212,16 @@ def apply_usage(merchant_id: str, data: dict[str, Any], key: str | None, actor: 
     return Outcome(200, usage_body(change.account, change.entry), replayed=change.replayed)
 
 
-def apply_buyer_auto_top_up(buyer: SignedInBuyer, account_id: str, data: dict[str, Any]) -> tuple[dict[str, Any], int]:
+def apply_buyer_auto_top_up(buyer: SignedInBuyer, account_id: str, data: dict[str, Any], *,
+                            ip: str | None = None, user_agent: str | None = None) -> tuple[dict[str, Any], int]:
     """The buyer's settings of loaded ``data``, their payment method already
-    checked: ``(the account, 200)``, with the host's customer."""
+    checked: ``(the account, 200)``, with the host's customer; a consent record
+    names the actor ``buyer``."""
     account = topup.set_auto_top_up(account_id, merchant_id=buyer.merchant_id, buyer_email=buyer.buyer_email,
                                     enabled=data["enabled"], threshold=data["threshold"],
-                                    payment_method=data["payment_method"], customer=buyer.customer)
+                                    payment_method=data["payment_method"], customer=buyer.customer,
+                                    monthly_limit=data.get("monthly_limit"), actor="buyer", ip=ip,
+                                    user_agent=user_agent)
     return account_body(account), 200
 
 

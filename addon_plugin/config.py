@@ -119,6 +119,16 @@ SETTINGS: dict[str, Setting] = {
     "ADDONS_SIGN_IN_URL": Setting(
         None, STRING, "Sign-in URL",
         "Where the portal and console send a visitor nobody signed in (None: they answer 401)."),
+    "ADDONS_AUTO_TOP_UP_TERMS": Setting(
+        None, STRING, "Auto top-up terms",
+        "What a buyer agrees to when auto top-up is switched on: a format string with {merchant}, {credits}, "
+        "{price}, {currency}, {threshold}, {monthly_limit}; None: the plain-English default."),
+    "ADDONS_FORECAST_WINDOW": Setting(
+        7 * 24 * 3600, INTEGER, "Forecast window",
+        "Seconds of past usage the depletion forecast averages."),
+    "ADDONS_FORECAST_WARNING": Setting(
+        3 * 24 * 3600, INTEGER, "Forecast warning",
+        "balance.forecast_low is sent when credits would run out within this many seconds (auto top-up off)."),
 }
 
 #: Each key's default.

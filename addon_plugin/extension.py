@@ -12,7 +12,7 @@ from flask import Flask
 
 import storage
 
-from . import config, grants, holds, pages, topup
+from . import config, forecast, grants, holds, pages, topup
 from .hooks import HostHooks
 from .state import AddonsState
 
@@ -88,6 +88,7 @@ class AddonPlugin(HostHooks):
         topup.init_app(app)
         grants.init_app(app)
         holds.init_app(app)
+        forecast.init_app(app)
         webhooks.init_app(app)
         pages.init_app(app)  # the buyer portal and merchant console, where their prefixes say
 

@@ -21,11 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
 
-from flask import current_app
+from flask import current_app, has_request_context, request
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 from marshmallow import ValidationError as SchemaError
@@ -277,7 +279,10 @@ class HostHooks:
         """Grant ``credit_amount × quantity`` credits for each add-on line (kind
         ``purchase``, reference = the order id); other lines are ignored. If the
         order carries ``payment_method`` and ``auto_top_up_threshold``, auto
-        top-up is switched on for the add-ons that allow it. The order is applied
+        top-up is switched on for the add-ons that allow it (with the order's
+        optional ``auto_top_up_monthly_limit``, a decimal string; the consent
+        record names ``hook:order_paid`` and the order's ``ip_address`` and
+        ``user_agent``, else the current request's). The order is applied
         once as a whole, even when called twice or concurrently: a repeat (even
         after a product changed) replays the first grant and changes no setting,
         and an order refunded before it was paid grants nothing."""
@@ -289,6 +294,7 @@ class HostHooks:
             if seen.paid or seen.refunded:
                 return previous_value
             threshold = _opt_in_threshold(order)
+            monthly_limit = _opt_in_monthly_limit(order) if threshold is not None else None
             lines = _addon_lines(order, merchant_id)
             granted = []
             for line in sorted(lines, key=lambda line: line.product.id):  # one lock order: no deadlocks
@@ -299,7 +305,8 @@ class HostHooks:
                                 description=f"{line.quantity} × {line.product.name}", actor="hook:order_paid")
                 granted.append((account_id, line.product))
         if threshold is not None:
-            _opt_in(merchant_id, granted, threshold, _get(order, "payment_method"), _get(order, "customer"))
+            _opt_in(merchant_id, granted, threshold, _get(order, "payment_method"), _get(order, "customer"),
+                    monthly_limit, _order_client(order))
         return previous_value
 
     def order_refunded(self, order: Any, previous_value: Any) -> Any:
@@ -378,6 +385,32 @@ def _opt_in_threshold(order: Any) -> int | None:
     return threshold
 
 
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
+def _opt_in_monthly_limit(order: Any) -> str | None:
+    """The monthly limit the buyer chose at checkout (a decimal string), if any;
+    its digits are checked against the product's currency when it is set."""
+    limit = _get(order, "auto_top_up_monthly_limit")
+    if limit is None:
+        return None
+    if isinstance(limit, Decimal) and limit.is_finite():
+        limit = str(limit)
+    if not isinstance(limit, str) or not _DECIMAL.fullmatch(limit):
+        raise ValidationError(fields={"auto_top_up_monthly_limit": ["Must be a decimal string such as \"50.00\"."]})
+    return limit
+
+
+def _order_client(order: Any) -> tuple[str | None, str | None]:
+    """Where the buyer agreed from: the order's ``ip_address`` and ``user_agent``,
+    else the current request's (a hook called while serving the checkout)."""
+    ip, user_agent = _get(order, "ip_address"), _get(order, "user_agent")
+    if (ip is None or user_agent is None) and has_request_context():
+        ip = ip if ip is not None else request.remote_addr
+        user_agent = user_agent if user_agent is not None else request.headers.get("User-Agent")
+    return (None if ip is None else str(ip)), (None if user_agent is None else str(user_agent))
+
+
 def _addon_lines(order: Any, merchant_id: str) -> list[_Line]:
     """The order's add-on lines, all checked before anything is granted."""
     lines, problems = [], {}
@@ -408,7 +441,7 @@ def _addon_lines(order: Any, merchant_id: str) -> list[_Line]:
 
 
 def _opt_in(merchant_id: str, granted: list[tuple[str, storage.Product]], threshold: int, payment_method: str,
-            customer: str | None) -> None:
+            customer: str | None, monthly_limit: str | None, client: tuple[str | None, str | None]) -> None:
     """Switch auto top-up on for the bought add-ons that allow it. The credits
     are already granted: a refusal (no gateway, say) is logged, never raised."""
     for account_id, product in granted:
@@ -416,6 +449,7 @@ def _opt_in(merchant_id: str, granted: list[tuple[str, storage.Product]], thresh
             continue
         try:
             set_auto_top_up(account_id, merchant_id=merchant_id, enabled=True, threshold=threshold,
-                            payment_method=payment_method, customer=customer)
+                            payment_method=payment_method, customer=customer, monthly_limit=monthly_limit,
+                            actor="hook:order_paid", ip=client[0], user_agent=client[1])
         except AddonError as error:
             log.warning("auto top-up opt-in for %s refused: %s", account_id, error.code)

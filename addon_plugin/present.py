@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import storage
 from storage import isoformat
 
-from . import grants, ledger
+from . import account_extras, grants, ledger
 from .ledger import Account, Change, Entry
 from .money import from_minor
 
@@ -27,7 +27,8 @@ grant_body = grants.grant_body
 
 
 def account_body(account: Account | storage.CreditAccount) -> dict[str, Any]:
-    """An account resource, with its spendable credits by category and next expiry."""
+    """An account resource, with its spendable credits by category and next
+    expiry, its visible auto top-up state and its depletion forecast."""
     if isinstance(account, storage.CreditAccount):
         if account.next_expiry_at is not None or account.next_hold_expiry_at is not None:
             account = ledger.get_account(account.id)  # may be due: the ledger writes it before reporting
@@ -35,6 +36,7 @@ def account_body(account: Account | storage.CreditAccount) -> dict[str, Any]:
             account = Account(account.id, account.merchant_id, account.product_id, account.buyer_email,
                               account.balance, account.threshold, account.auto_top_up_enabled,
                               account.payment_method, account.customer, account.held)
+    auto_top_up_state, forecast = account_extras.read(account)
     return {
         "id": account.id,
         "product_id": account.product_id,
@@ -44,8 +46,9 @@ def account_body(account: Account | storage.CreditAccount) -> dict[str, Any]:
         "held": account.held,
         "threshold": account.threshold,
         "auto_top_up": {"enabled": account.auto_top_up_enabled, "payment_method": account.payment_method,
-                        "customer": account.customer},
+                        "customer": account.customer, **auto_top_up_state},
         **grants.summary(account.id),
+        "forecast": forecast,
     }
 
 
@@ -141,6 +144,7 @@ def top_up_body(top_up: storage.TopUp) -> dict[str, Any]:
         "created_at": isoformat(top_up.created_at),
         "updated_at": isoformat(top_up.updated_at),
         "completed_at": isoformat(top_up.completed_at),
+        "consent_id": top_up.consent_id,
     }
 
 

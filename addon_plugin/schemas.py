@@ -265,10 +265,45 @@ class ProductCreateSchema(ProductUpdateSchema):
 
 # -- accounts and the ledger ------------------------------------------------------
 
+class TopUpFailureSchema(_Strict):
+    """The account's latest failed top-up: why, and when."""
+
+    code = fields.String(required=True, metadata={"example": "card_declined"})
+    message = fields.String(required=True)
+    at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+
+
+class LastTopUpSchema(_Strict):
+    """The account's latest top-up, whatever its status."""
+
+    id = fields.String(required=True)
+    status = fields.String(required=True)
+    credits = fields.Integer(required=True)
+    amount = fields.String(required=True, metadata={"example": "19.00"})
+    currency = fields.String(required=True, metadata={"example": "USD"})
+    at = fields.String(required=True, allow_none=True, metadata={
+        "format": "date-time", "description": "When it completed (or, in flight, was decided)."})
+
+
 class AutoTopUpSchema(_Strict):
     enabled = fields.Boolean()
     payment_method = fields.String(allow_none=True)
     customer = fields.String(allow_none=True)
+    monthly_limit = fields.String(allow_none=True, metadata={
+        "example": "50.00", "description": "The most its top-ups may charge in a UTC month; null: no limit."})
+    consecutive_failures = fields.Integer(metadata={"description": "Declines since the last success."})
+    last_failure = fields.Nested(TopUpFailureSchema, allow_none=True)
+    retry_at = fields.String(allow_none=True, metadata={
+        "format": "date-time", "description": "No top-up is tried before this; null: none is held back."})
+    last_top_up = fields.Nested(LastTopUpSchema, allow_none=True)
+
+
+class ForecastSchema(_Strict):
+    """How fast the account uses credits and when they run out at that rate."""
+
+    credits_per_day = fields.Float(required=True, metadata={
+        "description": "Usage credits a day over ADDONS_FORECAST_WINDOW, rounded to 2 decimals."})
+    depletes_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
 
 
 class BalancesSchema(_Strict):
@@ -299,6 +334,8 @@ class AccountSchema(_Strict):
     auto_top_up = fields.Nested(AutoTopUpSchema, required=True)
     balances = fields.Nested(BalancesSchema, required=True)
     next_expiry = fields.Nested(NextExpirySchema, required=True, allow_none=True)
+    forecast = fields.Nested(ForecastSchema, required=True, allow_none=True, metadata={
+        "description": "null when there was no usage in the forecast window."})
 
 
 class AllocationSchema(_Strict):
@@ -484,6 +521,10 @@ class BuyerAutoTopUpSettingsSchema(_Strict):
                         metadata={"description": "Top up when the balance is at or below this."})
     payment_method = fields.String(validate=validate.Length(1, EXTERNAL_ID_LENGTH), allow_none=True, load_default=None,
                                    metadata={"example": "pm_card_visa"})
+    monthly_limit = fields.String(validate=_decimal_string, allow_none=True, load_default=None, metadata={
+        "pattern": "^[0-9]+(\\.[0-9]+)?$", "example": "50.00",
+        "description": "The most automatic top-ups may charge in a UTC month, in the product's currency "
+                       "(decimal string > 0); null or omitted: no limit."})
     idempotency_key = IdempotencyKey(load_only=True)
 
     @validates_schema
@@ -588,6 +629,35 @@ class TopUpSchema(_Strict):
     created_at = fields.String(metadata={"format": "date-time"})
     updated_at = fields.String(metadata={"format": "date-time"})
     completed_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+    consent_id = fields.String(allow_none=True, metadata={"description": "The consent record it relied on."})
+
+
+class ConsentBankSchema(_Strict):
+    """The bank the buyer agreed to buy: its credits and price."""
+
+    credits = fields.Integer(required=True)
+    price = fields.String(required=True, metadata={"example": "19.00"})
+    currency = fields.String(required=True, metadata={"example": "USD"})
+
+
+class ConsentSchema(_Strict):
+    """A consent record: what the buyer agreed to when auto top-up was switched
+    on (or off), or what it may charge changed. Never changed or deleted."""
+
+    id = fields.String(required=True, metadata={"example": "consent_01jd3k5q8w2n7x4m6r9t0v1b2c"})
+    account_id = fields.String(required=True)
+    enabled = fields.Boolean(required=True)
+    threshold = fields.Integer(required=True, allow_none=True)
+    payment_method = fields.String(required=True, allow_none=True)
+    customer = fields.String(required=True, allow_none=True)
+    monthly_limit = fields.String(required=True, allow_none=True, metadata={"example": "50.00"})
+    bank = fields.Nested(ConsentBankSchema, required=True)
+    terms = fields.String(required=True, metadata={"description": "The exact text agreed to."})
+    actor = fields.String(required=True, metadata={
+        "description": "Who made the change: an API key id, buyer, hook:order_paid or host."})
+    ip = fields.String(required=True, allow_none=True)
+    user_agent = fields.String(required=True, allow_none=True)
+    created_at = fields.String(required=True, metadata={"format": "date-time"})
 
 
 class TopUpResolveSchema(_Strict):

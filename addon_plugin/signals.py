@@ -103,6 +103,12 @@ hold_captured = _signals.signal("hold-captured")
 #: Sent when a hold was released, inside that transaction. Kwargs: ``hold``
 #: (a dict, ``released``) and ``account`` (its credits available again).
 hold_released = _signals.signal("hold-released")
+#: Sent by the worker when an account with auto top-up off is forecast to run
+#: out of credits within ``ADDONS_FORECAST_WARNING``: once per approach (again
+#: only after the forecast has moved back out), inside the transaction that
+#: marks it warned. Kwargs: ``account`` and ``forecast``
+#: (``{"credits_per_day", "depletes_at"}``, as the account resource shows it).
+balance_forecast_low = _signals.signal("balance-forecast-low")
 
 __all__ = [
     "balance_changed",
@@ -120,4 +126,5 @@ __all__ = [
     "hold_placed",
     "hold_captured",
     "hold_released",
+    "balance_forecast_low",
 ]

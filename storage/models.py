@@ -188,6 +188,12 @@ class CreditAccount(BaseModel):
     #: When its soonest active hold expires (None: none is active); a read or
     #: change at or after it marks the expired holds first.
     next_hold_expiry_at = DateTimeField(null=True)
+    # Auto top-up the buyer can trust (migration 10): the most its succeeded top-ups may
+    # charge in a UTC month (None: no limit), the consent record top-ups rely on, and when
+    # balance.forecast_low was sent for the current approach (None: not sent).
+    monthly_limit_minor = BigIntegerField(null=True)
+    consent_id = CharField(max_length=40, null=True)
+    forecast_warned_at = DateTimeField(null=True)
 
     class Meta:
         indexes = (
@@ -403,6 +409,7 @@ class TopUp(BaseModel):
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
     completed_at = DateTimeField(null=True)
+    consent_id = CharField(max_length=40, null=True)  # the consent record it relied on
 
     class Meta:
         table_name = "top_up"
@@ -419,6 +426,8 @@ TopUp.add_index(TopUp.index(
 
 # The decline budget and the daily limit count an account's recent outcomes.
 TopUp.add_index(TopUp.index(TopUp.account, TopUp.completed_at, name="top_up_account_completed"))
+# An account's latest failed top-up (its visible ``last_failure``).
+TopUp.add_index(TopUp.index(TopUp.account, TopUp.id, name="top_up_account_failed", where=SQL("status = 'failed'")))
 
 
 class Order(BaseModel):
@@ -524,6 +533,46 @@ CreditHold.add_index(CreditHold.index(CreditHold.account, CreditHold.expires_at,
                                       where=SQL("status = 'held'")))
 # An account's holds newest first (the list).
 CreditHold.add_index(CreditHold.index(CreditHold.account, CreditHold.id, name="credit_hold_account_id"))
+class AutoTopUpConsent(BaseModel):
+    """What a buyer agreed to when auto top-up was switched on or what it may
+    charge changed: the settings, the bank, the exact terms text, who and from
+    where. Append-only: the database refuses UPDATE and DELETE (triggers), and
+    no foreign key cascades it away with its account."""
+
+    id = CharField(primary_key=True, max_length=40)
+    account_id = CharField(max_length=40)
+    merchant_id = CharField(max_length=40)
+    enabled = BooleanField()
+    threshold = BigIntegerField(null=True)
+    payment_method = CharField(max_length=255, null=True)
+    customer = CharField(max_length=255, null=True)
+    monthly_limit_minor = BigIntegerField(null=True)
+    bank_credits = BigIntegerField()
+    bank_price_minor = BigIntegerField()
+    currency = CharField(max_length=3)
+    terms = TextField()
+    actor = CharField(max_length=100)
+    ip = CharField(max_length=64, null=True)
+    user_agent = TextField(null=True)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "auto_top_up_consent"
+        indexes = ((("account_id", "id"), False),)
+
+
+class UsageDay(BaseModel):
+    """The credits of an account's ``usage`` entries in one UTC day (``day``:
+    days since 1970-01-01), kept in the entry's transaction: the depletion
+    forecast reads a primary-key range of these, never the ledger."""
+
+    account = ForeignKeyField(CreditAccount, on_delete="CASCADE", index=False)
+    day = IntegerField(index=True)
+    credits = BigIntegerField()
+
+    class Meta:
+        table_name = "usage_day"
+        primary_key = CompositeKey("account", "day")
 
 
 ALL_MODELS = [
@@ -544,4 +593,6 @@ ALL_MODELS = [
     CreditGrant,
     GrantAllocation,
     CreditHold,
+    AutoTopUpConsent,
+    UsageDay,
 ]

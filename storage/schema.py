@@ -715,6 +715,85 @@ def _create_holds() -> None:
                "postgresql": {"timestamp": "TIMESTAMP", "bigint": "BIGINT"}}[dialect()]
     for statement in _CREATE_HOLDS:
         db.execute_sql(statement.format(**options))
+# -- 10: auto top-up the buyer can trust ---------------------------------------------------------------
+# (Numbered 10: migration 9 is the spend holds'. The runner applies versions in list order and needs no
+# contiguous numbers.)
+
+_TRUST_COLUMNS = (("credit_account", "monthly_limit_minor", "{bigint}"),
+                  ("credit_account", "consent_id", "VARCHAR(40)"),
+                  ("credit_account", "forecast_warned_at", "{timestamp}"),
+                  ("top_up", "consent_id", "VARCHAR(40)"))
+
+_TRUST_TABLES = [
+    # Consent records: append-only (the triggers below refuse UPDATE and DELETE), and
+    # kept without a foreign key so that nothing cascades them away.
+    """CREATE TABLE auto_top_up_consent (
+    id VARCHAR(40) NOT NULL PRIMARY KEY,
+    account_id VARCHAR(40) NOT NULL,
+    merchant_id VARCHAR(40) NOT NULL,
+    enabled {boolean} NOT NULL,
+    threshold {bigint},
+    payment_method VARCHAR(255),
+    customer VARCHAR(255),
+    monthly_limit_minor {bigint},
+    bank_credits {bigint} NOT NULL,
+    bank_price_minor {bigint} NOT NULL,
+    currency VARCHAR(3) NOT NULL,
+    terms TEXT NOT NULL,
+    actor VARCHAR(100) NOT NULL,
+    ip VARCHAR(64),
+    user_agent TEXT,
+    created_at {timestamp} NOT NULL)""",
+    "CREATE INDEX auto_top_up_consent_account_id_id ON auto_top_up_consent (account_id, id)",
+    # Usage credits per account per UTC day (days since 1970-01-01): the forecast reads a
+    # primary-key range of them instead of summing ledger entries.
+    """CREATE TABLE usage_day (
+    account_id VARCHAR(40) NOT NULL REFERENCES credit_account (id) ON DELETE CASCADE,
+    day INTEGER NOT NULL,
+    credits {bigint} NOT NULL,
+    PRIMARY KEY (account_id, day)){options}""",
+    "CREATE INDEX usage_day_day ON usage_day (day)",
+    # An account's latest failed top-up, without walking its succeeded ones.
+    "CREATE INDEX top_up_account_failed ON top_up (account_id, id) WHERE status = 'failed'",
+]
+
+_APPEND_ONLY_FUNCTION = """CREATE OR REPLACE FUNCTION auto_top_up_consent_append_only() RETURNS trigger AS $$
+BEGIN RAISE EXCEPTION 'consent records are append-only'; END $$ LANGUAGE plpgsql"""
+
+_CONSENT_TRIGGER = {
+    "sqlite": ("CREATE TRIGGER auto_top_up_consent_no_{verb} BEFORE {verb} ON auto_top_up_consent "
+               "BEGIN SELECT RAISE(ABORT, 'consent records are append-only'); END"),
+    "postgresql": ("CREATE TRIGGER auto_top_up_consent_no_{verb} BEFORE {verb} ON auto_top_up_consent "
+                   "FOR EACH ROW EXECUTE FUNCTION auto_top_up_consent_append_only()"),
+}
+
+# The usage entries already in the ledger, as day buckets.
+_BACKFILL_USAGE_DAYS = {
+    "sqlite": """INSERT INTO usage_day (account_id, day, credits)
+SELECT account_id, CAST(julianday(substr(created_at, 1, 10)) - 2440587.5 AS INTEGER), -SUM(delta)
+  FROM ledger_entry WHERE kind = 'usage'
+ GROUP BY account_id, CAST(julianday(substr(created_at, 1, 10)) - 2440587.5 AS INTEGER)""",
+    "postgresql": """INSERT INTO usage_day (account_id, day, credits)
+SELECT account_id, created_at::date - DATE '1970-01-01', -SUM(delta)
+  FROM ledger_entry WHERE kind = 'usage'
+ GROUP BY account_id, created_at::date - DATE '1970-01-01'""",
+}
+
+
+def _trust_auto_top_up() -> None:
+    options = {"sqlite": {"timestamp": "DATETIME", "bigint": "INTEGER", "boolean": "INTEGER",
+                          "options": " WITHOUT ROWID"},
+               "postgresql": {"timestamp": "TIMESTAMP", "bigint": "BIGINT", "boolean": "BOOLEAN",
+                              "options": ""}}[dialect()]
+    for table, column, kind in _TRUST_COLUMNS:
+        db.execute_sql(f"ALTER TABLE {table} ADD COLUMN {column} {kind.format(**options)}")
+    for statement in _TRUST_TABLES:
+        db.execute_sql(statement.format(**options))
+    if dialect() == "postgresql":
+        db.execute_sql(_APPEND_ONLY_FUNCTION)
+    for verb in ("UPDATE", "DELETE"):
+        db.execute_sql(_CONSENT_TRIGGER[dialect()].format(verb=verb))
+    db.execute_sql(_BACKFILL_USAGE_DAYS[dialect()])
 
 
 #: (version, what it does, function): applied in order, each exactly once.
@@ -731,6 +810,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
      _add_key_spaces),
     (8, "credit grants and their allocations; positive balances carried over as paid grants", _create_grants),
     (9, "spend holds: reserved credits, held on the account row", _create_holds),
+    (10, "auto top-up consent records (append-only), monthly limits, usage by day for the forecast",
+     _trust_auto_top_up),
 ]
 
 

@@ -110,6 +110,15 @@ def run_concurrently(work: Callable[[int], object], count: int, *, app: Flask | 
 #: The auto top-up threshold of the ``auto_account_id`` fixture.
 THRESHOLD = 500
 
+def settings_of(auto_top_up: dict) -> dict:
+    """An account's ``auto_top_up`` without its visible state: the settings alone."""
+    return {name: auto_top_up[name] for name in ("enabled", "payment_method", "customer")}
+
+
+#: The visible auto top-up state of an account that never had a top-up or a limit.
+QUIET = {"monthly_limit": None, "consecutive_failures": 0, "last_failure": None, "retry_at": None,
+         "last_top_up": None}
+
 
 def top_ups(account_id: str) -> list[storage.TopUp]:
     """The account's top-ups, oldest first."""

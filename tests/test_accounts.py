@@ -106,12 +106,19 @@ def test_usage_deducts_as_the_usage_api_does(merchant_id, product, funded_accoun
         accounts.record_usage(merchant_id, {**data, "buyer_email": "nobody@example.com", "idempotency_key": "j3"})
 
 
+def _visible_state(account_id: str) -> dict:
+    """The account's visible auto top-up state as it stands (the switch-on decided a top-up at once)."""
+    from addon_plugin import topup_state
+    return topup_state.state(account_id)
+
+
 def test_auto_top_up_settings_answer_the_account(app, merchant_id, account_id):
     app.config["ADDONS_PAYMENT_GATEWAY"] = "test"
     answer = accounts.set_auto_top_up(merchant_id, account_id, enabled=True, threshold=10,
                                       payment_method="pm_card_visa")
     assert answer["id"] == account_id and answer["threshold"] == 10
-    assert answer["auto_top_up"] == {"enabled": True, "payment_method": "pm_card_visa", "customer": None}
+    assert answer["auto_top_up"] == {"enabled": True, "payment_method": "pm_card_visa", "customer": None,
+                                     **_visible_state(account_id)}
 
 
 @pytest.mark.parametrize("write", ["adjust", "record_usage"])
@@ -130,7 +137,8 @@ def test_a_key_whose_stored_answer_expired_still_answers_its_first_entry(
     later = storage.utcnow() + timedelta(seconds=app.config["ADDONS_IDEMPOTENCY_TTL"] + 1)
     monkeypatch.setattr(storage, "utcnow", lambda: later)
     again = send(-10, "job-1")
-    today = ("balances", "next_expiry")  # the usage answer's spendable credits: today's, the grants are not rewound
+    # The usage answer's spendable credits and forecast: today's, the grants and the usage days are not rewound.
+    today = ("balances", "next_expiry", "forecast")
     assert {k: v for k, v in again.items() if k not in today} == {k: v for k, v in first.items() if k not in today}
     assert first["balance"] == 990
     if write == "record_usage":
@@ -157,7 +165,8 @@ def test_a_buyers_change_keeps_the_buyer_routes_rules(app, merchant_id, account_
     bob = SignedInBuyer(merchant_id, "bob@example.com", "cus_bob")
     on = {"enabled": True, "threshold": 10, "payment_method": "pm_card_visa", "idempotency_key": "on-1"}
     answer = accounts.set_buyer_auto_top_up(bob, account_id, {**on, "customer": "cus_someone_else"})
-    assert answer["auto_top_up"] == {"enabled": True, "payment_method": "pm_card_visa", "customer": "cus_bob"}
+    assert answer["auto_top_up"] == {"enabled": True, "payment_method": "pm_card_visa", "customer": "cus_bob",
+                                     **_visible_state(account_id)}
     assert accounts.set_buyer_auto_top_up(bob, account_id, on) == answer
     with pytest.raises(InvalidPaymentMethod):                      # the gateway's owns() said no
         accounts.set_buyer_auto_top_up(bob, account_id, {**on, "payment_method": "pm_1OtherBuyersCard",

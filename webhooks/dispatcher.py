@@ -41,6 +41,7 @@ SIGNAL_EVENTS: tuple[tuple[Signal, str], ...] = (
     (signals.top_up_unresolved, "top_up.unresolved"),
     (signals.auto_top_up_disabled, "auto_top_up.disabled"),
     (signals.grant_expiring, "grant.expiring"),
+    (signals.balance_forecast_low, "balance.forecast_low"),
 )
 
 _SQL = {

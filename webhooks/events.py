@@ -7,7 +7,8 @@ the API's entry resource (with its per-account ``sequence``, so receivers can
 order events). Some types add fields: ``addon.purchased`` adds ``order_id``,
 ``quantity``, ``credits``; top-up events add ``top_up`` (the API's top-up
 resource) and, on failure, ``failure``; ``auto_top_up.disabled`` adds ``reason``;
-``grant.expiring`` adds ``grant`` (the API's grant resource).
+``grant.expiring`` adds ``grant`` (the API's grant resource); ``balance.forecast_low``
+adds ``forecast`` (``{"credits_per_day", "depletes_at"}``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ EXTRA_FIELDS: dict[str, tuple[str, ...]] = {
     "top_up.unresolved": ("top_up",),
     "auto_top_up.disabled": ("reason",),
     "grant.expiring": ("grant",),
+    "balance.forecast_low": ("forecast",),
 }
 
 #: The event types an endpoint may subscribe to.

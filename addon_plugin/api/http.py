@@ -184,6 +184,12 @@ def actor() -> str | None:
     return _state().get("actor")
 
 
+def client() -> tuple[str | None, str | None]:
+    """The request's client address and user agent, as a consent record keeps
+    them (the address as the WSGI server or the host's proxy fix reports it)."""
+    return request.remote_addr, request.headers.get("User-Agent")
+
+
 def load(schema: Schema, data: dict[str, Any] | None = None) -> dict[str, Any]:
     """Validate ``data`` (default: the body) with ``schema``; 422 with per-field messages."""
     data = payload() if data is None else data

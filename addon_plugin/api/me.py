@@ -25,7 +25,7 @@ from ..schemas import AccountSchema, BuyerAutoTopUpSettingsSchema, ListQuerySche
 from ..state import get_state
 from ..topup import check_owner
 from . import blueprint
-from .http import UnsupportedMediaType, load, load_query, respond, write
+from .http import UnsupportedMediaType, client, load, load_query, respond, write
 from .openapi import operation
 
 if TYPE_CHECKING:
@@ -73,5 +73,7 @@ def me_auto_top_up(account_id: str) -> Response:
     _check_same_origin_json()
     data = load(_settings_schema)
     check_owner(data["payment_method"], customer=buyer.customer)  # a gateway call: before the transaction
-    return write(buyer.merchant_id, data, lambda: accounts.apply_buyer_auto_top_up(buyer, account_id, data),
+    ip, user_agent = client()
+    return write(buyer.merchant_id, data,
+                 lambda: accounts.apply_buyer_auto_top_up(buyer, account_id, data, ip=ip, user_agent=user_agent),
                  key_space=buyer_key_space(buyer.buyer_email))

@@ -7,9 +7,16 @@ from __future__ import annotations
 from flask import Response
 
 from .. import accounts
-from ..schemas import AccountSchema, AutoTopUpSettingsSchema, ListQuerySchema, TopUpResolveSchema, TopUpSchema
+from ..schemas import (
+    AccountSchema,
+    AutoTopUpSettingsSchema,
+    ConsentSchema,
+    ListQuerySchema,
+    TopUpResolveSchema,
+    TopUpSchema,
+)
 from . import blueprint
-from .http import authenticate, load, load_query, respond, write
+from .http import actor, authenticate, client, load, load_query, respond, write
 from .openapi import operation
 
 _settings_schema = AutoTopUpSettingsSchema()
@@ -25,12 +32,28 @@ def put_auto_top_up(account_id: str) -> Response:
     ``payment_method`` too when enabling; omitted optional fields are cleared.
     409 ``top_up_not_allowed`` for a one-time product, 409 ``no_payment_gateway``
     when none is configured. A change at or below the threshold decides a
-    top-up at once (within the retry block and the decline budget)."""
+    top-up at once (within the retry block and the decline budget). Optional
+    ``monthly_limit`` caps what top-ups charge in a UTC month. Switching on, off,
+    or changing what it may charge appends a consent record (``…/consents``)."""
     merchant_id = authenticate()
     data = load(_settings_schema)
+    ip, user_agent = client()
     return write(merchant_id, data, lambda: (accounts.set_auto_top_up(
         merchant_id, account_id, enabled=data["enabled"], threshold=data["threshold"],
-        payment_method=data["payment_method"], customer=data["customer"]), 200))
+        payment_method=data["payment_method"], customer=data["customer"], monthly_limit=data["monthly_limit"],
+        actor=actor() or "host", ip=ip, user_agent=user_agent), 200))
+
+
+@blueprint.get("/addons/accounts/<account_id>/consents")
+@operation(summary="List an account's auto top-up consent records", tag="top-ups", query=ListQuerySchema,
+           response=ConsentSchema, many=True, errors=(404,))
+def list_consents(account_id: str) -> Response:
+    """What the buyer agreed to, newest first: each switch on or off of auto
+    top-up and each change of what it may charge, with the exact terms text,
+    who made it (API key id, ``buyer``, ``hook:order_paid``), IP, user agent
+    and time. Records are never changed or deleted: evidence for a dispute."""
+    merchant_id = authenticate()
+    return respond(accounts.list_consents(merchant_id, account_id, **load_query(_list_schema)))
 
 
 @blueprint.get("/addons/accounts/<account_id>/top-ups")

@@ -8,8 +8,9 @@ after the commit (``ADDONS_TOP_UP_MODE="inline"``) or from the worker
 (``"worker"``; the worker also resumes retries and crashed attempts in both
 modes); :mod:`.settle` learns the outcome of a charge the gateway never
 answered (or has not settled) from its lookup or the merchant. :mod:`.settings`
-is the service behind the auto top-up routes and hooks; :mod:`.gateways` the
-payment interface. The ledger knows none of this.
+is the service behind the auto top-up routes and hooks, :mod:`.consent` keeps
+what the buyer agreed to, :mod:`.monthly` the buyer's monthly limit;
+:mod:`.gateways` the payment interface. The ledger knows none of this.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from flask import Flask
 
 from .. import signals, worker
 from ..present import top_up_body as as_resource  # the top-up presenter, by its former name
-from . import decide, execute, settings, settle
+from . import consent, decide, execute, settings, settle
+from .consent import list_consents
 from .gateways import (
     ChargePending,
     Declined,
@@ -47,6 +49,7 @@ __all__ = [
     "current_gateway",
     "disable_for_product",
     "init_app",
+    "list_consents",
     "list_top_ups",
     "resolve_gateway",
     "resolve_top_up",
@@ -65,6 +68,7 @@ def init_app(app: Flask) -> None:
     if app.config["ADDONS_TOP_UP_MODE"] not in _MODES:
         raise ValueError(f"ADDONS_TOP_UP_MODE must be one of {_MODES}, not {app.config['ADDONS_TOP_UP_MODE']!r}.")
     current_gateway(app)
+    consent.check_terms(app)
     signals.balance_changed.connect(decide.on_balance_changed, sender=app)
     signals.deduction_refused.connect(decide.on_deduction_refused, sender=app)
     signals.hold_placed.connect(decide.on_hold_placed, sender=app)

@@ -36,7 +36,7 @@ from .. import ledger, signals
 from ..ledger import Account
 from ..present import top_up_body
 from ..state import current_app_object
-from . import execute
+from . import execute, monthly
 
 __all__ = ["CONSUMPTION", "NOT_DECLINES", "wants_top_up", "banks_needed", "decide", "decide_for_account",
            "retry_due", "on_balance_changed", "on_deduction_refused", "on_hold_placed"]
@@ -46,13 +46,13 @@ __all__ = ["CONSUMPTION", "NOT_DECLINES", "wants_top_up", "banks_needed", "decid
 CONSUMPTION = frozenset({"usage", "hold"})
 
 #: Failure codes of top-ups the gateway did not decline: not counted by the decline budget.
-NOT_DECLINES = ("gateway_unavailable", "daily_limit_reached", "balance_limit_exceeded")
+NOT_DECLINES = ("gateway_unavailable", "daily_limit_reached", "balance_limit_exceeded", "monthly_limit_reached")
 
 # Everything a decision needs, in one read, only for an account with nothing in
 # flight and not blocked (the hot path pays for it only at or below the
 # threshold): the product's bank, and the completion time of the account's
 # MAX_FAILURES-th latest decline: within the window, the budget is spent.
-_GATE = """SELECT p.price_minor, p.currency, p.credit_amount,
+_GATE = """SELECT p.price_minor, p.currency, p.credit_amount, a.monthly_limit_minor, a.consent_id,
   (SELECT d.completed_at FROM top_up d
     WHERE d.account_id = a.id AND d.status = 'failed' AND d.completed_at IS NOT NULL
       AND d.failure_code NOT IN ({not_declines})
@@ -90,7 +90,7 @@ def decide(account: Account, *, now: datetime | None = None) -> str | None:
     row = db.execute_sql(_SQL["gate"], (budget - 1, account.id, now)).fetchone()
     if row is None:
         return None
-    price_minor, currency, credit_amount, oldest_counted = row
+    price_minor, currency, credit_amount, monthly_limit_minor, consent_id, oldest_counted = row
     if oldest_counted is not None and _block_while_budget_spent(account, _as_datetime(oldest_counted), now):
         return None
     banks = banks_needed(account.available, account.threshold, credit_amount, config["ADDONS_TOP_UP_MAX_BANKS"])
@@ -98,9 +98,13 @@ def decide(account: Account, *, now: datetime | None = None) -> str | None:
         id=new_id("topup"), account=account.id, merchant=account.merchant_id, banks=banks,
         credits=banks * credit_amount, amount_minor=banks * price_minor, currency=currency,
         payment_method=account.payment_method, customer=account.customer, created_at=now, updated_at=now,
+        consent_id=consent_id,
     )
     if _succeeded_today(account.id, now) >= config["ADDONS_TOP_UP_DAILY_LIMIT"]:
         _refuse_over_daily_limit(account, values, now)
+        return None
+    if monthly.exceeds(account.id, monthly_limit_minor, values["amount_minor"], now):
+        monthly.refuse(account, values, monthly_limit_minor, now)
         return None
     inserted = (TopUp.insert(status="pending", next_attempt_at=now, **values)
                 .on_conflict_ignore().as_rowcount().execute())

@@ -45,6 +45,7 @@ from .. import ledger, signals
 from ..limits import MAX_CREDITS
 from ..present import top_up_body
 from ..state import current_app_object
+from . import monthly
 from .gateways import TOP_UP_KEY_PREFIX, ChargePending, Declined, GatewayUnavailable, current_gateway
 from .records import amount
 
@@ -126,7 +127,8 @@ def run(top_up_id: str, *, now: datetime | None = None) -> bool:
             amount=amount(top_up), currency=top_up.currency, customer=top_up.customer,
             payment_method=top_up.payment_method, idempotency_key=charge_key(top_up.id),
             description=f"Automatic top-up: {top_up.credits} credits",
-            metadata={"top_up_id": top_up.id, "account_id": top_up.account_id, "merchant_id": top_up.merchant_id},
+            metadata={"top_up_id": top_up.id, "account_id": top_up.account_id, "merchant_id": top_up.merchant_id,
+                      **({"consent_id": top_up.consent_id} if top_up.consent_id else {})},
         )
     except Declined as decline:
         fail(top_up, hold, decline.code, decline.message, now or utcnow())
@@ -177,6 +179,12 @@ def _fix_the_charge(top_up: TopUp, hold: Expression, now: datetime) -> None:
         _update(top_up.id, hold, now, status="canceled", lease=None, next_attempt_at=None, completed_at=now,
                 attempts=0, failure_code="auto_top_up_disabled",
                 failure_message="Auto top-up was switched off before the charge.")
+    elif monthly.exceeds(account.id, account.monthly_limit_minor, top_up.amount_minor, now):
+        # The limit was lowered (or the month's charges grew) since the decision.
+        fail(top_up, hold, monthly.CODE, monthly.message(top_up.amount_minor, account.monthly_limit_minor or 0,
+                                                         top_up.currency), now, counted=False, attempts=0)
+        CreditAccount.update(top_up_blocked_until=monthly.next_month(now)).where(
+            CreditAccount.id == account.id).execute()
     elif account.balance + top_up.credits > MAX_CREDITS:
         fail(top_up, hold, "balance_limit_exceeded",
              f"Crediting {top_up.credits} credits would take the balance past {MAX_CREDITS}; nothing was charged.",

@@ -11,12 +11,20 @@ no sequence of changes can hammer a card.
 
 A payment method the buyer's browser names is checked with the gateway
 (:func:`check_owner`) before it is stored; ``customer`` never comes from the browser.
+
+``monthly_limit`` (a decimal string in the product's currency, or None) caps the
+succeeded top-up charges of a UTC month (:mod:`.monthly`); changing it lifts a
+block the limit set, and a new card does not lift that block. A change that
+switches auto top-up on or off, or changes what it may charge while on, appends
+a consent record (:mod:`.consent`) naming ``actor``, ``ip`` and ``user_agent``;
+top-ups decided after it carry its id.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from flask import Flask
@@ -34,8 +42,9 @@ from ..errors import (
 )
 from ..ledger import Account
 from ..limits import EXTERNAL_ID_LENGTH, THRESHOLD_MESSAGE, is_threshold
+from ..money import parse_price, to_minor
 from ..state import current_app_object
-from . import decide
+from . import consent, decide, monthly
 from .gateways import current_gateway
 from .records import account_row
 
@@ -46,8 +55,13 @@ log = logging.getLogger(__name__)
 _REQUIRED_WHEN_ENABLED = "Required when enabled is true."
 
 
-def _check(enabled: Any, threshold: Any, payment_method: Any, customer: Any) -> None:
+_LIMIT_MESSAGE = "Must be a decimal string greater than 0 (the most charged in a UTC month), or null."
+
+
+def _check(enabled: Any, threshold: Any, payment_method: Any, customer: Any, monthly_limit: Any = None) -> None:
     problems: dict[str, list[str]] = {}
+    if monthly_limit is not None and not isinstance(monthly_limit, (str, Decimal)):
+        problems["monthly_limit"] = [_LIMIT_MESSAGE]
     if type(enabled) is not bool:
         problems["enabled"] = ["Must be true or false."]
     if threshold is not None and not is_threshold(threshold):
@@ -64,9 +78,21 @@ def _check(enabled: Any, threshold: Any, payment_method: Any, customer: Any) -> 
         raise ValidationError(fields=problems)
 
 
+def _limit_minor(monthly_limit: str | Decimal | None, currency: str) -> int | None:
+    """The monthly limit in the product currency's minor units; a ValidationError if it is not one."""
+    if monthly_limit is None:
+        return None
+    try:
+        return to_minor(parse_price(str(monthly_limit), currency), currency)
+    except ValueError as error:
+        raise ValidationError(fields={"monthly_limit": [f"{error} {_LIMIT_MESSAGE}"]}) from None
+
+
 def set_auto_top_up(account_id: str, *, merchant_id: str, enabled: bool, threshold: int | None = None,
                     payment_method: str | None = None, customer: str | None = None,
-                    buyer_email: str | None = None, now: datetime | None = None) -> Account:
+                    buyer_email: str | None = None, now: datetime | None = None,
+                    monthly_limit: str | Decimal | None = None, actor: str = "host",
+                    ip: str | None = None, user_agent: str | None = None) -> Account:
     """Replace the account's auto top-up settings and return the account.
 
     ``buyer_email`` limits it to that buyer's account (the buyer-facing route).
@@ -76,7 +102,7 @@ def set_auto_top_up(account_id: str, *, merchant_id: str, enabled: bool, thresho
     retry block and the decline budget). The buyer's route checks a payment
     method with :func:`check_owner` first; the merchant and the hooks are trusted.
     """
-    _check(enabled, threshold, payment_method, customer)
+    _check(enabled, threshold, payment_method, customer, monthly_limit)
     now = now or utcnow()
     with transaction():
         # Lock the row first (as a ledger change does) so the comparison below is stable.
@@ -90,14 +116,20 @@ def set_auto_top_up(account_id: str, *, merchant_id: str, enabled: bool, thresho
                 raise NoPaymentGateway()
             if customer is None and getattr(gateway, "requires_customer", False):
                 raise ValidationError(fields={"customer": ["Required by the payment gateway."]})
-        new = dict(auto_top_up_enabled=enabled, threshold=threshold, payment_method=payment_method,
-                   customer=customer)
+        new: dict[str, Any] = dict(
+            auto_top_up_enabled=enabled, threshold=threshold, payment_method=payment_method, customer=customer,
+            monthly_limit_minor=_limit_minor(monthly_limit, row.product.currency))
         if all(getattr(row, name) == value for name, value in new.items()):
             return ledger.get_account(account_id)
+        if consent.changes_consent(row, new):
+            new["consent_id"] = consent.record(row, new, actor=actor, ip=ip, user_agent=user_agent, now=now)
         if enabled and not row.auto_top_up_enabled:  # switching on: the failure count starts afresh
             new["top_up_failures"] = 0
-        if (payment_method, customer) != (row.payment_method, row.customer):  # a new card: no retry block
+        limit_block = monthly.blocked_by_limit(row, now)
+        if limit_block and new["monthly_limit_minor"] != row.monthly_limit_minor:  # a new limit: no limit block
             new["top_up_blocked_until"] = None
+        elif not limit_block and (payment_method, customer) != (row.payment_method, row.customer):
+            new["top_up_blocked_until"] = None  # a new card: no retry block
         CreditAccount.update(**new).where(CreditAccount.id == account_id).execute()
         account = ledger.get_account(account_id)
         decide.decide(account, now=now)

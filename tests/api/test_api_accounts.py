@@ -6,7 +6,7 @@ import pytest
 
 import storage
 from addon_plugin import ledger
-from tests.helpers import create_product, ledger_sum, sequences
+from tests.helpers import QUIET, create_product, ledger_sum, sequences
 
 ACCOUNTS = "/api/addons/accounts"
 
@@ -39,8 +39,8 @@ def test_get_answers_the_account(client, auth, funded_account_id, product):
     assert response.get_json() == {
         "id": funded_account_id, "product_id": product.id, "buyer_email": "bob@example.com", "balance": 1000,
         "available": 1000, "held": 0,
-        "threshold": None, "auto_top_up": {"enabled": False, "payment_method": None, "customer": None},
-        "balances": {"paid": 1000, "promotional": 0}, "next_expiry": None,
+        "threshold": None, "auto_top_up": {"enabled": False, "payment_method": None, "customer": None, **QUIET},
+        "balances": {"paid": 1000, "promotional": 0}, "next_expiry": None, "forecast": None,
     }
 
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from addon_plugin import ledger
-from tests.helpers import create_product, ledger_sum, sequences
+from tests.helpers import QUIET, create_product, ledger_sum, sequences
 
 USAGE = "/api/buyer-addon/usage"
 ADD = "/api/buyer-addon/usage/add"
@@ -19,8 +19,8 @@ def test_balance_by_product_and_email(client, auth, product, funded_account_id):
     assert response.get_json() == {"success": True, "data": {
         "account_id": funded_account_id, "product_id": product.id, "buyer_email": "bob@example.com",
         "balance": 1000, "available": 1000, "held": 0, "threshold": None,
-        "auto_top_up": {"enabled": False, "payment_method": None, "customer": None},
-        "balances": {"paid": 1000, "promotional": 0}, "next_expiry": None}}
+        "auto_top_up": {"enabled": False, "payment_method": None, "customer": None, **QUIET},
+        "balances": {"paid": 1000, "promotional": 0}, "next_expiry": None, "forecast": None}}
 
 
 def test_balance_by_invoice_id(client, auth, funded_account_id):

@@ -9,7 +9,7 @@ import responses
 import storage
 from addon_plugin import ledger
 from addon_plugin.topup import GatewayUnavailable, TestGateway, current_gateway
-from tests.helpers import create_product
+from tests.helpers import QUIET, create_product, settings_of
 
 ME = "/api/addons/me/accounts"
 ON = {"enabled": True, "threshold": 30, "payment_method": "pm_card_visa"}
@@ -45,8 +45,9 @@ def test_a_buyer_lists_only_their_own_accounts(client, bobs, merchant_id, produc
     assert [a["id"] for a in answer.json["data"]] == [mine_too, bobs]  # newest first
     assert answer.json["data"][1] == {"id": bobs, "product_id": product.id, "buyer_email": "bob@example.com",
                                       "balance": 0, "available": 0, "held": 0, "threshold": None,
-                                      "auto_top_up": {"enabled": False, "payment_method": None, "customer": None},
-                                      "balances": {"paid": 0, "promotional": 0}, "next_expiry": None}
+                                      "auto_top_up": {"enabled": False, "payment_method": None, "customer": None,
+                                                      **QUIET},
+                                      "balances": {"paid": 0, "promotional": 0}, "next_expiry": None, "forecast": None}
 
 
 def test_a_buyer_switches_auto_top_up_on_and_off(client, bobs):
@@ -55,7 +56,7 @@ def test_a_buyer_switches_auto_top_up_on_and_off(client, bobs):
     assert answer.json["threshold"] == 30 and answer.json["auto_top_up"]["enabled"] is True
     account = ledger.get_account(bobs)
     assert (account.auto_top_up_enabled, account.threshold, account.payment_method) == (True, 30, "pm_card_visa")
-    assert client.put(f"{ME}/{bobs}/auto-top-up", json={"enabled": False}).json["auto_top_up"] == {
+    assert settings_of(client.put(f"{ME}/{bobs}/auto-top-up", json={"enabled": False}).json["auto_top_up"]) == {
         "enabled": False, "payment_method": None, "customer": None}
 
 
@@ -189,7 +190,7 @@ def test_with_stripe_a_buyer_cannot_put_top_ups_on_another_customers_card(client
 
     mine = client.put(f"{ME}/{bobs}/auto-top-up", json={**ON, "payment_method": "pm_bob"})
     assert mine.status_code == 200
-    assert mine.json["auto_top_up"] == {"enabled": True, "payment_method": "pm_bob", "customer": "cus_bob"}
+    assert settings_of(mine.json["auto_top_up"]) == {"enabled": True, "payment_method": "pm_bob", "customer": "cus_bob"}
 
 
 # -- the decline budget ------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 import storage
 from addon_plugin import ledger
 from addon_plugin.schemas import TopUpSchema
-from tests.helpers import create_product
+from tests.helpers import QUIET, create_product, settings_of
 
 
 def put(client, api_key, account_id, body, **headers):
@@ -26,9 +26,9 @@ def test_put_switches_auto_top_up_on_and_answers_the_account(client, api_key, fu
     assert response.status_code == 200
     assert response.get_json() == {
         "id": funded_account_id, "product_id": product.id, "buyer_email": "bob@example.com", "balance": 1000,
-        "available": 1000, "held": 0,
-        "threshold": 200, "auto_top_up": {"enabled": True, "payment_method": "pm_card_visa", "customer": "cus_9"},
-        "balances": {"paid": 1000, "promotional": 0}, "next_expiry": None,
+        "available": 1000, "held": 0, "threshold": 200,
+        "auto_top_up": {"enabled": True, "payment_method": "pm_card_visa", "customer": "cus_9", **QUIET},
+        "balances": {"paid": 1000, "promotional": 0}, "next_expiry": None, "forecast": None,
     }
 
 
@@ -37,7 +37,7 @@ def test_put_without_optional_fields_clears_them(client, api_key, auto_account_i
     assert response.status_code == 200
     body = response.get_json()
     assert body["threshold"] is None
-    assert body["auto_top_up"] == {"enabled": False, "payment_method": None, "customer": None}
+    assert settings_of(body["auto_top_up"]) == {"enabled": False, "payment_method": None, "customer": None}
 
 
 @pytest.mark.parametrize(("body", "field"), [

@@ -50,7 +50,8 @@ def test_the_worker_charges_the_top_up_then_credits_it_once(app, auto_account_id
     charge = gateway.charges[execute.charge_key(top_up.id)]
     assert (charge.amount, charge.currency, charge.payment_method) == (Decimal("19.00"), "USD", "pm_card_visa")
     assert charge.metadata == {"top_up_id": top_up.id, "account_id": auto_account_id,
-                               "merchant_id": top_up.merchant_id}
+                               "merchant_id": top_up.merchant_id, "consent_id": top_up.consent_id}
+    assert top_up.consent_id is not None
     assert (top_up.status, top_up.charge_id, top_up.attempts, top_up.lease) == ("succeeded", charge.id, 1, None)
     assert top_up.completed_at is not None
 

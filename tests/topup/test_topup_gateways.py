@@ -245,6 +245,20 @@ def test_a_top_up_retries_stripe_outages_with_the_same_idempotency_key(app, auto
 
 
 @responses.activate
+def test_the_stripe_payment_intent_names_the_consent_record_it_relied_on(app, auto_account_id):
+    _stripe_account(app, auto_account_id)
+    responses.post(INTENTS, json=_intent())
+    from addon_plugin import ledger
+
+    ledger.record(auto_account_id, -510, "usage")
+    [top_up] = top_ups(auto_account_id)
+    execute.run_due(top_up.next_attempt_at)
+    consent_id = storage.CreditAccount.get_by_id(auto_account_id).consent_id
+    assert consent_id and storage.TopUp.get_by_id(top_up.id).consent_id == consent_id
+    assert dict(parse_qsl(responses.calls[0].request.body))["metadata[consent_id]"] == consent_id
+
+
+@responses.activate
 def test_a_processing_stripe_charge_is_credited_once_its_lookup_finds_it_succeeded(app, auto_account_id):
     _stripe_account(app, auto_account_id)
     responses.post(INTENTS, json=_intent("processing"))
