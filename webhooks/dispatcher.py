@@ -23,11 +23,11 @@ from blinker import Signal
 from flask import Flask, current_app
 
 from addon_plugin import signals
-from storage import Statements, db, dialect, new_id, sql, transaction, utcnow
+from storage import Statements, db, dialect, new_id, sql, transaction, transaction_cache, utcnow
 
 from . import events, schedule
 
-__all__ = ["SIGNAL_EVENTS", "connect", "publish"]
+__all__ = ["SIGNAL_EVENTS", "connect", "publish", "forget_endpoints"]
 
 #: Which signal becomes which event type.
 SIGNAL_EVENTS: tuple[tuple[Signal, str], ...] = (
@@ -76,6 +76,24 @@ def _wants(event_types_json: str, event_type: str) -> bool:
     return not wanted or event_type in wanted
 
 
+def _endpoints(merchant_id: str) -> list[tuple[str, str]]:
+    """The merchant's enabled endpoints, read once per transaction: a change's
+    several signals, and a batch of usage records, share one read. Never across
+    transactions: an endpoint created, changed or deleted by any process is
+    seen by the next transaction, and within one the PostgreSQL read's key-share
+    locks keep what was read there until it ends."""
+    cache = transaction_cache()
+    rows = cache.get(("webhook_endpoints", merchant_id))
+    if rows is None:
+        rows = cache[("webhook_endpoints", merchant_id)] = db.execute_sql(_READ["endpoints"], (merchant_id,)).fetchall()
+    return rows
+
+
+def forget_endpoints(merchant_id: str) -> None:
+    """Drop this transaction's read of the merchant's endpoints (after a change to them)."""
+    transaction_cache().pop(("webhook_endpoints", merchant_id), None)
+
+
 def publish(merchant_id: str, event_type: str, body: dict[str, Any]) -> str | None:
     """Write the event and a due delivery for each of the merchant's enabled
     endpoints that wants it, in the current transaction (or a new one).
@@ -84,7 +102,7 @@ def publish(merchant_id: str, event_type: str, body: dict[str, Any]) -> str | No
     (then nothing is written).
     """
     with transaction():
-        rows = db.execute_sql(_READ["endpoints"], (merchant_id,)).fetchall()
+        rows = _endpoints(merchant_id)
         targets = [endpoint_id for endpoint_id, types in rows if _wants(types, event_type)]
         if not targets:
             return None
