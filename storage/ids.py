@@ -12,8 +12,10 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from base64 import b32encode
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
 _lock = threading.Lock()
 _last = 0
 
@@ -23,8 +25,6 @@ def new_id(prefix: str) -> str:
     global _last
     with _lock:
         value = _last = max((time.time_ns() // 1_000_000) << 80 | secrets.randbits(80), _last + 1)
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return f"{prefix}_{''.join(reversed(chars))}"
+    # The 128 bits as 26 base32 digits: the C base32 encoder on 20 bytes (32
+    # digits, the first 6 always zero), mapped to the lower-case Crockford digits.
+    return f"{prefix}_{b32encode(value.to_bytes(20, 'big'))[6:].translate(_TO_CROCKFORD).decode()}"

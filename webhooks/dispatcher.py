@@ -15,6 +15,7 @@ and its deliveries are written in one statement.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any
@@ -94,38 +95,46 @@ def forget_endpoints(merchant_id: str) -> None:
     transaction_cache().pop(("webhook_endpoints", merchant_id), None)
 
 
-def publish(merchant_id: str, event_type: str, body: dict[str, Any]) -> str | None:
+def publish(merchant_id: str, event_type: str, body: dict[str, Any] | Callable[[], dict[str, Any]]) -> str | None:
     """Write the event and a due delivery for each of the merchant's enabled
     endpoints that wants it, in the current transaction (or a new one).
+    ``body`` may be a function making it: then it is built only when wanted.
 
     Returns the event id (the ``webhook-id``), or None when no endpoint wants it
     (then nothing is written).
     """
+    if db.in_transaction():  # the signals' case: no block of our own to enter and leave
+        return _publish(merchant_id, event_type, body)
     with transaction():
-        rows = _endpoints(merchant_id)
-        targets = [endpoint_id for endpoint_id, types in rows if _wants(types, event_type)]
-        if not targets:
-            return None
-        event_id = new_id("msg")
-        now = utcnow()
-        first = current_app.config["ADDONS_WEBHOOK_RETRY_SCHEDULE"]
-        params: list[Any] = []
-        for endpoint_id in targets:
-            due = now + timedelta(seconds=schedule.jittered(float(first[0]) if first else 0.0))
-            params += [new_id("dlv"), event_id, endpoint_id, due, now]
-        event_params = [event_id, merchant_id, event_type, events.dumps(body), now]
-        statements = _statements(dialect(), len(targets))
-        if len(statements) == 1:
-            db.execute_sql(statements[0], event_params + params)
-        else:
-            db.execute_sql(statements[0], event_params)
-            db.execute_sql(statements[1], params)
-        return event_id
+        return _publish(merchant_id, event_type, body)
+
+
+def _publish(merchant_id: str, event_type: str, body: dict[str, Any] | Callable[[], dict[str, Any]]) -> str | None:
+    targets = [endpoint_id for endpoint_id, types in _endpoints(merchant_id) if _wants(types, event_type)]
+    if not targets:
+        return None
+    if callable(body):
+        body = body()
+    event_id = new_id("msg")
+    now = utcnow()
+    first = current_app.config["ADDONS_WEBHOOK_RETRY_SCHEDULE"]
+    params: list[Any] = []
+    for endpoint_id in targets:
+        due = now + timedelta(seconds=schedule.jittered(float(first[0]) if first else 0.0))
+        params += [new_id("dlv"), event_id, endpoint_id, due, now]
+    event_params = [event_id, merchant_id, event_type, events.dumps(body), now]
+    statements = _statements(dialect(), len(targets))
+    if len(statements) == 1:
+        db.execute_sql(statements[0], event_params + params)
+    else:
+        db.execute_sql(statements[0], event_params)
+        db.execute_sql(statements[1], params)
+    return event_id
 
 
 def _receiver(event_type: str):
     def receive(app: Flask, *, account: Any, entry: Any = None, **extra: Any) -> None:
-        publish(account.merchant_id, event_type, events.build_body(event_type, account, entry, extra))
+        publish(account.merchant_id, event_type, lambda: events.build_body(event_type, account, entry, extra))
 
     receive.__name__ = f"publish_{event_type.replace('.', '_')}"
     return receive
