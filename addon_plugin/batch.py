@@ -47,7 +47,7 @@ from marshmallow import ValidationError as SchemaError
 
 from storage import db, dialect, sql, transaction
 
-from . import idempotency, ledger
+from . import fastload, idempotency, ledger
 from .accounts import grant_terms
 from .errors import (
     AccountNotFound,
@@ -85,7 +85,7 @@ def load_record(raw: Any) -> dict[str, Any]:
         raise ValidationError(fields={"_schema": ["Each record must be a JSON object."]})
     refuse_unstorable(raw)
     try:
-        return _record_schema.load(raw)
+        return fastload.load(_record_schema, raw)
     except SchemaError as error:
         raise ValidationError(fields=error.normalized_messages()) from None
 
