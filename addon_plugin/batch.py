@@ -53,6 +53,7 @@ from .errors import (
     AccountNotFound,
     AddonError,
     IdempotencyKeyInUse,
+    IdempotencyKeyReused,
     ValidationError,
 )
 from .idempotency import Outcome
@@ -63,6 +64,8 @@ from .schemas import UsageRecordSchema, refuse_unstorable
 __all__ = ["SubscriberFailed", "load_record", "apply_records"]
 
 _record_schema = UsageRecordSchema()
+
+_REQUEST_KEY = "This key is the whole request's Idempotency-Key: give the record its own."
 
 # Ids and (product, buyer) pairs per lookup: a whole batch in one statement (at most
 # 2,001 parameters, within both drivers' limits), so PostgreSQL locks in one id order.
@@ -102,12 +105,18 @@ class _Batch:
 
 
 def apply_records(merchant_id: str, records: list[dict[str, Any] | AddonError], *,
-                  actor: str | None = None) -> list[dict[str, Any]]:
+                  actor: str | None = None, request_key: str | None = None) -> list[dict[str, Any]]:
     """Apply each loaded record (an :class:`AddonError` stands for a record that
     failed validation) in order, in one transaction (the caller's, or its own);
     returns each record's result (``{"status", "entry", "balance", "error"}``)
-    in the same order. Raises only to abort the whole batch (see the module)."""
+    in the same order. Raises only to abort the whole batch (see the module).
+    ``request_key``, the whole request's idempotency key, names that request
+    (one key space per merchant): a record carrying it is refused 422
+    ``idempotency_key_reused``."""
     batch = _Batch(merchant_id, actor)
+    records = [IdempotencyKeyReused(key=request_key, fields={"idempotency_key": [_REQUEST_KEY]})
+               if request_key is not None and not isinstance(record, AddonError)
+               and record.get("idempotency_key") == request_key else record for record in records]
     loaded = [record for record in records if not isinstance(record, AddonError)]
     with transaction():
         batch.accounts = _find_accounts(merchant_id, loaded)

@@ -15,7 +15,7 @@ from .. import batch
 from ..errors import AddonError, ValidationError
 from ..schemas import UsageRecordsResultSchema, UsageRecordsSchema, refuse_unstorable
 from . import blueprint
-from .http import UnsupportedMediaType, _state, actor, authenticate, payload, write
+from .http import UnsupportedMediaType, _state, actor, authenticate, idempotency_key, payload, write
 from .openapi import operation
 
 
@@ -59,4 +59,6 @@ def usage_records() -> Response:
             records.append(batch.load_record(item))
         except ValidationError as invalid:
             records.append(invalid)
-    return write(merchant_id, data, lambda: ({"data": batch.apply_records(merchant_id, records, actor=actor())}, 200))
+    key = idempotency_key(data)
+    return write(merchant_id, data, lambda: (
+        {"data": batch.apply_records(merchant_id, records, actor=actor(), request_key=key)}, 200))

@@ -112,6 +112,15 @@ def test_the_whole_request_replays_by_its_idempotency_key(client, auth, funded_a
     assert ledger_sum(funded_account_id) == 990
 
 
+def test_a_record_may_not_carry_the_requests_own_key(client, auth, funded_account_id):
+    records = [{"account_id": funded_account_id, "value": -1, "idempotency_key": "same"},
+               {"account_id": funded_account_id, "value": -2, "idempotency_key": "own"}]
+    response = client.post(RECORDS, json={"records": records}, headers={**auth, "Idempotency-Key": "same"})
+    assert statuses(response) == [422, 200]
+    assert response.get_json()["data"][0]["error"]["code"] == "idempotency_key_reused"
+    assert ledger_sum(funded_account_id) == 998
+
+
 def test_another_merchants_account_is_404(client, other_auth, funded_account_id):
     response = client.post(RECORDS, json={"records": [{"account_id": funded_account_id, "value": -1}]},
                            headers=other_auth)
