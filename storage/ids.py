@@ -12,10 +12,10 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from base64 import b32encode
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # every 10-bit value as two digits
+_SHIFTS = range(120, -1, -10)
 _lock = threading.Lock()
 _last = 0
 
@@ -25,6 +25,5 @@ def new_id(prefix: str) -> str:
     global _last
     with _lock:
         value = _last = max((time.time_ns() // 1_000_000) << 80 | secrets.randbits(80), _last + 1)
-    # The 128 bits as 26 base32 digits: the C base32 encoder on 20 bytes (32
-    # digits, the first 6 always zero), mapped to the lower-case Crockford digits.
-    return f"{prefix}_{b32encode(value.to_bytes(20, 'big'))[6:].translate(_TO_CROCKFORD).decode()}"
+    # The 128 bits as 26 base32 digits, two at a time (13 lookups of 10 bits, not 26 of 5).
+    return prefix + "_" + "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
