@@ -496,6 +496,8 @@ class UsageRecordsSchema(_Strict):
 
     records = fields.List(fields.Nested(UsageRecordSchema), required=True,
                           validate=validate.Length(1, BATCH_RECORDS))
+    idempotency_key = IdempotencyKey(metadata={"description": "The whole request's key (or the Idempotency-Key "
+                                                              "header); each record may carry its own."})
 
 
 class UsageRecordResultSchema(_Strict):
