@@ -250,12 +250,25 @@ def named_account_id(merchant_id: str, data: Mapping[str, Any], *, create: bool 
         if not found:
             raise AccountNotFound("No add-on was bought with that invoice_id.")
         return found[0]
-    account_id = ledger.find_account_id(merchant_id, data["product_id"], data["buyer_email"])
+    name = (storage.db.obj, merchant_id, data["product_id"], data["buyer_email"])
+    account_id = _account_ids.get(name) or ledger.find_account_id(*name[1:])
     if account_id is None:
         if not create:
             raise AccountNotFound()
-        account_id = ledger.open_account(merchant_id, data["product_id"], data["buyer_email"])
+        account_id = ledger.open_account(*name[1:])
+    if len(_account_ids) >= _ACCOUNT_IDS_KEPT:
+        _account_ids.clear()
+    _account_ids[name] = account_id
     return account_id
+
+
+#: Which account a (database, merchant, product, buyer) names, as found: an
+#: account, once opened, keeps its id, merchant, product and buyer for good
+#: (no account is ever deleted or moved), so a found id stays right in every
+#: process and needs no invalidation; a miss is never kept (another process
+#: may open the account next). Saves the usage path one read per request.
+_account_ids: dict[tuple[Any, str, str, str], str] = {}
+_ACCOUNT_IDS_KEPT = 100_000
 
 
 def _given(**args: Any) -> dict[str, Any]:

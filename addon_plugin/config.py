@@ -49,6 +49,9 @@ SETTINGS: dict[str, Setting] = {
     "ADDONS_MAX_CONTENT_LENGTH": Setting(
         64 * 1024, INTEGER, "Largest request body",
         "Largest request body the API reads, in bytes (larger: 413)."),
+    "ADDONS_BATCH_MAX_CONTENT_LENGTH": Setting(
+        1024 * 1024, INTEGER, "Largest batch body",
+        "Largest body of POST /addons/usage-records, in bytes (larger: 413)."),
     "ADDONS_IDEMPOTENCY_TTL": Setting(
         24 * 3600, INTEGER, "Idempotency TTL",
         "Seconds an idempotent result is kept for replays (Stripe keeps 24 h)."),

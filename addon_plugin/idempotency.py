@@ -36,7 +36,8 @@ from storage import Statements, db, dialect, transaction
 
 from .errors import AddonError, IdempotencyKeyInUse, IdempotencyKeyReused, ValidationError
 
-__all__ = ["MERCHANT_KEYS", "Outcome", "buyer_key_space", "fingerprint", "run", "prune"]
+__all__ = ["MERCHANT_KEYS", "IN_USE", "Outcome", "Stored", "buyer_key_space", "fingerprint", "run", "claim_many",
+           "replay_of", "store_many", "prune"]
 
 #: The key space of every request made with one of the merchant's API keys.
 MERCHANT_KEYS = "api"
@@ -53,6 +54,9 @@ _SQL = Statements(
     insert=("INSERT INTO idempotency_record (merchant_id, key_space, key, request_hash, response_status, "
             "response_body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"),
     prune="DELETE FROM idempotency_record WHERE created_at < ?",
+    # PostgreSQL: try many keys' locks in one round trip, in the order given.
+    lock_many={"postgresql": ("SELECT pg_try_advisory_xact_lock(hashtextextended(k, 0)) "
+                              "FROM unnest(?::text[]) WITH ORDINALITY AS t(k, n) ORDER BY n")},
 )
 
 
@@ -102,6 +106,74 @@ def run(merchant_id: str, key: str | None, request_hash: str, action: Action, *,
             if attempt == 2 or db.in_transaction():
                 raise
     raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A key's stored outcome and the hash of the request that made it."""
+
+    request_hash: str
+    outcome: Outcome
+
+
+#: What :func:`claim_many` answers for a key another transaction holds (PostgreSQL).
+IN_USE = Stored("", Outcome(409))
+
+
+def claim_many(merchant_id: str, keys: list[str], *, key_space: str = MERCHANT_KEYS) -> dict[str, Stored]:
+    """Hold each of ``keys`` for the current transaction, as :func:`run` does one:
+    ``{key: stored outcome}`` for the keys that have one (their request hashes are
+    checked by :func:`replay_of`), and :data:`IN_USE` for those a concurrent
+    transaction holds (PostgreSQL; on SQLite the write lock orders them).
+    A few statements for any number of keys: a batch of usage records."""
+    found: dict[str, Stored] = {}
+    keys = list(dict.fromkeys(keys))
+    if not keys:
+        return found
+    if dialect() == "postgresql":
+        locks = [json.dumps((merchant_id, key_space, key)) for key in keys]
+        held = [row[0] for row in db.execute_sql(_SQL["lock_many"], (locks,)).fetchall()]
+        found.update((key, IN_USE) for key, ok in zip(keys, held, strict=True) if not ok)
+    expired = storage.utcnow() - _ttl()
+    for start in range(0, len(keys), 500):
+        chunk = keys[start:start + 500]
+        rows = db.execute_sql(storage.sql(
+            "SELECT key, request_hash, response_status, response_body, created_at FROM idempotency_record "
+            f"WHERE merchant_id = ? AND key_space = ? AND key IN ({', '.join(['?'] * len(chunk))})"),
+            (merchant_id, key_space, *chunk)).fetchall()
+        for key, request_hash, status, body, created_at in rows:
+            if key in found:
+                continue
+            if isinstance(created_at, str):
+                created_at = datetime.fromisoformat(created_at)
+            if created_at < expired:
+                db.execute_sql(_SQL["delete"], (merchant_id, key_space, key))
+                continue
+            found[key] = Stored(request_hash, Outcome(status, json.loads(body), replayed=True))
+    return found
+
+
+def replay_of(stored: Stored, request_hash: str, key: str) -> Outcome:
+    """The outcome :func:`claim_many` found stored, for the request ``request_hash``;
+    :class:`IdempotencyKeyReused` if the key was used for another request."""
+    if stored.request_hash != request_hash:
+        raise IdempotencyKeyReused(key=key)
+    return stored.outcome
+
+
+def store_many(merchant_id: str, results: list[tuple[str, str, Outcome]], *, key_space: str = MERCHANT_KEYS) -> None:
+    """Record ``(key, request_hash, outcome)`` results in the current transaction,
+    as :func:`run` records one (keys held by :func:`claim_many`)."""
+    now = storage.utcnow()
+    for start in range(0, len(results), 200):
+        chunk = results[start:start + 200]
+        params: list[Any] = []
+        for key, request_hash, outcome in chunk:
+            params += [merchant_id, key_space, key, request_hash, outcome.status,
+                       json.dumps(outcome.body, separators=(",", ":")), now]
+        db.execute_sql(storage.sql(
+            "INSERT INTO idempotency_record (merchant_id, key_space, key, request_hash, response_status, "
+            "response_body, created_at) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))), params)
 
 
 def prune(older_than: timedelta | None = None) -> int:

@@ -24,6 +24,7 @@ __all__ = [
     "METADATA_BYTES",
     "METADATA_MESSAGE",
     "MAX_PAGE_SIZE",
+    "BATCH_RECORDS",
     "THRESHOLD_MESSAGE",
     "is_idempotency_key",
     "fits_metadata",
@@ -59,6 +60,9 @@ METADATA_MESSAGE = (f"At most {METADATA_KEYS} string keys (<= {METADATA_KEY_LENG
 
 #: The most items one page of a list holds.
 MAX_PAGE_SIZE = 500
+
+#: The most usage records one ``POST /addons/usage-records`` carries.
+BATCH_RECORDS = 1000
 
 THRESHOLD_MESSAGE = f"Must be an integer from 0 to {MAX_CREDITS}."
 

@@ -14,14 +14,16 @@ import storage
 from storage import isoformat
 
 from . import account_extras, grants, ledger
+from .errors import AddonError
 from .ledger import Account, Change, Entry
 from .money import from_minor
 
 if TYPE_CHECKING:
     from .merchants import NewKey
 
-__all__ = ["account_body", "entry_body", "usage_body", "product_body", "adjustment_body",
-           "api_key_body", "new_api_key_body", "top_up_body", "grant_body", "grant_created_body", "hold_body"]
+__all__ = ["account_body", "entry_body", "usage_body", "usage_record_body", "product_body", "adjustment_body",
+           "api_key_body", "new_api_key_body", "top_up_body", "grant_body", "grant_created_body",
+           "hold_body"]
 
 grant_body = grants.grant_body
 
@@ -86,6 +88,15 @@ def usage_body(account: Account, entry: Entry | None = None) -> dict[str, Any]:
     if entry is not None:
         data["entry"] = entry_body(entry)
     return {"success": True, "data": data}
+
+
+def usage_record_body(change: Change | None = None, error: AddonError | None = None) -> dict[str, Any]:
+    """One record's outcome in a batch: its entry and the balance right after it
+    (as ``usage/add`` answers them), or the error that refused it."""
+    if change is not None:
+        return {"status": 200, "entry": entry_body(change.entry), "balance": change.account.balance, "error": None}
+    assert error is not None
+    return {"status": error.status, "entry": None, "balance": None, "error": error.to_dict()["error"]}
 
 
 def product_body(product: storage.Product) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 from . import errors
 from .emails import normalise_email
 from .limits import (
+    BATCH_RECORDS,
     DESCRIPTION_LENGTH,
     EXTERNAL_ID_LENGTH,
     ID_LENGTH,
@@ -52,6 +53,10 @@ __all__ = [
     "UsageBalanceSchema",
     "UsageAddSchema",
     "UsageResponseSchema",
+    "UsageRecordSchema",
+    "UsageRecordsSchema",
+    "UsageRecordResultSchema",
+    "UsageRecordsResultSchema",
     "ListQuerySchema",
     "AccountListQuerySchema",
     "AdjustmentCreateSchema",
@@ -430,15 +435,19 @@ class UsageBalanceSchema(_Strict):
         return data
 
 
-class UsageAddSchema(UsageBalanceSchema, _GrantTerms):
-    """``value`` < 0 deducts (kind usage), > 0 adds (kind adjustment, a grant:
-    ``category`` default promotional, optional ``expires_at``)."""
+class _UsageChange(_GrantTerms):
+    """What one usage record changes, on ``usage/add`` and in a batch alike."""
 
     value = Credits(nonzero=True, required=True)
     description = fields.String(validate=validate.Length(max=DESCRIPTION_LENGTH), load_default="")
     reference = fields.String(validate=validate.Length(max=REFERENCE_LENGTH), allow_none=True, load_default=None)
     metadata = Metadata(load_default=dict)
     idempotency_key = IdempotencyKey()
+
+
+class UsageAddSchema(UsageBalanceSchema, _UsageChange):
+    """``value`` < 0 deducts (kind usage), > 0 adds (kind adjustment, a grant:
+    ``category`` default promotional, optional ``expires_at``)."""
 
 
 class _UsageData(AccountSchema):
@@ -508,6 +517,49 @@ class ErrorSchema(_Strict):
     """Every failure: ``{"error": {"code", "message", "fields"}}``."""
 
     error = fields.Nested(_ErrorBody, required=True)
+
+
+# -- batch usage (POST /addons/usage-records) --------------------------------------
+
+class UsageRecordSchema(_UsageChange):
+    """One record of a batch: the account by ``account_id``, or by ``product_id``
+    + ``buyer_email`` (opened for a new buyer when ``value`` > 0), and the change
+    as on ``usage/add``; its ``idempotency_key`` is the record's own."""
+
+    account_id = fields.String(validate=validate.Length(1, ID_LENGTH))
+    product_id = fields.String(validate=validate.Length(1, ID_LENGTH))
+    buyer_email = BuyerEmail(validate=validate.Length(max=320))
+
+    @validates_schema
+    def _names_one_account(self, data: dict, **kwargs: Any) -> None:
+        by_id, by_buyer = "account_id" in data, "product_id" in data or "buyer_email" in data
+        if by_id == by_buyer or (by_buyer and not ("product_id" in data and "buyer_email" in data)):
+            raise ValidationError("Give account_id, or product_id and buyer_email.", "account_id")
+
+
+class UsageRecordsSchema(_Strict):
+    """``{"records": [...]}``: 1 to ``BATCH_RECORDS`` usage records, applied in order."""
+
+    records = fields.List(fields.Nested(UsageRecordSchema), required=True,
+                          validate=validate.Length(1, BATCH_RECORDS))
+    idempotency_key = IdempotencyKey(metadata={"description": "The whole request's key (or the Idempotency-Key "
+                                                              "header); each record may carry its own."})
+
+
+class UsageRecordResultSchema(_Strict):
+    """One record's outcome: ``status`` as ``usage/add`` would answer it, with its
+    ``entry`` and the ``balance`` right after it, or the ``error`` that refused it."""
+
+    status = fields.Integer(required=True, metadata={"example": 200})
+    entry = fields.Nested(EntrySchema, required=True, allow_none=True)
+    balance = fields.Integer(required=True, allow_none=True)
+    error = fields.Nested(_ErrorBody, required=True, allow_none=True)
+
+
+class UsageRecordsResultSchema(_Strict):
+    """Each record's outcome, in request order."""
+
+    data = fields.List(fields.Nested(UsageRecordResultSchema), required=True)
 
 
 # -- auto top-up ---------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m benchmarks.run [--quick] [--only ledger,http,read,holds] [--out docs/BENCHMARKS.md]``.
+"""Benchmarks: ``python -m benchmarks.run [--quick] [--only ledger,http,batch,read,holds] [--out docs/BENCHMARKS.md]``.
 
 Prints a table per section and writes it, with the machine and the method, as
 markdown. Every run checks its own answer afterwards: the ledger must sum to
@@ -300,15 +300,32 @@ def gunicorn(url: str, workers: int, threads: int) -> Iterator[str]:
                 if process.poll() is not None:
                     raise SystemExit("gunicorn exited at start") from None
                 time.sleep(0.05)
+        _warm_up(f"{base}/noop", workers * threads)
         yield base
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
+def _warm_up(url: str, count: int) -> None:
+    """Wait until the workers answer (they import the app after the port opens)."""
+    import urllib.request
+
+    deadline = time.monotonic() + 60
+    answered = 0
+    while answered < count * 4:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10).read()
+            answered += 1
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit("gunicorn never answered") from None
+            time.sleep(0.1)
+
+
 def _wrk(url: str, connections: int, seconds: int, args: list[str], script: str = "usage.lua") -> dict:
     output = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "30s", "-s",
          str(ROOT / "benchmarks" / script), url, "--", *args],
         capture_output=True, text=True, check=True).stdout
     match = re.search(r"RESULT (.*)", output)
@@ -344,8 +361,7 @@ def bench_http(seconds: int, configs: list[tuple[int, int]]) -> list[dict]:
                             check_ledger(account_ids[:accounts] if accounts == 1 else account_ids)
                         # wrk stops the clock with up to `connections` requests in flight:
                         # those may be written without wrk counting their answer.
-                        if not result["ok"] <= written <= result["ok"] + connections:
-                            raise SystemExit(f"FAILED: {result['ok']} acknowledged but {written} written")
+                        _check_acknowledged(result["ok"], written, connections)
                         rows.append({
                             "database": name,
                             "gunicorn": f"{workers} sync" if threads == 1 else f"{workers}×{threads} gthread",
@@ -398,6 +414,66 @@ def bench_http_holds(seconds: int, configs: list[tuple[int, int]]) -> list[dict]
                         "captures acknowledged = written": f"{result['ok']:,} = {written:,}",
                     })
     return rows
+
+
+# -- 2b. batch usage: records per second by batch size, beside single requests ---------------
+
+BATCH_SIZES = (1, 10, 100, 1000)
+
+
+def _written(app: Flask, run: str) -> int:
+    with app.app_context():
+        return storage.LedgerEntry.select().where(storage.LedgerEntry.idempotency_key.startswith(f"{run}-")).count()
+
+
+def bench_batch(seconds: int, workers: int, threads: int, connections: int) -> list[dict]:
+    """``POST /addons/usage-records`` at each batch size against single
+    ``usage/add`` requests, same server, same run, over 10,000 accounts."""
+    if shutil.which("wrk") is None:
+        print("  (batch skipped: wrk not installed — apt-get install wrk)")
+        return []
+    rows = []
+    for name, url in databases():
+        app = make_app(url)
+        with app.app_context():
+            storage.migrate()
+            _, key, product_id, account_ids = seed(10_000, 10**9)
+        accounts = str(len(account_ids))
+        with gunicorn(url, workers, threads) as base:
+            ceiling = _wrk(f"{base}/noop", connections, seconds, [key, product_id, "1", "noop"])
+            run = uuid.uuid4().hex[:8]
+            single = _wrk(f"{base}/api/buyer-addon/usage/add", connections, seconds, [key, product_id, accounts, run])
+            _check_acknowledged(single["ok"], _written(app, run), connections)
+            results = []
+            for size in BATCH_SIZES:
+                run = uuid.uuid4().hex[:8]
+                result = _wrk(f"{base}/api/addons/usage-records", connections, seconds,
+                              [key, product_id, accounts, run, str(size)], script="batch.lua")
+                # wrk stops the clock with up to `connections` batches in flight.
+                _check_acknowledged(result["ok"] * size, _written(app, run), connections * size)
+                results.append((size, result))
+        with app.app_context():
+            check_ledger(account_ids)
+        rows.append({"database": name, "request": "usage/add", "records/request": 1,
+                     "req/s": round(single["rps"]), "records/s": round(single["rps"]),
+                     "× usage/add": "1.0x", "of ceiling (req/s)": f"{single['rps'] / ceiling['rps']:.0%}",
+                     "p50 ms": f"{single['p50_us'] / 1000:.1f}", "p99 ms": f"{single['p99_us'] / 1000:.1f}",
+                     "errors": single["errors"] + single["bad_status"]})
+        for size, result in results:
+            records = result["rps"] * size
+            rows.append({"database": name, "request": "usage-records", "records/request": f"{size:,}",
+                         "req/s": round(result["rps"]), "records/s": round(records),
+                         "× usage/add": f"{records / single['rps']:.1f}x",
+                         "of ceiling (req/s)": f"{result['rps'] / ceiling['rps']:.0%}",
+                         "p50 ms": f"{result['p50_us'] / 1000:.1f}", "p99 ms": f"{result['p99_us'] / 1000:.1f}",
+                         "errors": result["errors"] + result["bad_status"]})
+    return rows
+
+
+def _check_acknowledged(acknowledged: int, written: int, in_flight: int) -> None:
+    """The ledger holds every acknowledged write, and at most what was in flight besides."""
+    if not acknowledged <= written <= acknowledged + in_flight:
+        raise SystemExit(f"FAILED: {acknowledged} acknowledged but {written} written")
 
 
 # -- 3. balance read at 10 and 1,000,000 ledger rows --------------------------------------
@@ -593,10 +669,12 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs (a smoke test of the harness)")
-    parser.add_argument("--only", default="ledger,http,read,webhooks,topups,holds")
+    parser.add_argument("--only", default="ledger,http,batch,read,webhooks,topups,holds")
     parser.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--gunicorn", default="2x1,2x4", help="workers x threads configurations to load")
+    parser.add_argument("--batch-gunicorn", default="2x1", help="workers x threads of the batch section")
+    parser.add_argument("--batch-connections", type=int, default=8, help="wrk connections of the batch section")
     options = parser.parse_args()
     DATABASES[:] = options.databases.split(",")
     sections = options.only.split(",")
@@ -614,6 +692,11 @@ def main() -> None:
         configs = [tuple(int(n) for n in c.split("x")) for c in options.gunicorn.split(",")]
         results["http"] = bench_http(wrk_seconds, configs)
         print(table(results["http"]))
+    if "batch" in sections:
+        print("2b. batch usage …", flush=True)
+        workers, threads = (int(n) for n in options.batch_gunicorn.split("x"))
+        results["batch"] = bench_batch(wrk_seconds, workers, threads, options.batch_connections)
+        print(table(results["batch"]))
     if "holds" in sections:
         print("6. spend holds over HTTP …", flush=True)
         configs = [tuple(int(n) for n in c.split("x")) for c in options.gunicorn.split(",")]
@@ -637,6 +720,7 @@ def main() -> None:
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), machine=machine(),
         command=" ".join(["python -m benchmarks.run", *sys.argv[1:]]),
         ledger=table(results.get("ledger", [])), http=table(results.get("http", [])),
+        batch=table(results.get("batch", [])),
         read=table(results.get("read", [])), webhooks=table(results.get("webhooks", [])),
         topups=table(results.get("topups", [])), holds=table(results.get("holds", [])))
     Path(options.out).parent.mkdir(parents=True, exist_ok=True)
@@ -673,6 +757,16 @@ at 8 and 32 connections; "ceiling" is the same gunicorn serving `/noop` (no
 database) in the same run. One hot account, and 10,000 accounts.
 
 {http}
+## 2b. Batch usage
+
+`POST /api/addons/usage-records` with 1, 10, 100 and 1,000 one-credit
+deductions per request (each record its own idempotency key, spread over
+10,000 accounts) beside single `usage/add` requests, on one gunicorn, in the
+same run; "× usage/add" is records per second over the single endpoint's
+requests per second. Every record of every acknowledged batch is checked to be
+in the ledger.
+
+{batch}
 ## 3. Balance read
 
 `ledger.balance(account_id)` (one indexed row, never a sum) on an account with

@@ -3,7 +3,7 @@
 Holds every table and no business logic; knows nothing of Flask or HTTP.
 """
 
-from .database import after_transaction, bind, db, dialect, on_commit, transaction, unbind
+from .database import after_transaction, bind, db, dialect, on_commit, transaction, transaction_cache, unbind
 from .dialects import Statements, sql
 from .ids import new_id
 from .models import (
@@ -71,6 +71,7 @@ __all__ = [
     "on_commit",
     "sql",
     "transaction",
+    "transaction_cache",
     "unbind",
     "utcnow",
 ]

@@ -23,7 +23,7 @@ from playhouse.db_url import connect as connect_url
 from playhouse.pool import PooledSqliteDatabase
 
 __all__ = ["db", "bind", "unbind", "dialect", "transaction", "on_commit", "after_transaction",
-           "SQLITE_BUSY_TIMEOUT"]
+           "transaction_cache", "SQLITE_BUSY_TIMEOUT"]
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,22 @@ def transaction() -> Iterator[None]:
     finally:
         _blocks.depth = depth
         if depth == 0:
+            _blocks.cache = None
             _run_after_transaction()
+
+
+def transaction_cache() -> dict:
+    """A dict that lives as long as the current outermost :func:`transaction`
+    block (a fresh, throwaway one outside any): for reads that several changes
+    of one transaction share (a batch of usage records, the signals of one
+    change), never for anything another transaction may change and this one
+    must see (each new transaction starts empty)."""
+    if getattr(_blocks, "depth", 0) == 0:
+        return {}
+    cache = getattr(_blocks, "cache", None)
+    if cache is None:
+        cache = _blocks.cache = {}
+    return cache
 
 
 def _guarded(fn: Callable[[], object], what: str) -> Callable[[], None]:

@@ -24,11 +24,11 @@ from blinker import Signal
 from flask import Flask, current_app
 
 from addon_plugin import signals
-from storage import Statements, db, dialect, new_id, sql, transaction, utcnow
+from storage import Statements, db, dialect, new_id, sql, transaction, transaction_cache, utcnow
 
 from . import events, schedule
 
-__all__ = ["SIGNAL_EVENTS", "connect", "publish"]
+__all__ = ["SIGNAL_EVENTS", "connect", "publish", "forget_endpoints"]
 
 #: Which signal becomes which event type.
 SIGNAL_EVENTS: tuple[tuple[Signal, str], ...] = (
@@ -78,8 +78,25 @@ def _wants(event_types_json: str, event_type: str) -> bool:
     return not wanted or event_type in wanted
 
 
-def publish(merchant_id: str, event_type: str,
-            body: dict[str, Any] | Callable[[], dict[str, Any]]) -> str | None:
+def _endpoints(merchant_id: str) -> list[tuple[str, str]]:
+    """The merchant's enabled endpoints, read once per transaction: a change's
+    several signals, and a batch of usage records, share one read. Never across
+    transactions: an endpoint created, changed or deleted by any process is
+    seen by the next transaction, and within one the PostgreSQL read's key-share
+    locks keep what was read there until it ends."""
+    cache = transaction_cache()
+    rows = cache.get(("webhook_endpoints", merchant_id))
+    if rows is None:
+        rows = cache[("webhook_endpoints", merchant_id)] = db.execute_sql(_READ["endpoints"], (merchant_id,)).fetchall()
+    return rows
+
+
+def forget_endpoints(merchant_id: str) -> None:
+    """Drop this transaction's read of the merchant's endpoints (after a change to them)."""
+    transaction_cache().pop(("webhook_endpoints", merchant_id), None)
+
+
+def publish(merchant_id: str, event_type: str, body: dict[str, Any] | Callable[[], dict[str, Any]]) -> str | None:
     """Write the event and a due delivery for each of the merchant's enabled
     endpoints that wants it, in the current transaction (or a new one).
 
@@ -88,28 +105,33 @@ def publish(merchant_id: str, event_type: str,
     Returns the event id (the ``webhook-id``), or None when no endpoint wants it
     (then nothing is written).
     """
+    if db.in_transaction():  # the signals' case: no block of our own to enter and leave
+        return _publish(merchant_id, event_type, body)
     with transaction():
-        rows = db.execute_sql(_READ["endpoints"], (merchant_id,)).fetchall()
-        targets = [endpoint_id for endpoint_id, types in rows if _wants(types, event_type)]
-        if not targets:
-            return None
-        if callable(body):
-            body = body()
-        event_id = new_id("msg")
-        now = utcnow()
-        first = current_app.config["ADDONS_WEBHOOK_RETRY_SCHEDULE"]
-        params: list[Any] = []
-        for endpoint_id in targets:
-            due = now + timedelta(seconds=schedule.jittered(float(first[0]) if first else 0.0))
-            params += [new_id("dlv"), event_id, endpoint_id, due, now]
-        event_params = [event_id, merchant_id, event_type, events.dumps(body), now]
-        statements = _statements(dialect(), len(targets))
-        if len(statements) == 1:
-            db.execute_sql(statements[0], event_params + params)
-        else:
-            db.execute_sql(statements[0], event_params)
-            db.execute_sql(statements[1], params)
-        return event_id
+        return _publish(merchant_id, event_type, body)
+
+
+def _publish(merchant_id: str, event_type: str, body: dict[str, Any] | Callable[[], dict[str, Any]]) -> str | None:
+    targets = [endpoint_id for endpoint_id, types in _endpoints(merchant_id) if _wants(types, event_type)]
+    if not targets:
+        return None
+    if callable(body):
+        body = body()
+    event_id = new_id("msg")
+    now = utcnow()
+    first = current_app.config["ADDONS_WEBHOOK_RETRY_SCHEDULE"]
+    params: list[Any] = []
+    for endpoint_id in targets:
+        due = now + timedelta(seconds=schedule.jittered(float(first[0]) if first else 0.0))
+        params += [new_id("dlv"), event_id, endpoint_id, due, now]
+    event_params = [event_id, merchant_id, event_type, events.dumps(body), now]
+    statements = _statements(dialect(), len(targets))
+    if len(statements) == 1:
+        db.execute_sql(statements[0], event_params + params)
+    else:
+        db.execute_sql(statements[0], event_params)
+        db.execute_sql(statements[1], params)
+    return event_id
 
 
 def _receiver(event_type: str):

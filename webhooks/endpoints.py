@@ -19,6 +19,7 @@ from addon_plugin.errors import ValidationError
 from addon_plugin.limits import MAX_PAGE_SIZE
 from storage import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent, new_id, transaction, utcnow
 
+from .dispatcher import forget_endpoints
 from .errors import DeliveryNotFound, EndpointDisabled, EndpointNotFound
 from .events import EVENT_TYPES
 from .signing import generate_secret
@@ -155,6 +156,7 @@ def create_endpoint(merchant_id: str, url: str, event_types: Iterable[str] | Non
     now = utcnow()
     row = WebhookEndpoint.create(id=new_id("ep"), merchant=merchant_id, secret=secret,
                                  created_at=now, updated_at=now, **fields)
+    forget_endpoints(merchant_id)
     return _endpoint(row), secret
 
 
@@ -195,6 +197,7 @@ def update_endpoint(merchant_id: str, endpoint_id: str, *, url: Any = UNSET, eve
         if changes:
             changes["updated_at"] = utcnow()
             WebhookEndpoint.update(**changes).where(WebhookEndpoint.id == row.id).execute()
+            forget_endpoints(merchant_id)
             row = WebhookEndpoint.get_by_id(row.id)
     return _endpoint(row)
 
@@ -207,6 +210,7 @@ def delete_endpoint(merchant_id: str, endpoint_id: str) -> None:
         WebhookAttempt.delete().where(WebhookAttempt.delivery.in_(deliveries)).execute()
         WebhookDelivery.delete().where(WebhookDelivery.endpoint == row.id).execute()
         row.delete_instance()
+        forget_endpoints(merchant_id)
 
 
 def rotate_secret(merchant_id: str, endpoint_id: str) -> tuple[Endpoint, str]:

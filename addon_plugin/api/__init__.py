@@ -23,7 +23,8 @@ __all__ = ["api_blueprint", "blueprint", "create_blueprint", "install_error_page
 log = logging.getLogger(__name__)
 
 #: Route modules, imported once by :func:`create_blueprint`.
-ROUTE_MODULES = ["usage", "top_ups", "docs", "products", "accounts", "grants", "api_keys", "me", "holds"]
+ROUTE_MODULES = ["usage", "usage_records", "top_ups", "docs", "products", "accounts", "grants", "api_keys", "me",
+                 "holds"]
 
 
 def _error_response(code: str, message: str, status: int, fields: dict | None = None,

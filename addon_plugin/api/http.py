@@ -23,7 +23,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
-from .. import idempotency, merchants
+from .. import fastload, idempotency, merchants
 from ..errors import AuthenticationFailed, BadRequest, ValidationError
 from ..limits import IDEMPOTENCY_KEY_LENGTH, is_idempotency_key
 from ..schemas import UNSTORABLE, UNSTORABLE_MESSAGE, coerce_form, refuse_unstorable
@@ -197,7 +197,7 @@ def load(schema: Schema, data: dict[str, Any] | None = None) -> dict[str, Any]:
     if _state().get("form"):
         data = coerce_form(schema, data)
     try:
-        return schema.load(data)
+        return fastload.load(schema, data)
     except SchemaError as error:
         raise ValidationError(fields=error.normalized_messages()) from None
 

@@ -316,6 +316,7 @@ WRITES = [
     ("POST", "/api/buyer-addon/usage/add", {"product_id": "{product}", "buyer_email": "bob@example.com",
                                             "value": -10}, False),
     ("POST", "/api/addons/accounts/{account}/adjustments", {"value": -10, "description": "x"}, False),
+    ("POST", "/api/addons/usage-records", {"records": [{"account_id": "acct_none", "value": -10}]}, False),
     ("PUT", "/api/addons/accounts/{account}/auto-top-up", {"enabled": False}, False),
     ("PUT", "/api/addons/me/accounts/{account}/auto-top-up", {"enabled": False}, True),
     ("POST", "/api/addons/products", {"price": "1.00", "credit_amount": 1}, False),

@@ -28,6 +28,8 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
     "usage_balance": {"product_id": "{product_id}", "buyer_email": "bob@example.com"},
     "usage_add": {"product_id": "{product_id}", "buyer_email": "bob@example.com", "value": 1,
                   "description": "d", "reference": "r", "metadata": {"k": "v"}},
+    "usage_records": {"records": [{"product_id": "{product_id}", "buyer_email": "bob@example.com", "value": 1,
+                                   "description": "d", "reference": "r", "metadata": {"k": "v"}}]},
     "create_adjustment": {"value": 1, "description": "d", "reference": "r", "metadata": {"k": "v"}},
     "put_auto_top_up": {"enabled": False, "threshold": 5, "payment_method": "pm_card_visa", "customer": "cus_1"},
     "create_api_key": {},
@@ -57,6 +59,8 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
 #: Body fields an answer does not echo under their own name, and why.
 NOT_ECHOED: dict[tuple[str, str], str] = {
     ("void_grant", "description"): "it describes the void entry; the answer is the grant, with its own description",
+    ("usage_records", "idempotency_key"): "the whole request's key; each entry carries its own record's key",
+    ("usage_records", "Idempotency-Key"): "the whole request's key; each entry carries its own record's key",
 }
 
 #: Ids that name one merchant's objects, wherever they appear (path or body).
