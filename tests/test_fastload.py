@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError
 
+from addon_plugin import schemas
 from addon_plugin.fastload import fast_loader
 from addon_plugin.schemas import AdjustmentCreateSchema, UsageAddSchema, UsageBalanceSchema, UsageRecordSchema
 
@@ -67,3 +68,27 @@ def test_plain_valid_bodies_take_the_fast_way(schema, value, description, refere
     expected = _schema_load(schema, data)
     fast = fast_loader(schema)(data)
     assert fast == expected
+
+
+def _every_schema() -> list[Schema]:
+    """Every schema the API may load a body with (each instantiable without arguments)."""
+    found = []
+    for value in vars(schemas).values():
+        if isinstance(value, type) and issubclass(value, Schema) and value.__module__ == schemas.__name__:
+            try:
+                found.append(value())
+            except TypeError:
+                continue
+    return found
+
+
+@pytest.mark.parametrize("schema", _every_schema(), ids=lambda s: type(s).__name__)
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_for_every_schema_the_derived_loader_loads_what_it_loads_or_declines(schema, data):
+    """Not only the usage schemas: http.load puts every body through the derived loader."""
+    names = st.sampled_from([*schema.load_fields, "surprise"])
+    body = data.draw(st.dictionaries(names, _values, max_size=7))
+    fast = fast_loader(schema)(body)
+    if fast is not None:
+        assert fast == schema.load(body)
