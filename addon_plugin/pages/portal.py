@@ -13,7 +13,7 @@ from flask import abort, flash, g, redirect, render_template, request, url_for
 from .. import accounts
 from ..api.http import client
 from ..errors import AddonError, ValidationError
-from ..money import minor_digits
+from ..money import minor_digits, parse_price
 from ..plain import plain
 from ..present import product_body
 from ..products import get_product
@@ -142,20 +142,25 @@ def auto_top_up(account_id: str) -> Any:
         abort(404)
     currency = get_product(buyer.merchant_id, account["product_id"]).currency
     data = _settings(request.form)
+    problems: dict[str, Any] = {}
+    try:
+        parse_price(data.get("monthly_limit", "1"), currency)
+    except ValueError:  # not an amount in the product's currency: said with the other fields' problems
+        problems["monthly_limit"] = ["bad"]
     try:
         loaded = load_fields(_settings_schema, data)
-        terms = _terms_to_agree(account, loaded)
     except ValidationError as error:
-        return _refused(account_id, error, currency)
-    except ValueError:  # the limit is not an amount in the product's currency
-        return _refused(account_id, ValidationError(fields={"monthly_limit": ["bad"]}), currency)
+        problems.update(error.messages)
+    if problems:
+        return _refused(account_id, ValidationError(fields=problems), currency)
+    terms = _terms_to_agree(account, loaded)
     if terms is not None and request.form.get("agreed") != _digest(terms):
         changed = "agreed" in request.form  # the terms changed since they were shown
         return _index(failed=account_id, form=request.form.to_dict(),
                       review={"terms": terms, "digest": _digest(terms), "changed": "yes" if changed else ""})
     ip, user_agent = client()
     try:
-        accounts.set_buyer_auto_top_up(buyer, account_id, data, ip=ip, user_agent=user_agent)
+        saved = accounts.set_buyer_auto_top_up(buyer, account_id, data, ip=ip, user_agent=user_agent)
     except ValidationError as error:
         return _refused(account_id, error, currency)
     except AddonError as error:
@@ -166,8 +171,8 @@ def auto_top_up(account_id: str) -> Any:
         return _index(error.status if error.status < 500 else 422, failed=account_id, form=form,
                       errors={field: [error.message]})
     if loaded["enabled"]:
-        limit = loaded["monthly_limit"]
-        flash(f"Auto top-up is on: it tops up at {loaded['threshold']} credits"
+        limit = saved["auto_top_up"]["monthly_limit"]
+        flash(f"Auto top-up is on: it tops up at {saved['threshold']} credits"
               + (f", at most {limit} {currency} a month." if limit else "."))
     else:
         flash("Auto top-up is off.")
