@@ -56,7 +56,7 @@ def top_up_status(top_up: dict[str, Any]) -> str:
     return "In progress"
 
 
-def top_up_notice(auto_top_up: dict[str, Any], *, when: Callable[[Any], str]) -> dict[str, str] | None:
+def top_up_notice(auto_top_up: dict[str, Any], *, when: Callable[..., str]) -> dict[str, str] | None:
     """A notice from the account's visible auto top-up state (``auto_top_up`` of
     the account resource) when its latest top-up needs the buyer's attention:
     ``{"tone", "title", "text", "todo"}``, or None. ``when`` formats a time."""
@@ -94,7 +94,7 @@ def top_up_notice(auto_top_up: dict[str, Any], *, when: Callable[[Any], str]) ->
                     "No money was taken.", "todo": todo}
 
 
-def forecast(account: dict[str, Any], *, when: Callable[[Any], str]) -> str | None:
+def forecast(account: dict[str, Any], *, when: Callable[..., str]) -> str | None:
     """The depletion forecast in words ("at this rate …"), or None without one."""
     found = account.get("forecast")
     if not found:
