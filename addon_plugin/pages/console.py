@@ -13,7 +13,7 @@ from flask import abort, flash, g, redirect, render_template, request, url_for
 
 import storage
 
-from .. import accounts, holds, idempotency, products
+from .. import accounts, idempotency, products
 from ..errors import AddonError, NotFound, ValidationError
 from ..hooks import PRICING_FIELDS, load_pricing
 from ..plain import plain
@@ -164,7 +164,7 @@ def _account_page(account_id: str, status: int = 200, *, form: str | None = None
                  entries=accounts.list_entries(merchant_id, account_id, limit=100)["data"],
                  grants=accounts.list_grants(merchant_id, account_id, limit=100)["data"],
                  top_ups=accounts.list_top_ups(merchant_id, account_id, limit=50)["data"],
-                 holds=holds.list_holds(merchant_id, account_id, limit=50)["data"],
+                 holds=accounts.list_holds(merchant_id, account_id, limit=50)["data"],
                  consents=accounts.list_consents(merchant_id, account_id, limit=50)["data"],
                  forms=forms, errors=form_errors)
 

@@ -11,7 +11,6 @@ from typing import Any
 from flask import abort, flash, g, redirect, render_template, request, url_for
 
 from .. import accounts
-from ..api.http import client
 from ..errors import AddonError, ValidationError
 from ..money import minor_digits, parse_price
 from ..plain import plain
@@ -158,9 +157,9 @@ def auto_top_up(account_id: str) -> Any:
         changed = "agreed" in request.form  # the terms changed since they were shown
         return _index(failed=account_id, form=request.form.to_dict(),
                       review={"terms": terms, "digest": _digest(terms), "changed": "yes" if changed else ""})
-    ip, user_agent = client()
-    try:
-        saved = accounts.set_buyer_auto_top_up(buyer, account_id, data, ip=ip, user_agent=user_agent)
+    try:  # where the buyer agreed from, read as the API's buyer route reads it
+        saved = accounts.set_buyer_auto_top_up(buyer, account_id, data, ip=request.remote_addr,
+                                               user_agent=request.headers.get("User-Agent"))
     except ValidationError as error:
         return _refused(account_id, error, currency)
     except AddonError as error:

@@ -16,9 +16,8 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 
-from addon_plugin import GatewayError, accounts, current_gateway, holds, product_body, products
+from addon_plugin import GatewayError, accounts, current_gateway, product_body, products
 from addon_plugin.errors import AccountNotFound, HoldNotActive, HoldNotFound, InsufficientCredits
-from addon_plugin.money import parse_price
 
 from . import shop
 from .addons import TEST_CARDS, plugin
@@ -50,6 +49,14 @@ def shop_front() -> str:
     return render_template("shop.html", items=items)
 
 
+def _is_amount(text: str, price: str) -> bool:
+    """A positive amount with no more decimal places than the add-on's price shows (its currency's)."""
+    digits = len(price.partition(".")[2])
+    whole, _, cents = text.partition(".")
+    return (_AMOUNT.fullmatch(text) is not None and len(cents) <= digits and len(whole) <= 12
+            and any(c != "0" for c in whole + cents))
+
+
 def _checkout_errors(form: Any, addon: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, Any]]:
     """The host's own checks of its checkout form: per-field errors and the typed values."""
     errors: dict[str, list[str]] = {}
@@ -70,12 +77,7 @@ def _checkout_errors(form: Any, addon: dict[str, Any]) -> tuple[dict[str, list[s
         else:
             threshold = int(text)
         limit = form.get("monthly_limit", "").strip() or None
-        try:
-            if limit is not None:
-                if not _AMOUNT.fullmatch(limit):
-                    raise ValueError(limit)
-                limit = str(parse_price(limit, addon["currency"]))
-        except ValueError:
+        if limit is not None and not _is_amount(limit, addon["price"]):
             errors["monthly_limit"] = [f"Enter an amount in {addon['currency']} above 0, like 50.00, "
                                        "or leave it empty for no limit."]
     values = {"email": email, "quantity": int(quantity) if "quantity" not in errors else 1,
@@ -165,7 +167,7 @@ def studio():
         return redirect(url_for(".signin", next=url_for(".studio")))
     merchant_id, email, _ = signed_in
     found = [(row, product_body(products.get_product(merchant_id, row["product_id"])),
-              holds.list_holds(merchant_id, row["id"], status="held")["data"])
+              accounts.list_holds(merchant_id, row["id"], status="held")["data"])
              for row in accounts.list_accounts(merchant_id, buyer_email=email, limit=500)["data"]]
     return render_template("studio.html", accounts=found, reserve=RENDER_RESERVE, cost=RENDER_COST)
 
@@ -188,11 +190,12 @@ def _own_account(account_id: str) -> dict[str, Any]:
 def render_video(account_id: str):
     """Start a render: reserve what it may cost with a hold, as the merchant's
     SaaS does with ``POST /api/buyer-addon/usage/hold`` (here the same service,
-    in process). A parallel job cannot spend the reserved credits."""
+    in process: ``accounts.place_hold``). A parallel job cannot spend the reserved credits."""
     _own_account(account_id)
     try:
-        holds.place(account_id, RENDER_RESERVE, expires_in=3600, description="Rendered one video",
-                    reference=f"render-{uuid.uuid4().hex[:12]}")
+        accounts.place_hold(_merchant_id(), account_id, {
+            "value": RENDER_RESERVE, "expires_in": 3600, "description": "Rendered one video",
+            "reference": f"render-{uuid.uuid4().hex[:12]}"})
         flash(f"Rendering: {RENDER_RESERVE} credits set aside until it finishes.")
     except InsufficientCredits:
         flash(f"Not enough credits to start a render: it sets aside {RENDER_RESERVE}.")
@@ -201,7 +204,7 @@ def render_video(account_id: str):
 
 def _own_hold(hold_id: str) -> dict[str, Any]:
     try:
-        hold = holds.get(hold_id, _merchant_id())
+        hold = accounts.get_hold(_merchant_id(), hold_id)
     except HoldNotFound:
         abort(404)
     _own_account(hold["account_id"])
@@ -214,7 +217,8 @@ def finish_render(hold_id: str):
     with ``{"value": 37}``); the rest of the hold goes back to the buyer."""
     hold = _own_hold(hold_id)
     try:
-        holds.capture(hold_id, _merchant_id(), min(RENDER_COST, hold["amount"]), actor="storefront")
+        accounts.capture_hold(_merchant_id(), hold_id, {"value": min(RENDER_COST, hold["amount"])},
+                              actor="storefront")
         flash(f"Rendered a video: it cost {RENDER_COST} credits; the other {hold['amount'] - RENDER_COST} went back.")
     except HoldNotActive:
         flash("That render is no longer running.")
@@ -228,7 +232,7 @@ def cancel_render(hold_id: str):
     """Stop a render: release its hold (``POST /api/addons/holds/<id>/release``)."""
     _own_hold(hold_id)
     try:
-        holds.release(hold_id, _merchant_id())
+        accounts.release_hold(_merchant_id(), hold_id)
         flash("Render cancelled: the credits set aside went back.")
     except HoldNotActive:
         flash("That render is no longer running.")
