@@ -5,6 +5,7 @@ the auto top-up settings (through the buyer's own idempotent service)."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 from decimal import Decimal
 from typing import Any
 
@@ -153,7 +154,7 @@ def auto_top_up(account_id: str) -> Any:
     if problems:
         return _refused(account_id, ValidationError(fields=problems), currency)
     terms = _terms_to_agree(account, loaded)
-    if terms is not None and request.form.get("agreed") != _digest(terms):
+    if terms is not None and not hmac.compare_digest(request.form.get("agreed", "").encode(), _digest(terms).encode()):
         changed = "agreed" in request.form  # the terms changed since they were shown
         return _index(failed=account_id, form=request.form.to_dict(),
                       review={"terms": terms, "digest": _digest(terms), "changed": "yes" if changed else ""})
