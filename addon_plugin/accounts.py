@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import storage
 
-from . import grants, idempotency, ledger, topup
+from . import grants, holds, idempotency, ledger, topup
 from .errors import AccountNotFound, AddonError, AmbiguousInvoice
 from .idempotency import Outcome
 from .pagination import paginate
@@ -30,9 +30,13 @@ from .schemas import (
     AdjustmentCreateSchema,
     BuyerAutoTopUpSettingsSchema,
     GrantListQuerySchema,
+    HoldCaptureSchema,
+    HoldCreateSchema,
+    HoldListQuerySchema,
     ListQuerySchema,
     TopUpResolveSchema,
     UsageAddSchema,
+    WriteSchema,
     load_fields,
 )
 
@@ -40,7 +44,8 @@ if TYPE_CHECKING:
     from .hooks import SignedInBuyer
 
 __all__ = ["get_account", "list_accounts", "list_entries", "list_grants", "list_top_ups", "list_consents", "adjust",
-           "record_usage", "set_auto_top_up", "set_buyer_auto_top_up", "resolve_top_up"]
+           "record_usage", "set_auto_top_up", "set_buyer_auto_top_up", "resolve_top_up", "get_hold", "list_holds",
+           "place_hold", "capture_hold", "release_hold"]
 
 _list_schema = AccountListQuerySchema()
 _page_schema = ListQuerySchema()
@@ -49,6 +54,10 @@ _adjustment_schema = AdjustmentCreateSchema()
 _usage_schema = UsageAddSchema()
 _buyer_settings_schema = BuyerAutoTopUpSettingsSchema()
 _resolve_schema = TopUpResolveSchema()
+_hold_schema = HoldCreateSchema()
+_hold_list_schema = HoldListQuerySchema()
+_capture_schema = HoldCaptureSchema()
+_release_schema = WriteSchema()
 
 
 # -- reads -------------------------------------------------------------------
@@ -186,6 +195,55 @@ def resolve_top_up(merchant_id: str, top_up_id: str, data: Mapping[str, Any]) ->
     loaded = load_fields(_resolve_schema, data)
     return _run(merchant_id, ("resolve_top_up", top_up_id), loaded,
                 lambda: apply_resolve_top_up(merchant_id, top_up_id, loaded))
+
+
+# -- spend holds --------------------------------------------------------------
+
+def get_hold(merchant_id: str, hold_id: str) -> dict[str, Any]:
+    """The hold resource; :class:`HoldNotFound` (also for another merchant's)."""
+    return holds.get(hold_id, merchant_id)
+
+
+def list_holds(merchant_id: str, account_id: str, *, status: str | None = None, limit: int = 50,
+               cursor: str | None = None) -> dict[str, Any]:
+    """A page of the account's spend holds, newest first, of one ``status`` when given."""
+    args = load_fields(_hold_list_schema, _given(status=status, limit=limit, cursor=cursor))
+    return holds.list_holds(merchant_id, account_id, status=args.get("status"), limit=args["limit"],
+                            cursor=args.get("cursor"))
+
+
+def place_hold(merchant_id: str, account_id: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Reserve credits, as ``POST /addons/accounts/<id>/holds``: ``data`` holds
+    ``value`` and optionally ``expires_in`` (seconds), ``description``,
+    ``reference``, ``metadata``, ``idempotency_key``. Returns the hold;
+    :class:`InsufficientCredits` when the available credits do not cover it."""
+    loaded = load_fields(_hold_schema, data)
+
+    def apply() -> tuple[dict[str, Any], int]:
+        ledger.get_account(account_id, merchant_id)
+        return holds.place(account_id, loaded["value"], expires_in=loaded["expires_in"],
+                           description=loaded["description"], reference=loaded["reference"],
+                           metadata=loaded["metadata"]), 201
+
+    return _run(merchant_id, ("place_hold", account_id), loaded, apply)
+
+
+def capture_hold(merchant_id: str, hold_id: str, data: Mapping[str, Any] | None = None, *,
+                 actor: str | None = None) -> dict[str, Any]:
+    """Spend what the work cost, as ``POST /addons/holds/<id>/capture``: ``data``
+    optionally holds ``value`` (default the whole hold) and ``idempotency_key``;
+    the rest is released. Returns the hold; :class:`HoldNotActive` if it is no
+    longer held."""
+    loaded = load_fields(_capture_schema, data or {})
+    return _run(merchant_id, ("capture_hold", hold_id), loaded,
+                lambda: (holds.capture(hold_id, merchant_id, loaded.get("value"), actor=actor), 200))
+
+
+def release_hold(merchant_id: str, hold_id: str, data: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Give a hold's credits back, as ``POST /addons/holds/<id>/release``
+    (``data``: optionally ``idempotency_key``). Returns the hold."""
+    loaded = load_fields(_release_schema, data or {})
+    return _run(merchant_id, ("release_hold", hold_id), loaded, lambda: (holds.release(hold_id, merchant_id), 200))
 
 
 # -- shared with the API's views ---------------------------------------------

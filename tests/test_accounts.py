@@ -12,6 +12,8 @@ from addon_plugin import GatewayUnavailable, SignedInBuyer, accounts, ledger, me
 from addon_plugin.errors import (
     AccountNotFound,
     AddonError,
+    HoldNotActive,
+    HoldNotFound,
     IdempotencyKeyReused,
     InsufficientCredits,
     InvalidPaymentMethod,
@@ -203,3 +205,39 @@ def test_an_error_body_gives_back_its_error():
     assert type(invalid_url).__name__ == "InvalidUrl" and isinstance(invalid_url, ValidationError)
     unknown = AddonError.from_dict({"error": {"code": "brand_new", "message": "m", "fields": {"a": ["b"]}}}, 409)
     assert (type(unknown), unknown.code, unknown.status, unknown.fields) == (AddonError, "brand_new", 409, {"a": ["b"]})
+
+
+def test_holds_are_placed_captured_and_released_as_the_api_does(client, auth, merchant_id, funded_account_id):
+    data = {"value": 50, "description": "Render", "idempotency_key": "hold-1"}
+    hold = accounts.place_hold(merchant_id, funded_account_id, data)
+    assert accounts.place_hold(merchant_id, funded_account_id, data) == hold  # a replay: one hold
+    assert accounts.get_hold(merchant_id, hold["id"]) == client.get(
+        f"/api/addons/holds/{hold['id']}", headers=auth).get_json()
+    assert ledger.get_account(funded_account_id).available == 950
+    captured = accounts.capture_hold(merchant_id, hold["id"], {"value": 37, "idempotency_key": "cap-1"})
+    assert accounts.capture_hold(merchant_id, hold["id"], {"value": 37, "idempotency_key": "cap-1"}) == captured
+    assert (captured["status"], captured["captured_amount"], ledger.balance(funded_account_id)) == (
+        "captured", 37, 963)
+    other = accounts.place_hold(merchant_id, funded_account_id, {"value": 10})
+    assert accounts.release_hold(merchant_id, other["id"])["status"] == "released"
+    assert [h["id"] for h in accounts.list_holds(merchant_id, funded_account_id, status="captured")["data"]] == [
+        hold["id"]]
+    with pytest.raises(HoldNotActive):
+        accounts.release_hold(merchant_id, hold["id"])
+
+
+def test_holds_refuse_what_the_api_refuses_and_store_nothing(merchant_id, funded_account_id):
+    stranger, _ = merchants.create_merchant("Other Rockets")
+    with pytest.raises(AccountNotFound):
+        accounts.place_hold(stranger.id, funded_account_id, {"value": 5})
+    with pytest.raises(ValidationError):
+        accounts.place_hold(merchant_id, funded_account_id, {"value": 0})
+    with pytest.raises(InsufficientCredits):
+        accounts.place_hold(merchant_id, funded_account_id, {"value": 1001})
+    assert storage.CreditHold.select().count() == 0
+    hold = accounts.place_hold(merchant_id, funded_account_id, {"value": 5})
+    with pytest.raises(HoldNotFound):
+        accounts.capture_hold(stranger.id, hold["id"])
+    with pytest.raises(ValidationError):
+        accounts.capture_hold(merchant_id, hold["id"], {"value": 6})
+    assert accounts.get_hold(merchant_id, hold["id"])["status"] == "held"

@@ -62,6 +62,18 @@ def pay(browser, product: shop.Product, **form):
     return browser.post(f"/checkout/{product.id}", data=data)
 
 
+def start_render(browser, account_id: str) -> str:
+    """Start a render in the studio: the id of the hold it placed."""
+    assert browser.post(f"/studio/{account_id}/render").status_code == 302
+    hold = storage.CreditHold
+    return hold.select().where((hold.account == account_id) & (hold.status == "held")).order_by(hold.id.desc()).get().id
+
+
+def render(browser, account_id: str) -> None:
+    """A whole render: reserve 50 credits, then capture the 37 it cost."""
+    assert browser.post(f"/studio/renders/{start_render(browser, account_id)}/finish").status_code == 302
+
+
 def account_of(merchant_id: str, product: shop.Product, email: str = "ann@example.com") -> ledger.Account:
     addon = products.product_for_host(merchant_id, str(product.id))
     return ledger.get_account(ledger.find_account_id(merchant_id, addon.id, email))
@@ -163,14 +175,18 @@ def test_checkout_charges_the_test_card_and_grants_the_credits_once(demo, browse
 
 def test_checkout_with_the_opt_in_switches_auto_top_up_on(browser, merchant_id):
     renders = product_named("Render credits")
-    pay(browser, renders, auto_top_up="on", threshold="40")
+    pay(browser, renders, auto_top_up="on", threshold="40", monthly_limit="50")
     account = account_of(merchant_id, renders)
     assert (account.auto_top_up_enabled, account.threshold, account.payment_method) == (True, 40, "pm_card_visa")
-    for _ in range(3):                                      # 100 → 25: at or below 40, so one bank is bought
-        browser.post(f"/studio/{account.id}/render")
-    assert ledger.balance(account.id) == 125
+    assert storage.CreditAccount.get_by_id(account.id).monthly_limit_minor == 5000
+    [record] = storage.AutoTopUpConsent.select()
+    assert record.actor == "hook:order_paid" and "will not exceed 50.00 USD" in record.terms
+    render(browser, account.id)  # 100 → 63
+    render(browser, account.id)  # its hold takes available to 13, at or below 40: a bank is bought first; → 126
+    assert ledger.balance(account.id) == 126
     page = browser.get("/credits/").text
-    assert "On: tops up at 40 credits." in page and "19.00 USD" in page and "Automatic top-up" in page
+    assert "On: tops up at 40 credits, at most 50.00 USD a month." in page and "19.00 USD" in page
+    assert "Automatic top-up" in page
 
 
 def test_a_declined_card_records_nothing(browser, merchant_id):
@@ -185,6 +201,9 @@ def test_bad_checkout_fields_are_shown_per_field_and_nothing_is_charged(browser)
                  threshold="-3")
     assert answer.status_code == 422
     assert set(field_errors(answer.text)) == {"email", "quantity", "threshold"}
+    limit = pay(browser, product_named("Render credits"), auto_top_up="on", threshold="20", monthly_limit="12.345")
+    assert field_errors(limit.text) == {
+        "monthly_limit": "Enter an amount in USD above 0, like 50.00, or leave it empty for no limit."}
     assert re.search(r'id="email"[^>]*aria-describedby="email-error" aria-invalid="true"', answer.text)
     assert current_gateway().calls == 0 and shop.Order.select().count() == 0
 
@@ -208,19 +227,39 @@ def test_my_credits_shows_the_balance_and_recent_usage(browser, merchant_id):
     renders = product_named("Render credits")
     pay(browser, renders)
     account = account_of(merchant_id, renders)
-    browser.post(f"/studio/{account.id}/render")
+    hold_id = start_render(browser, account.id)
     page = browser.get("/credits/").text
-    assert "data-balance>75<" in page and "Rendered one video" in page and "-25" in page
+    assert "data-available>50<" in page and "<strong>50</strong> credits are set aside" in page
+    assert browser.post(f"/studio/renders/{hold_id}/finish").status_code == 302
+    page = browser.get("/credits/").text
+    assert "data-available>63<" in page and "data-held" not in page
+    assert "Rendered one video" in page and "-37" in page
     assert "Bought credits" in page and "order-" not in page and "hook:" not in page
+    hold = storage.CreditHold.get_by_id(hold_id)
+    assert (hold.amount, hold.status, hold.captured_amount) == (50, "captured", 37)
+
+
+def test_a_cancelled_render_gives_the_credits_back(browser, merchant_id):
+    renders = product_named("Render credits")
+    pay(browser, renders)
+    account = account_of(merchant_id, renders)
+    hold_id = start_render(browser, account.id)
+    assert browser.post(f"/studio/renders/{hold_id}/cancel").status_code == 302
+    assert browser.post(f"/studio/renders/{hold_id}/finish").status_code == 302  # no longer running: nothing
+    assert storage.CreditHold.get_by_id(hold_id).status == "released"
+    assert (ledger.balance(account.id), ledger.get_account(account.id).available) == (100, 100)
 
 
 def test_a_buyer_cannot_use_another_buyers_account(browser, merchant_id):
     renders = product_named("Render credits")
     pay(browser, renders, email="bob@example.com")
     bobs = account_of(merchant_id, renders, "bob@example.com")
+    bobs_render = start_render(browser, bobs.id)
     browser.post("/signin", data={"email": "eve@example.com"})
     assert browser.post(f"/studio/{bobs.id}/render").status_code == 404
-    assert ledger.balance(bobs.id) == 100
+    for verb in ("finish", "cancel"):
+        assert browser.post(f"/studio/renders/{bobs_render}/{verb}").status_code == 404
+    assert ledger.balance(bobs.id) == 100 and storage.CreditHold.get_by_id(bobs_render).status == "held"
 
 
 # -- the host's own endpoints -------------------------------------------------------------

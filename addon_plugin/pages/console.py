@@ -151,7 +151,8 @@ def buyers() -> Any:
 
 def _account_page(account_id: str, status: int = 200, *, form: str | None = None, values: Any = None,
                   errors: Any = None) -> Any:
-    """One account: balance, grants, ledger, top-ups; the adjustment and grant forms."""
+    """One account: balance, auto top-up state and consent records, holds,
+    grants, ledger, top-ups; the adjustment and grant forms."""
     merchant_id = current_merchant()
     account = own(accounts.get_account, account_id)
     forms = {"adjust": {"idempotency_key": new_key()}, "grant": {"idempotency_key": new_key()}}
@@ -163,6 +164,8 @@ def _account_page(account_id: str, status: int = 200, *, form: str | None = None
                  entries=accounts.list_entries(merchant_id, account_id, limit=100)["data"],
                  grants=accounts.list_grants(merchant_id, account_id, limit=100)["data"],
                  top_ups=accounts.list_top_ups(merchant_id, account_id, limit=50)["data"],
+                 holds=accounts.list_holds(merchant_id, account_id, limit=50)["data"],
+                 consents=accounts.list_consents(merchant_id, account_id, limit=50)["data"],
                  forms=forms, errors=form_errors)
 
 

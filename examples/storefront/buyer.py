@@ -17,16 +17,18 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 
 from addon_plugin import GatewayError, accounts, current_gateway, product_body, products
-from addon_plugin.errors import AccountNotFound, InsufficientCredits
+from addon_plugin.errors import AccountNotFound, HoldNotActive, HoldNotFound, InsufficientCredits
 
 from . import shop
 from .addons import TEST_CARDS, plugin
 
 buyer = Blueprint("buyer", __name__)
 
-#: What one "render" uses on the account page (the merchant's SaaS would call the usage API).
-RENDER_COST = 25
+#: What a render sets aside when it starts (a hold), and what it turns out to cost (the capture).
+RENDER_RESERVE = 50
+RENDER_COST = 37
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
 def _merchant_id() -> str:
@@ -47,7 +49,15 @@ def shop_front() -> str:
     return render_template("shop.html", items=items)
 
 
-def _checkout_errors(form: Any, top_up_allowed: bool) -> tuple[dict[str, list[str]], dict[str, Any]]:
+def _is_amount(text: str, price: str) -> bool:
+    """A positive amount with no more decimal places than the add-on's price shows (its currency's)."""
+    digits = len(price.partition(".")[2])
+    whole, _, cents = text.partition(".")
+    return (_AMOUNT.fullmatch(text) is not None and len(cents) <= digits and len(whole) <= 12
+            and any(c != "0" for c in whole + cents))
+
+
+def _checkout_errors(form: Any, addon: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, Any]]:
     """The host's own checks of its checkout form: per-field errors and the typed values."""
     errors: dict[str, list[str]] = {}
     email = form.get("email", "").strip().lower()
@@ -59,15 +69,19 @@ def _checkout_errors(form: Any, top_up_allowed: bool) -> tuple[dict[str, list[st
     card = form.get("payment_method", "")
     if card not in dict(TEST_CARDS):
         errors["payment_method"] = ["Choose a card."]
-    threshold = None
-    if top_up_allowed and form.get("auto_top_up") == "on":
+    threshold = limit = None
+    if addon["top_up_allowed"] and form.get("auto_top_up") == "on":
         text = form.get("threshold", "").strip()
         if not text.isdigit() or len(text) > 15:
             errors["threshold"] = ["Enter a whole number of credits, 0 or more."]
         else:
             threshold = int(text)
+        limit = form.get("monthly_limit", "").strip() or None
+        if limit is not None and not _is_amount(limit, addon["price"]):
+            errors["monthly_limit"] = [f"Enter an amount in {addon['currency']} above 0, like 50.00, "
+                                       "or leave it empty for no limit."]
     values = {"email": email, "quantity": int(quantity) if "quantity" not in errors else 1,
-              "payment_method": card, "threshold": threshold}
+              "payment_method": card, "threshold": threshold, "monthly_limit": limit}
     return errors, values
 
 
@@ -82,7 +96,7 @@ def checkout(product_id: int):
     if request.method == "POST":
         if shop.Order.select().where(shop.Order.checkout_id == checkout_id).exists():
             return redirect(url_for("addons_portal.index"))
-        errors, values = _checkout_errors(request.form, addon["top_up_allowed"])
+        errors, values = _checkout_errors(request.form, addon)
         if not errors:
             order = _pay(item, addon, values, checkout_id, errors)
             if order is not None:
@@ -116,7 +130,8 @@ def _pay(item: shop.Product, addon: dict[str, Any], values: dict[str, Any], chec
     paid = {"id": f"order-{order.id}", "merchant_id": _merchant_id(), "buyer_email": values["email"],
             "lines": [{"id": str(line.id), "host_product_id": str(item.id), "quantity": line.quantity}]}
     if values["threshold"] is not None:
-        paid.update(payment_method=values["payment_method"], auto_top_up_threshold=values["threshold"])
+        paid.update(payment_method=values["payment_method"], auto_top_up_threshold=values["threshold"],
+                    auto_top_up_monthly_limit=values["monthly_limit"])
     plugin.order_paid(paid, None)
     return order
 
@@ -151,30 +166,74 @@ def studio():
     if signed_in is None:
         return redirect(url_for(".signin", next=url_for(".studio")))
     merchant_id, email, _ = signed_in
-    found = [(row, product_body(products.get_product(merchant_id, row["product_id"])))
+    found = [(row, product_body(products.get_product(merchant_id, row["product_id"])),
+              accounts.list_holds(merchant_id, row["id"], status="held")["data"])
              for row in accounts.list_accounts(merchant_id, buyer_email=email, limit=500)["data"]]
-    return render_template("studio.html", accounts=found, render_cost=RENDER_COST)
+    return render_template("studio.html", accounts=found, reserve=RENDER_RESERVE, cost=RENDER_COST)
+
+
+def _own_account(account_id: str) -> dict[str, Any]:
+    """The signed-in buyer's account (404 for anyone else's)."""
+    signed_in = plugin.current_buyer()
+    if signed_in is None:
+        abort(404)
+    try:
+        found = accounts.get_account(signed_in.merchant_id, account_id)
+    except AccountNotFound:
+        abort(404)
+    if found["buyer_email"] != signed_in.buyer_email:
+        abort(404)
+    return found
 
 
 @buyer.post("/studio/<account_id>/render")
 def render_video(account_id: str):
-    """Stands in for the merchant's SaaS, which records usage with
-    ``POST /api/buyer-addon/usage/add`` and its API key: the same service, in process."""
-    signed_in = plugin.current_buyer()
-    if signed_in is None:
-        abort(404)
-    merchant_id, email, _ = signed_in
+    """Start a render: reserve what it may cost with a hold, as the merchant's
+    SaaS does with ``POST /api/buyer-addon/usage/hold`` (here the same service,
+    in process: ``accounts.place_hold``). A parallel job cannot spend the reserved credits."""
+    _own_account(account_id)
     try:
-        found = accounts.get_account(merchant_id, account_id)
-    except AccountNotFound:
-        abort(404)
-    if found["buyer_email"] != email:
-        abort(404)
-    try:
-        accounts.record_usage(merchant_id, {"product_id": found["product_id"], "buyer_email": email,
-                                            "value": -RENDER_COST, "description": "Rendered one video"},
-                              actor="storefront")
-        flash(f"Rendered a video: {RENDER_COST} credits used.")
+        accounts.place_hold(_merchant_id(), account_id, {
+            "value": RENDER_RESERVE, "expires_in": 3600, "description": "Rendered one video",
+            "reference": f"render-{uuid.uuid4().hex[:12]}"})
+        flash(f"Rendering: {RENDER_RESERVE} credits set aside until it finishes.")
     except InsufficientCredits:
-        flash("Not enough credits to render a video.")
+        flash(f"Not enough credits to start a render: it sets aside {RENDER_RESERVE}.")
+    return redirect(url_for(".studio"))
+
+
+def _own_hold(hold_id: str) -> dict[str, Any]:
+    try:
+        hold = accounts.get_hold(_merchant_id(), hold_id)
+    except HoldNotFound:
+        abort(404)
+    _own_account(hold["account_id"])
+    return hold
+
+
+@buyer.post("/studio/renders/<hold_id>/finish")
+def finish_render(hold_id: str):
+    """The render finished: capture what it cost (``POST /api/addons/holds/<id>/capture``
+    with ``{"value": 37}``); the rest of the hold goes back to the buyer."""
+    hold = _own_hold(hold_id)
+    try:
+        accounts.capture_hold(_merchant_id(), hold_id, {"value": min(RENDER_COST, hold["amount"])},
+                              actor="storefront")
+        flash(f"Rendered a video: it cost {RENDER_COST} credits; the other {hold['amount'] - RENDER_COST} went back.")
+    except HoldNotActive:
+        flash("That render is no longer running.")
+    except InsufficientCredits:
+        flash("The credits set aside are no longer there: the render could not be paid for.")
+    return redirect(url_for(".studio"))
+
+
+@buyer.post("/studio/renders/<hold_id>/cancel")
+def cancel_render(hold_id: str):
+    """Stop a render: release its hold (``POST /api/addons/holds/<id>/release``)."""
+    _own_hold(hold_id)
+    try:
+        accounts.release_hold(_merchant_id(), hold_id)
+        flash("Render cancelled: the credits set aside went back.")
+    except HoldNotActive:
+        flash("That render is no longer running.")
     return redirect(url_for(".studio"))

@@ -1,8 +1,11 @@
 """The demo and the plugin's drop-in pages in a real headless Chromium: the
 merchant prices a product as an add-on on the host's Pricing tab, buyers pay at
-checkout with auto top-up, spend credits, see a top-up with its amount and a
-declined card; the merchant sees the decline in the console, gives a
-promotional grant, edits a webhook endpoint and redelivers.
+checkout with auto top-up and a monthly limit, spend credits in the studio (a
+hold, then a capture, seen in the portal and the console), see a top-up with
+its amount; a buyer reads the exact consent terms before switching auto top-up
+on, sets a monthly limit and sees a declined card; the merchant sees the
+decline and the consent record in the console, gives a promotional grant,
+edits a webhook endpoint and redelivers.
 
 Every page visited is screenshotted at 1280 and 360 px wide into
 ``.ci/artifacts/screenshots/`` (kept by CI, ignored by git), checked for
@@ -34,6 +37,7 @@ import pytest
 
 import storage
 from addon_plugin import ledger, products, worker
+from addon_plugin.topup import consent
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -252,7 +256,7 @@ def _host_product(name: str):
 
 
 def checkout(page: Page, email: str, *, quantity: str = "1", threshold: str | None = None,
-             look: bool = False) -> None:
+             monthly_limit: str | None = None, look: bool = False) -> None:
     """Buy Render credits at the host's checkout; lands on the plugin's portal."""
     page.open("/shop")
     page.click_link("Buy Render credits")
@@ -263,6 +267,8 @@ def checkout(page: Page, email: str, *, quantity: str = "1", threshold: str | No
         page.find("label[for=auto_top_up]").click()
         page.until_visible("#threshold")
         page.fill("#threshold", threshold)
+        if monthly_limit is not None:
+            page.fill("#monthly_limit", monthly_limit)
     if look:
         page.look("checkout")
     page.find("form.panel button[type=submit]").click()
@@ -270,12 +276,24 @@ def checkout(page: Page, email: str, *, quantity: str = "1", threshold: str | No
     assert page.driver.current_url.endswith("/credits/")
 
 
+def start_render(page: Page) -> None:
+    """Start a render in the host's studio: a hold sets 50 credits aside."""
+    page.open("/studio")
+    page.find("[data-start-render]").click()
+    page.until_text(".flash", "Rendering: 50 credits set aside")
+
+
+def finish_render(page: Page) -> None:
+    """Finish the studio's render: the hold is captured for the 37 it cost."""
+    page.find("[data-finish-render]").click()
+    page.until_text(".flash", "Rendered a video: it cost 37 credits")
+
+
 def render(page: Page, times: int) -> None:
-    """Spend credits in the host's studio (its usage API call, in process)."""
+    """Whole renders: reserve, then capture (the merchant's hold and capture API calls, in process)."""
     for _ in range(times):
-        page.open("/studio")
-        page.find("#main button[type=submit], main button[type=submit]").click()
-        page.until_text(".flash", "Rendered a video")
+        start_render(page)
+        finish_render(page)
 
 
 def account_of(email: str) -> ledger.Account:
@@ -323,46 +341,77 @@ def test_a_buyer_checks_out_with_auto_top_up_spends_and_sees_the_top_up_with_its
     page.open("/credits/")
     assert "/signin?next=" in page.driver.current_url  # the host's sign-in: ADDONS_SIGN_IN_URL
     page.look("sign-in")
-    checkout(page, "carol@example.com", threshold="20", look=True)
-    assert page.find("[data-balance]").text == "100"
-    assert page.find("[data-status]").text == "On: tops up at 20 credits."
+    checkout(page, "carol@example.com", threshold="20", monthly_limit="50.00", look=True)
+    assert page.find("[data-available]").text == "100"
+    assert page.find("[data-status]").text == "On: tops up at 20 credits, at most 50.00 USD a month."
     page.look("portal-after-checkout")
 
-    render(page, 4)                    # 100 → 0: at or below 20, so one bank is bought at once
+    start_render(page)                 # a hold sets 50 aside: available 50, the balance still 100
+    page.look("studio-render-running")
+    page.open("/credits/")
+    assert page.find("[data-available]").text == "50" and page.find("[data-balance]").text == "100"
+    assert "50 credits are set aside for work in progress" in page.find("[data-held]").text
+    page.look("portal-hold")
+    page.open("/studio")
+    finish_render(page)                # captured 37, the other 13 back: 63
+    assert account_of("carol@example.com").balance == 63
+    render(page, 1)                    # its hold takes available to 13, at or below 20: a bank is bought; → 126
     page.look("studio")
-    assert account_of("carol@example.com").balance == 100
+    assert account_of("carol@example.com").balance == 126
     page.open("/credits/")
     top_ups = page.find("[data-top-ups]").text
     assert "19.00 USD" in top_ups and "Paid" in top_ups and "100" in top_ups
+    assert page.find("[data-last-top-up]").text.startswith("Last top-up: 100 credits for 19.00 USD on ")
+    assert page.find("[data-forecast]").text.startswith("At this rate (about ")
     activity = page.find("[data-activity]").text
     assert "Automatic top-up" in activity and "Rendered one video" in activity and "Bought credits" in activity
-    assert not re.search(r"topup_|hook:|order-\d|top_up|purchase", activity)
+    assert "-37" in activity
+    assert not re.search(r"topup_|hook:|order-\d|top_up|purchase|hold_", activity)
     assert page.find("svg[role=img] title").get_attribute("textContent").startswith("Credits used and added")
     page.look("portal-after-top-up")
 
+    account_id = account_of("carol@example.com").id
+    page.open(f"/credits/console/accounts/{account_id}")
+    holds = page.find("[data-holds]").text
+    assert "captured" in holds and "37" in holds and "50" in holds
+    assert "hook:order_paid" in page.find("[data-consents]").text
+    assert page.find("[data-monthly-limit]").text == "50.00 USD"
+    page.look("console-account-holds")
 
-def test_a_declined_card_is_seen_by_the_buyer_and_the_merchant_who_gives_a_promotional_grant(page, app):
+
+def test_a_buyer_reads_the_terms_sets_a_limit_and_sees_a_declined_card_the_merchant_the_consent(page, app):
     checkout(page, "dave@example.com")
     account_id = account_of("dave@example.com").id
     form = f"form[action$='/credits/accounts/{account_id}/auto-top-up']"
     page.find(f"{form} label.choice").click()
     page.fill(f"{form} input[name=threshold]", "lots")
+    page.fill(f"{form} input[name=monthly_limit]", "12.345")
     page.find(f"{form} button[type=submit]").click()
     page.until_visible(f"#att-{account_id}-threshold-error")
     error = page.find(f"#att-{account_id}-threshold-error").text
     assert error == "Enter a whole number of credits, 0 or more, like 20."
+    assert page.find(f"#att-{account_id}-limit-error").text.startswith(
+        "Enter the most automatic top-ups may charge in a month, in USD")
     page.look("portal-settings-error")
 
     page.fill(f"{form} input[name=threshold]", "80")
+    page.fill(f"{form} input[name=monthly_limit]", "40")
     from selenium.webdriver.support.select import Select
 
     Select(page.find(f"{form} select[name=payment_method]")).select_by_value("pm_card_chargeDeclined")
     page.find(f"{form} button[type=submit]").click()
-    page.until_text(".addons-flash", "Auto top-up is on")
-    render(page, 1)                    # 100 → 75: at or below 80, the top-up is tried and declined
+    terms = page.until_visible("[data-terms]").text  # shown before anything is switched on
+    addon = products.product_for_host(_merchant_id(), str(_host_product("Render credits").id))
+    assert terms == consent.terms_for(addon, threshold=80, monthly_limit="40")
+    assert "40.00 USD" in terms and not account_of("dave@example.com").auto_top_up_enabled
+    page.look("portal-consent-terms")
+    page.find("[data-review] button[type=submit]").click()
+    page.until_text(".addons-flash", "Auto top-up is on: it tops up at 80 credits, at most 40.00 USD a month.")
+    render(page, 1)                    # its hold takes available to 50, at or below 80: tried and declined
     page.open("/credits/")
     notice = page.until_visible("[data-notice]").text
     assert "Your last automatic top-up failed" in notice and "declined" in notice and "What to do:" in notice
+    assert "we try this card again on" in notice
     page.look("portal-declined")
 
     page.open("/credits/console/buyers")
@@ -370,6 +419,9 @@ def test_a_declined_card_is_seen_by_the_buyer_and_the_merchant_who_gives_a_promo
     page.find(f"a[href$='/credits/console/accounts/{account_id}']").click()
     top_ups = page.until_visible("[data-top-ups]").text
     assert "card_declined" in top_ups and "19.00 USD" in top_ups and "failed" in top_ups
+    record = page.find("[data-consents] tbody tr").text
+    assert "buyer" in record and terms in record and "127.0.0.1" in record and "Chrome" in record
+    assert page.find("[data-failures]").text == "1" and "card_declined" in page.find("[data-last-failure]").text
     page.look("console-account-declined")
 
     page.fill("#grant-amount", "50")

@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
+from html import unescape as html_unescape
 
 import pytest
 
 import storage
-from addon_plugin import accounts, ledger, merchants, worker
+from addon_plugin import accounts, holds, ledger, merchants, worker
+from addon_plugin.pages.common import when
 from addon_plugin.topup import set_auto_top_up
 from tests.helpers import bearer
 from tests.pages.forms import field_errors, key_of, token
@@ -119,6 +121,57 @@ def test_buyers_and_their_accounts_show_grants_ledger_and_top_ups(client, mercha
     top_ups = page.split("data-top-ups", 1)[1].split("</table>")[0]
     assert "19.00 USD" in top_ups and "card_declined" in top_ups and "failed" in top_ups
     assert "order_1" in page.split("data-ledger", 1)[1] and "data-grants" in page
+
+
+def _section(html: str, marker: str) -> str:
+    return html.split(marker, 1)[1].split("</section>", 1)[0]
+
+
+def test_the_account_shows_available_held_and_its_holds(client, merchant_id, account_id):
+    captured = holds.place(account_id, 50, description="Render a video", reference="render-1")
+    holds.capture(captured["id"], merchant_id, 37)
+    active = holds.place(account_id, 20, description="Another render")
+    page = client.get(f"{C}/accounts/{account_id}").text
+    assert "data-available>943 credits<" in page and "data-held>20 credits<" in page
+    assert "data-balance>963 credits<" in page
+    rows = re.findall(r"<tr>(.*?)</tr>", _section(page, "data-holds").split("<tbody>")[1], re.S)
+    cells = [re.findall(r'data-label="(\w+)"[^>]*>([^<]*)<', row) for row in rows]
+    assert [dict(row) for row in cells] == [
+        {"Placed": when(active["created_at"]), "Amount": "20", "Status": "held",
+         "Expires": when(active["expires_at"]), "Captured": "", "Description": "Another render", "Reference": ""},
+        {"Placed": when(captured["created_at"]), "Amount": "50", "Status": "captured",
+         "Expires": when(captured["expires_at"]), "Captured": "37", "Description": "Render a video",
+         "Reference": "render-1"}]
+
+
+def test_the_account_shows_its_consent_records_and_auto_top_up_state(client, merchant_id, account_id):
+    accounts.set_auto_top_up(merchant_id, account_id, enabled=True, threshold=990,
+                             payment_method="pm_card_chargeDeclined", monthly_limit="40.00", actor="key_abc",
+                             ip="203.0.113.7", user_agent="curl/8.0")
+    accounts.record_usage(merchant_id, {"product_id": storage.CreditAccount.get_by_id(account_id).product_id,
+                                        "buyer_email": "bob@example.com", "value": -20})
+    account = accounts.get_account(merchant_id, account_id)
+    [record] = accounts.list_consents(merchant_id, account_id)["data"]
+    page = client.get(f"{C}/accounts/{account_id}").text
+    consents = _section(page, "data-consents")
+    for shown in (when(record["created_at"]), ">key_abc<", "203.0.113.7", "curl/8.0",
+                  "limit 40.00 USD a month", "19.00 USD", "pm_card_chargeDeclined"):
+        assert shown in consents, shown
+    assert html_unescape(re.search(r"data-terms>(.*?)</td>", consents, re.S)[1]) == record["terms"]
+    state = _section(page, "data-auto-top-up")
+    assert "data-monthly-limit>40.00 USD<" in state and "data-failures>1<" in state
+    assert "<code>card_declined</code>" in state and when(account["auto_top_up"]["last_failure"]["at"]) in state
+    assert f"data-retry-at>{when(account['auto_top_up']['retry_at'])}<" in state
+    assert "failed: 100 credits for 19.00 USD" in state
+    forecast = account["forecast"]
+    assert (f"data-forecast>{forecast['credits_per_day']:g} credits a day; available lasts until "
+            f"{when(forecast['depletes_at'])}<") in page
+
+
+def test_an_account_without_holds_or_consents_says_so(client, account_id):
+    page = client.get(f"{C}/accounts/{account_id}").text
+    assert "No holds." in page and "auto top-up was never switched on" in page
+    assert "data-forecast>No usage in the window<" in page and "data-last-failure>None<" in page
 
 
 def test_an_adjustment_needs_a_reason_in_plain_words_and_is_recorded_once(client, account_id):
@@ -254,6 +307,7 @@ def test_another_merchant_sees_and_changes_none_of_it(client, signed_in, merchan
                        (f"/deliveries/{delivery_id}/redeliver", {}), (f"/api-keys/{key_id}/revoke", {})):
         assert post(client, C + path, data, page=f"{C}/api-keys").status_code == 404, path
     assert "bob@example.com" not in client.get(f"{C}/buyers").text
+    assert "data-holds" not in client.get(f"{C}/accounts/{account_id}").text
     assert "100 credits" not in client.get(f"{C}/products").text
     assert "127.0.0.1:9" not in client.get(f"{C}/webhooks").text
     assert ledger.balance(account_id) == 1005 and storage.Product.get_by_id(product.id).price_minor == 1900
