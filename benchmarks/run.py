@@ -337,16 +337,23 @@ def _wrk(url: str, connections: int, seconds: int, args: list[str], script: str 
     return result
 
 
-def bench_http(seconds: int, configs: list[tuple[int, int]]) -> list[dict]:
+def _seeded_for_wrk(section: str) -> Iterator[tuple[str, str, Flask, str, str, list[str]]]:
+    """``(name, url, app, key, product_id, account_ids)`` of each database, seeded
+    with 10,000 funded accounts, for a section loaded by wrk (none without wrk)."""
     if shutil.which("wrk") is None:
-        print("  (HTTP skipped: wrk not installed — apt-get install wrk)")
-        return []
-    rows = []
+        print(f"  ({section} skipped: wrk not installed — apt-get install wrk)")
+        return
     for name, url in databases():
         app = make_app(url)
         with app.app_context():
             storage.migrate()
-            merchant_id, key, product_id, account_ids = seed(10_000, 10**9)
+            _, key, product_id, account_ids = seed(10_000, 10**9)
+        yield name, url, app, key, product_id, account_ids
+
+
+def bench_http(seconds: int, configs: list[tuple[int, int]]) -> list[dict]:
+    rows = []
+    for name, url, app, key, product_id, account_ids in _seeded_for_wrk("HTTP"):
         for workers, threads in configs:
             with gunicorn(url, workers, threads) as base:
                 for connections in (8, 32):
@@ -378,15 +385,8 @@ def bench_http(seconds: int, configs: list[tuple[int, int]]) -> list[dict]:
 def bench_http_holds(seconds: int, configs: list[tuple[int, int]]) -> list[dict]:
     """Hold + capture pairs over HTTP (``hold.lua``) beside plain usage deductions,
     same server, same run, 10,000 accounts."""
-    if shutil.which("wrk") is None:
-        print("  (HTTP holds skipped: wrk not installed)")
-        return []
     rows = []
-    for name, url in databases():
-        app = make_app(url)
-        with app.app_context():
-            storage.migrate()
-            _, key, product_id, account_ids = seed(10_000, 10**9)
+    for name, url, app, key, product_id, account_ids in _seeded_for_wrk("HTTP holds"):
         for workers, threads in configs:
             with gunicorn(url, workers, threads) as base:
                 _wrk(f"{base}/noop", 8, seconds, [key, product_id, "1", "noop"])  # warm up
@@ -429,15 +429,8 @@ def _written(app: Flask, run: str) -> int:
 def bench_batch(seconds: int, workers: int, threads: int, connections: int) -> list[dict]:
     """``POST /addons/usage-records`` at each batch size against single
     ``usage/add`` requests, same server, same run, over 10,000 accounts."""
-    if shutil.which("wrk") is None:
-        print("  (batch skipped: wrk not installed — apt-get install wrk)")
-        return []
     rows = []
-    for name, url in databases():
-        app = make_app(url)
-        with app.app_context():
-            storage.migrate()
-            _, key, product_id, account_ids = seed(10_000, 10**9)
+    for name, url, app, key, product_id, account_ids in _seeded_for_wrk("batch"):
         accounts = str(len(account_ids))
         with gunicorn(url, workers, threads) as base:
             ceiling = _wrk(f"{base}/noop", connections, seconds, [key, product_id, "1", "noop"])
