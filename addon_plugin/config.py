@@ -40,6 +40,10 @@ SETTINGS: dict[str, Setting] = {
     "ADDONS_DATABASE_POOL_SIZE": Setting(
         20, INTEGER, "Database pool size",
         "Connections each process keeps open (pooled, SQLite and PostgreSQL alike)."),
+    "ADDONS_DATABASE_PREPARE": Setting(
+        True, BOOLEAN, "Prepared statements",
+        "PostgreSQL: run the plugin's statements as server-side prepared statements (planned once per "
+        "connection). False behind a pooler that shares sessions between clients (PgBouncer in transaction mode)."),
     "ADDONS_URL_PREFIX": Setting(
         "/api", STRING, "API URL prefix",
         "Where the blueprint's routes are mounted."),

@@ -73,7 +73,8 @@ class AddonPlugin(HostHooks):
             app.config["ADDONS_DATABASE_URL"] = f"sqlite:///{path}"
         app.extensions["addons"] = AddonsState(plugin=self)
 
-        storage.bind(app.config["ADDONS_DATABASE_URL"], pool_size=app.config["ADDONS_DATABASE_POOL_SIZE"])
+        storage.bind(app.config["ADDONS_DATABASE_URL"], pool_size=app.config["ADDONS_DATABASE_POOL_SIZE"],
+                     prepare=app.config["ADDONS_DATABASE_PREPARE"])
         app.teardown_appcontext(_close_connection)
 
         import webhooks  # it depends on the plugin, never the other way round: wired here only

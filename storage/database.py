@@ -20,7 +20,10 @@ from urllib.parse import urlparse
 
 from peewee import Database, DatabaseProxy, SqliteDatabase
 from playhouse.db_url import connect as connect_url
-from playhouse.pool import PooledSqliteDatabase
+from playhouse.db_url import parse as parse_url
+from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
+
+from .prepared import PreparingPostgresqlDatabase
 
 __all__ = ["db", "bind", "unbind", "dialect", "transaction", "on_commit", "after_transaction",
            "transaction_cache", "SQLITE_BUSY_TIMEOUT"]
@@ -44,12 +47,14 @@ _binding_lock = threading.Lock()
 _bound_url: str | None = None
 
 
-def bind(url: str, *, pool_size: int = 20) -> Database:
+def bind(url: str, *, pool_size: int = 20, prepare: bool = True) -> Database:
     """Open the database named by ``url`` and point :data:`db` at it.
 
     ``sqlite:///path`` (relative paths are relative to the working directory),
     ``postgresql://user@host:port/name``; both pooled (``pool_size`` connections
-    per process). Returns the database. Binding the URL already bound returns its
+    per process). ``prepare``: on PostgreSQL, run the statements of
+    :class:`~storage.Statements` as server-side prepared statements (off behind
+    PgBouncer in transaction mode). Returns the database. Binding the URL already bound returns its
     database (the first pool size stays); another URL raises ``RuntimeError``
     until :func:`unbind` has released the first.
     """
@@ -64,7 +69,7 @@ def bind(url: str, *, pool_size: int = 20) -> Database:
                 f"storage is already bound to {_redacted(_bound_url)}; refusing to rebind it to {_redacted(url)} "
                 "(one database per process: call storage.unbind() first to switch on purpose)."
             )
-        database = _open(url, pool_size)
+        database = _open(url, pool_size, prepare)
         db.initialize(database)
         _bound_url = url
         return database
@@ -80,7 +85,7 @@ def unbind() -> None:
         _release(database)
 
 
-def _open(url: str, pool_size: int) -> Database:
+def _open(url: str, pool_size: int, prepare: bool) -> Database:
     scheme = urlparse(url).scheme
     if scheme == "sqlite":
         path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
@@ -100,8 +105,8 @@ def _open(url: str, pool_size: int) -> Database:
             stale_timeout=300,
         )
     if scheme in ("postgres", "postgresql"):
-        pooled = "postgresql+pool" + url[len(scheme):]
-        return connect_url(pooled, max_connections=pool_size, stale_timeout=300, timeout=10, connect_timeout=5)
+        options = dict(parse_url(url), max_connections=pool_size, stale_timeout=300, timeout=10, connect_timeout=5)
+        return (PreparingPostgresqlDatabase if prepare else PooledPostgresqlDatabase)(**options)
     return connect_url(url)
 
 

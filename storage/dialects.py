@@ -4,15 +4,19 @@ SQLite's driver takes ``?``; psycopg2 takes ``%s`` and reads every other ``%``
 as the start of one, so a literal ``%`` (``LIKE 'a%'``) must reach it as ``%%``.
 :func:`sql` does both. A ``?`` inside a string literal is left alone; the ``?``
 JSON operators of PostgreSQL cannot be written this way (bind a value instead).
+Prepared on PostgreSQL, a parameter takes the type its place in the statement
+gives it, so one nothing there types (a bare ``SELECT ?``) is text: ``CAST`` it.
 
 The hot path prepares its statements once, at import, with :class:`Statements`,
-and pays a dictionary lookup per execution, not a string replace.
+and pays a dictionary lookup per execution, not a string replace; on PostgreSQL
+they also run as server-side prepared statements (:mod:`storage.prepared`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from . import prepared
 from .database import dialect as bound_dialect
 
 __all__ = ["DIALECTS", "sql", "Statements"]
@@ -57,7 +61,9 @@ class Statements:
             for dialect, variant in variants.items():
                 if dialect not in DIALECTS:
                     raise ValueError(f"Statement {name!r}: unknown dialect {dialect!r}, expected one of {DIALECTS}.")
-                self.by_dialect[dialect][name] = sql(variant, dialect)
+                self.by_dialect[dialect][name] = text_for_driver = sql(variant, dialect)
+                if dialect == "postgresql":
+                    prepared.register(text_for_driver)
 
     def __getitem__(self, name: str) -> str:
         """The statement ``name`` for the bound database."""
