@@ -2,7 +2,8 @@
 
 SQLite is the embedded default (WAL, foreign keys on, a busy timeout, and
 ``BEGIN IMMEDIATE`` so a writing transaction holds the write lock from its first
-statement: two writers queue instead of deadlocking on a lock upgrade).
+statement: two writers queue instead of deadlocking on a lock upgrade; they
+queue on a file lock, :mod:`storage.writer_lock`, rather than SQLite's sleeps).
 PostgreSQL is for production; ``postgresql://`` URLs get a connection pool.
 
 One database per process: a second :func:`bind` to another URL is refused, so
@@ -24,6 +25,7 @@ from playhouse.db_url import parse as parse_url
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from .prepared import PreparingPostgresqlDatabase
+from .writer_lock import TurnTakingSqliteDatabase
 
 __all__ = ["db", "bind", "unbind", "dialect", "transaction", "on_commit", "after_transaction",
            "transaction_cache", "SQLITE_BUSY_TIMEOUT"]
@@ -95,7 +97,8 @@ def _open(url: str, pool_size: int, prepare: bool) -> Database:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         # Pooled: closing a request's connection keeps it for the next request,
         # instead of reopening (pragmas) and, for the last one, checkpointing the WAL.
-        return PooledSqliteDatabase(
+        # Writers take turns through a file lock (storage.writer_lock).
+        return (PooledSqliteDatabase if path == ":memory:" else TurnTakingSqliteDatabase)(
             path,
             pragmas=_SQLITE_PRAGMAS,
             timeout=SQLITE_BUSY_TIMEOUT,
