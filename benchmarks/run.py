@@ -11,6 +11,7 @@ run (and dropped) when one answers at ``ADDONS_BENCH_POSTGRES_URL``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import re
@@ -642,6 +643,44 @@ def bench_top_ups(samples: int) -> list[dict]:
 
 # -- output -------------------------------------------------------------------------------
 
+def _level_off(rows: list[dict]) -> str:
+    """The batch size after which 10x bigger batches add under a quarter more records/s."""
+    sizes = [(int(str(row["records/request"]).replace(",", "")), row["records/s"]) for row in rows
+             if row["request"] == "usage-records"]
+    for (size, rate_), (_, bigger) in itertools.pairwise(sizes):
+        if bigger < rate_ * 1.25:
+            return f"{size:,}"
+    return f"beyond {sizes[-1][0]:,}" if sizes else "-"
+
+
+def targets(results: dict[str, list[dict]]) -> list[dict]:
+    """Issue 16's targets against this run's figures (same run, ratios)."""
+    rows = []
+    for database, share in (("SQLite", 0.40), ("PostgreSQL", 0.20)):
+        http = {(row["gunicorn"], row["conns"], row["accounts"]): row for row in results.get("http", [])
+                if row["database"] == database}
+        single = http.get(("2 sync", 8, "10,000"))
+        if single:
+            measured = int(single["of ceiling"].rstrip("%")) / 100
+            rows.append({"target": "usage/add, share of the no-database ceiling (2 sync, 8 conns)",
+                         "database": database, "goal": f">= {share:.0%}", "measured": single["of ceiling"],
+                         "met": "yes" if measured >= share else "no"})
+        busy = http.get(("2 sync", 32, "10,000"))
+        if busy:
+            rows.append({"target": "usage/add p99 at 32 connections (2 sync)", "database": database,
+                         "goal": "< 25 ms", "measured": f"{busy['p99 ms']} ms",
+                         "met": "yes" if float(busy["p99 ms"]) < 25 else "no"})
+        batch = [row for row in results.get("batch", []) if row["database"] == database]
+        hundred = next((row for row in batch if row["records/request"] == "100"), None)
+        if hundred:
+            times = float(hundred["× usage/add"].rstrip("x"))
+            rows.append({"target": "batch of 100, records/s over usage/add's", "database": database,
+                         "goal": ">= 10x", "measured": hundred["× usage/add"], "met": "yes" if times >= 10 else "no"})
+            rows.append({"target": "batch size where the gain levels off", "database": database,
+                         "goal": "(report)", "measured": _level_off(batch), "met": "-"})
+    return rows
+
+
 def table(rows: list[dict]) -> str:
     if not rows:
         return "_(not run)_\n"
@@ -713,7 +752,7 @@ def main() -> None:
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), machine=machine(),
         command=" ".join(["python -m benchmarks.run", *sys.argv[1:]]),
         ledger=table(results.get("ledger", [])), http=table(results.get("http", [])),
-        batch=table(results.get("batch", [])),
+        batch=table(results.get("batch", [])), targets=table(targets(results)),
         read=table(results.get("read", [])), webhooks=table(results.get("webhooks", [])),
         topups=table(results.get("topups", [])), holds=table(results.get("holds", [])))
     Path(options.out).parent.mkdir(parents=True, exist_ok=True)
@@ -728,6 +767,11 @@ machine's two cores with the server and the database, so treat figures as
 ratios within one run. Every run verifies its result: balances equal the sum of
 their ledgers, and the ledger holds exactly the acknowledged writes.
 
+## Targets
+
+Issue 16's targets, read off the sections below (same run).
+
+{targets}
 ## 1. In-process ledger
 
 One usage deduction through `ledger.record` (conditional `UPDATE … RETURNING`,
