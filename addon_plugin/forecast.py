@@ -38,7 +38,7 @@ from .ledger import Account
 from .state import current_app_object
 
 __all__ = ["COLUMNS", "available_credits", "day_number", "first_day", "bump", "compute", "from_columns",
-           "forecast", "warn_due", "on_balance_changed", "init_app"]
+           "forecast", "warn_due", "prune_days", "on_balance_changed", "init_app"]
 
 _EPOCH = datetime(1970, 1, 1)
 
@@ -56,6 +56,7 @@ _SQL = Statements(
                       "ON CONFLICT (account_id, day) DO UPDATE SET credits = usage_day.credits + excluded.credits",
     },
     window=f"SELECT {COLUMNS} FROM credit_account a WHERE a.id = ?",
+    prune="DELETE FROM usage_day WHERE day < ?",
     # Who the worker checks, with what it needs to: accounts with auto top-up off and usage in the
     # window, or a warning standing. Parameters: the window's first day, three times.
     candidates=f"""SELECT a.id, a.merchant_id, a.product_id, a.buyer_email, a.balance, a.threshold,
@@ -193,7 +194,18 @@ def warn_due(now: datetime | None = None) -> int:
     return handled
 
 
+def prune_days(now: datetime | None = None) -> int:
+    """Delete the usage days wholly before the window (``flask addons prune``);
+    returns how many. No forecast reads them."""
+    with transaction():
+        return db.execute_sql(_SQL["prune"], (first_day(now or utcnow()),)).rowcount
+
+
 def init_app(app: Flask) -> None:
-    """Count usage by day (``sender=app``) and register the worker's forecast check."""
+    """Count usage by day (``sender=app``), register the worker's forecast check
+    and the pruning of old usage days."""
+    from .cli import register_pruner
+
     signals.balance_changed.connect(on_balance_changed, sender=app)
     worker.register_task(app, "forecasts", warn_due, once_per_run=True)
+    register_pruner(app, "usage day(s)", prune_days)
