@@ -4,7 +4,7 @@ request, each applied or refused on its own, in order, exactly as
 
 What the records share, so a batch costs far less than its records sent one by
 one: the request (authentication, parsing), one transaction and its commit,
-one read that finds (and, on PostgreSQL, locks) every named account, one read
+two reads that find (and, on PostgreSQL, lock) every named account, one read
 of the records' stored idempotent results and one insert of the new ones, and
 the webhook outbox's endpoint read (:func:`storage.transaction_cache`). What
 each record keeps: it goes through :func:`ledger.record`, the one write of
@@ -68,7 +68,7 @@ _record_schema = UsageRecordSchema()
 _REQUEST_KEY = "This key is the whole request's Idempotency-Key: give the record its own."
 
 # Ids and (product, buyer) pairs per lookup: a whole batch in one statement (at most
-# 2,001 parameters, within both drivers' limits), so PostgreSQL locks in one id order.
+# 2,001 parameters, within both drivers' limits).
 _CHUNK = BATCH_RECORDS
 
 
@@ -183,27 +183,40 @@ def _account_id(batch: _Batch, record: Mapping[str, Any], *, create: bool) -> st
     return found
 
 
+def lookup_sql(named: str, count: int) -> str:
+    """The read of ``count`` accounts of one merchant named by ``"pair"``
+    (product, buyer) or by ``"id"`` (PostgreSQL: locked in id order). The names
+    come as a ``VALUES`` list joined to the table, so each is one probe of a
+    unique index (SQLite would scan every account of the merchant for a row-value
+    ``IN``); parameters: the names, then the merchant id."""
+    if named == "pair":
+        values = ", ".join(["(?, ?)"] * count)
+        return sql(f"SELECT a.id, a.product_id, a.buyer_email FROM (VALUES {values}) AS v JOIN credit_account a "
+                   "ON a.product_id = v.column1 AND a.buyer_email = v.column2 WHERE a.merchant_id = ?")
+    lock = " ORDER BY a.id FOR UPDATE OF a" if dialect() == "postgresql" else ""
+    return sql(f"SELECT a.id FROM (VALUES {', '.join(['(?)'] * count)}) AS v JOIN credit_account a "
+               f"ON a.id = v.column1 WHERE a.merchant_id = ?{lock}")
+
+
 def _find_accounts(merchant_id: str, records: Iterable[Mapping[str, Any]]) -> dict[Any, str]:
     """Every account the records name that the merchant has, by id and by
-    (product, buyer), in one read per few hundred (PostgreSQL: locked, in id order)."""
-    ids = list(dict.fromkeys(record["account_id"] for record in records if "account_id" in record))
+    (product, buyer): the pairs resolved to ids, then every id read at once
+    (PostgreSQL: locked, in id order, so batches never deadlock)."""
+    ids = {record["account_id"] for record in records if "account_id" in record}
     pairs = list(dict.fromkeys((record["product_id"], record["buyer_email"])
                                for record in records if "account_id" not in record))
     found: dict[Any, str] = {}
-    lock = " ORDER BY id FOR UPDATE" if dialect() == "postgresql" else ""
-    for start in range(0, max(len(ids), len(pairs)), _CHUNK):
-        some_ids, some_pairs = ids[start:start + _CHUNK], pairs[start:start + _CHUNK]
-        named = []
-        if some_ids:
-            named.append(f"id IN ({', '.join(['?'] * len(some_ids))})")
-        if some_pairs:
-            named.append(f"(product_id, buyer_email) IN (VALUES {', '.join(['(?, ?)'] * len(some_pairs))})")
-        rows = db.execute_sql(sql(
-            f"SELECT id, product_id, buyer_email FROM credit_account WHERE merchant_id = ? AND ({' OR '.join(named)})"
-            + lock), (merchant_id, *some_ids, *(part for pair in some_pairs for part in pair))).fetchall()
-        for account_id, product_id, buyer_email in rows:
-            found[account_id] = account_id
+    for start in range(0, len(pairs), _CHUNK):
+        some = pairs[start:start + _CHUNK]
+        rows = db.execute_sql(lookup_sql("pair", len(some)), (*(part for pair in some for part in pair), merchant_id))
+        for account_id, product_id, buyer_email in rows.fetchall():
             found[(product_id, buyer_email)] = account_id
+            ids.add(account_id)
+    named = sorted(ids)
+    for start in range(0, len(named), _CHUNK):
+        some = named[start:start + _CHUNK]
+        for (account_id,) in db.execute_sql(lookup_sql("id", len(some)), (*some, merchant_id)).fetchall():
+            found[account_id] = account_id
     return found
 
 

@@ -256,3 +256,20 @@ def test_records_use_the_product_they_name(client, auth, merchant_id, product, f
     assert statuses(response) == [200, 200]
     assert ledger_sum(funded_account_id) == 993
     assert ledger_sum(ledger.find_account_id(merchant_id, other.id, "bob@example.com")) == 7
+
+
+@pytest.mark.parametrize("named", ["pair", "id"])
+def test_the_account_lookup_probes_an_index_per_name_never_scans_the_merchants_accounts(app, named):
+    """Found on a merchant with 10,000 accounts, a batch of 10 read 10 index entries,
+    not 10,000 rows (SQLite scanned them all for a row-value IN)."""
+    from addon_plugin import batch
+
+    count = 10 if named == "id" else 5
+    text = batch.lookup_sql(named, count)
+    if storage.dialect() == "sqlite":
+        plan = [row[-1] for row in storage.db.execute_sql("EXPLAIN QUERY PLAN " + text,
+                                                          ["x"] * (count * (2 if named == "pair" else 1) + 1))]
+        assert not any(step.startswith("SCAN a") or "credit_account_merchant_id" in step for step in plan), plan
+        assert any(step.startswith("SEARCH a USING") for step in plan), plan
+    else:  # PostgreSQL plans by statistics: check the answer instead
+        assert storage.db.execute_sql(text, ["x"] * (count * (2 if named == "pair" else 1) + 1)).fetchall() == []
