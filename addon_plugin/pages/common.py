@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, abort, current_app, render_template, request
+from flask import Blueprint, abort, current_app, g, render_template, request
 from flask import redirect as _redirect
 from werkzeug.exceptions import HTTPException
 
@@ -61,11 +62,23 @@ def money(amount: Any, currency: str) -> str:
     return f"{Decimal(str(amount))} {currency}"
 
 
-def make_blueprint(name: str) -> Blueprint:
+def make_blueprint(name: str, who: Callable[[HostHooks], Any], kept_as: str) -> Blueprint:
     """A pages blueprint: the plugin's templates and stylesheet, the helpers and
-    error pages, the CSRF check on every write."""
+    error pages, and its guard: only someone signed in (``who(plugin)``, kept as
+    ``g.<kept_as>``) sees a page, and a write only with a valid CSRF token."""
     blueprint = Blueprint(name, __name__, template_folder=os.path.join(_HERE, "templates"),
                           static_folder=os.path.join(_HERE, "static"), static_url_path="/static")
+
+    @blueprint.before_request
+    def signed_in() -> Any:
+        if request.endpoint and request.endpoint.endswith(".static"):
+            return None  # the stylesheet is public: the sign-in answer uses it too
+        refuse_inactive()
+        setattr(g, kept_as, who(plugin()))
+        if getattr(g, kept_as) is None:
+            return sign_in()
+        csrf.protect()
+        return None
 
     @blueprint.context_processor
     def helpers() -> dict[str, Any]:

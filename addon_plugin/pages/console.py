@@ -19,27 +19,14 @@ from ..hooks import PRICING_FIELDS, load_pricing
 from ..plain import plain
 from ..present import product_body
 from ..schemas import AdjustmentCreateSchema, load_fields
-from . import csrf, reports
+from . import reports
 from .charts import bar_chart
-from .common import make_blueprint, new_key, plugin, refuse_inactive, sign_in
+from .common import make_blueprint, new_key, plugin
 
 __all__ = ["console", "current_merchant", "page", "own"]
 
-console = make_blueprint("addons_console")
+console = make_blueprint("addons_console", lambda host: host.current_merchant_id(), "addons_merchant_id")
 _adjustment_schema = AdjustmentCreateSchema()
-
-
-@console.before_request
-def _signed_in_merchant() -> Any:
-    """Only a signed-in merchant, and only with a valid token on a write."""
-    if request.endpoint and request.endpoint.endswith(".static"):
-        return None  # the stylesheet is public: the sign-in answer uses it too
-    refuse_inactive()
-    g.addons_merchant_id = plugin().current_merchant_id()
-    if g.addons_merchant_id is None:
-        return sign_in()
-    csrf.protect()
-    return None
 
 
 def current_merchant() -> str:

@@ -19,27 +19,14 @@ from ..present import product_body
 from ..products import get_product
 from ..schemas import BuyerAutoTopUpSettingsSchema, load_fields
 from ..topup import consent
-from . import csrf, reports, words
+from . import reports, words
 from .charts import bar_chart
-from .common import make_blueprint, new_key, plugin, refuse_inactive, sign_in, when
+from .common import make_blueprint, new_key, plugin, when
 
 __all__ = ["portal"]
 
-portal = make_blueprint("addons_portal")
+portal = make_blueprint("addons_portal", lambda host: host.current_buyer(), "addons_buyer")
 _settings_schema = BuyerAutoTopUpSettingsSchema()
-
-
-@portal.before_request
-def _signed_in_buyer() -> Any:
-    """Only a signed-in buyer, and only with a valid token on a write."""
-    if request.endpoint and request.endpoint.endswith(".static"):
-        return None  # the stylesheet is public: the sign-in answer uses it too
-    refuse_inactive()
-    g.addons_buyer = plugin().current_buyer()
-    if g.addons_buyer is None:
-        return sign_in()
-    csrf.protect()
-    return None
 
 
 def _account_view(account: dict[str, Any], form: dict[str, Any] | None = None,
