@@ -25,6 +25,7 @@ from .errors import AccountNotFound, AddonError, AmbiguousInvoice
 from .idempotency import Outcome
 from .pagination import paginate
 from .present import account_body, adjustment_body, entry_body, grant_body, top_up_body, usage_body
+from .products import get_product
 from .schemas import (
     AccountListQuerySchema,
     AdjustmentCreateSchema,
@@ -39,11 +40,13 @@ from .schemas import (
     WriteSchema,
     load_fields,
 )
+from .topup import consent
 
 if TYPE_CHECKING:
     from .hooks import SignedInBuyer
 
-__all__ = ["get_account", "list_accounts", "list_entries", "list_grants", "list_top_ups", "list_consents", "adjust",
+__all__ = ["get_account", "list_accounts", "list_entries", "list_grants", "list_top_ups", "list_consents",
+           "auto_top_up_terms", "adjust",
            "record_usage", "set_auto_top_up", "set_buyer_auto_top_up", "resolve_top_up", "get_hold", "list_holds",
            "place_hold", "capture_hold", "release_hold"]
 
@@ -166,6 +169,14 @@ def list_consents(merchant_id: str, account_id: str, *, limit: int = 50, cursor:
     the buyer agreed to (the exact terms), who changed it and from where."""
     args = load_fields(_page_schema, _given(limit=limit, cursor=cursor))
     return topup.list_consents(account_id, merchant_id=merchant_id, limit=args["limit"], cursor=args.get("cursor"))
+
+
+def auto_top_up_terms(merchant_id: str, product_id: str, *, threshold: int, monthly_limit: str | None = None) -> str:
+    """The exact terms a buyer agrees to by switching auto top-up on for the
+    product at ``threshold`` (``monthly_limit``: a decimal string, or None): what
+    to show beside the switch, a checkout's opt-in included. The consent record
+    keeps this text word for word (while the product's price stays the same)."""
+    return consent.terms_for(get_product(merchant_id, product_id), threshold=threshold, monthly_limit=monthly_limit)
 
 
 def set_buyer_auto_top_up(buyer: SignedInBuyer, account_id: str, data: Mapping[str, Any], *,

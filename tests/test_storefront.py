@@ -4,6 +4,7 @@ pages themselves are tested in tests/pages/)."""
 
 from __future__ import annotations
 
+import html
 import re
 import sys
 from pathlib import Path
@@ -57,9 +58,15 @@ def field_errors(html: str) -> dict[str, str]:
     return dict(re.findall(r'class="(?:field|addon)-error" id="([\w-]+)-error">([^<]*)<', html))
 
 
-def pay(browser, product: shop.Product, **form):
+def pay(browser, product: shop.Product, *, agree: bool = True, **form):
+    """Post the checkout form; with the auto top-up opt-in, agree to the terms it shows first (``agree``)."""
     data = {"email": "ann@example.com", "quantity": "1", "payment_method": "pm_card_visa", **form}
-    return browser.post(f"/checkout/{product.id}", data=data)
+    answer = browser.post(f"/checkout/{product.id}", data=data)
+    review = re.search(r'name="checkout_id" value="(\w+)".*name="terms_digest" value="(\w+)"', answer.text, re.S)
+    if agree and review:
+        answer = browser.post(f"/checkout/{product.id}",
+                              data={**data, "checkout_id": review.group(1), "terms_digest": review.group(2)})
+    return answer
 
 
 def start_render(browser, account_id: str) -> str:
@@ -187,6 +194,22 @@ def test_checkout_with_the_opt_in_switches_auto_top_up_on(browser, merchant_id):
     page = browser.get("/credits/").text
     assert "On: tops up at 40 credits, at most 50.00 USD a month." in page and "19.00 USD" in page
     assert "Automatic top-up" in page
+
+
+def test_the_opt_in_shows_the_exact_terms_and_charges_only_once_agreed(browser, merchant_id):
+    renders = product_named("Render credits")
+    review = pay(browser, renders, agree=False, auto_top_up="on", threshold="40", monthly_limit="50")
+    assert review.status_code == 200 and "I agree: pay" in review.text
+    assert current_gateway().calls == 0 and shop.Order.select().count() == 0
+    shown = re.search(r"<blockquote id=\"terms\" data-terms>(.*?)</blockquote>", review.text, re.S).group(1)
+    assert "19.00 USD" in shown and "40 credits" in shown and "50.00 USD" in shown
+    forged = pay(browser, renders, agree=False, auto_top_up="on", threshold="40", monthly_limit="50",
+                 terms_digest="0" * 64)
+    assert "I agree: pay" in forged.text and current_gateway().calls == 0  # not what was shown: shown again
+    pay(browser, renders, auto_top_up="on", threshold="40", monthly_limit="50")
+    [record] = storage.AutoTopUpConsent.select()
+    assert html.unescape(shown) == record.terms
+    assert current_gateway().calls == 1 and shop.Order.select().count() == 1
 
 
 def test_a_declined_card_records_nothing(browser, merchant_id):

@@ -5,10 +5,14 @@ where credits are spent. "My credits" is the plugin's buyer portal (mounted at
 Checkout charges the card itself (through the plugin's configured gateway, here
 the ``"test"`` one), records the host's order, then calls ``order_paid``: the
 plugin grants the credits and, if the buyer opted in, switches auto top-up on.
+An opt-in first shows the exact terms (``accounts.auto_top_up_terms``) that the
+consent record will keep, and pays only once the buyer agrees to them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import uuid
 from decimal import Decimal
@@ -97,6 +101,13 @@ def checkout(product_id: int):
         if shop.Order.select().where(shop.Order.checkout_id == checkout_id).exists():
             return redirect(url_for("addons_portal.index"))
         errors, values = _checkout_errors(request.form, addon)
+        terms = None if errors or values["threshold"] is None else accounts.auto_top_up_terms(
+            _merchant_id(), addon["id"], threshold=values["threshold"], monthly_limit=values["monthly_limit"])
+        if terms is not None and not hmac.compare_digest(request.form.get("terms_digest", "").encode(),
+                                                         _digest(terms).encode()):
+            # Auto top-up is switched on here: show the exact terms first (nothing is charged yet).
+            return render_template("checkout.html", item=item, addon=addon, cards=TEST_CARDS, errors={},
+                                   form=request.form, checkout_id=checkout_id, terms=terms, terms_digest=_digest(terms))
         if not errors:
             order = _pay(item, addon, values, checkout_id, errors)
             if order is not None:
@@ -107,6 +118,11 @@ def checkout(product_id: int):
     form = request.form if request.method == "POST" else {"email": session.get("buyer_email", ""), "quantity": "1"}
     return render_template("checkout.html", item=item, addon=addon, cards=TEST_CARDS, errors=errors,
                            form=form, checkout_id=checkout_id), (422 if errors else 200)
+
+
+def _digest(terms: str) -> str:
+    """What the review step sends back: the terms shown, so a change since (a new price) is shown again."""
+    return hashlib.sha256(terms.encode()).hexdigest()
 
 
 def _pay(item: shop.Product, addon: dict[str, Any], values: dict[str, Any], checkout_id: str,

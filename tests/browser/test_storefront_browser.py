@@ -272,6 +272,12 @@ def checkout(page: Page, email: str, *, quantity: str = "1", threshold: str | No
     if look:
         page.look("checkout")
     page.find("form.panel button[type=submit]").click()
+    if threshold is not None:  # the opt-in shows the exact terms first; paying is agreeing to them
+        page.until_visible("#terms")
+        assert f"{threshold} credits" in page.find("#terms").text
+        if look:
+            page.look("checkout-terms")
+        page.find("form.panel button[type=submit]").click()
     page.until_text(".addons-flash", "credits added.")
     assert page.driver.current_url.endswith("/credits/")
 
