@@ -34,8 +34,8 @@ def test_everything_the_plugin_keeps_per_app_is_one_state_object(app, client):
     assert state is get_state(app) and isinstance(state, AddonsState)
     assert state.openapi is not None and {"top_ups", "webhooks.deliver", "webhooks.prune"} <= set(state.worker_tasks)
     assert state.worker_tasks["top_ups.look_up"][1] is True and state.worker_tasks["top_ups"][1] is False
-    assert set(state.pruners) == {"webhook delivery(ies)"} and state.documented_blueprints == {"addons",
-                                                                                              "addons_webhooks"}
+    assert set(state.pruners) == {"webhook delivery(ies)", "usage day(s)"}
+    assert state.documented_blueprints == {"addons", "addons_webhooks"}
 
 
 def test_a_second_init_app_on_the_same_app_raises(tmp_path):
