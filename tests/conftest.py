@@ -20,7 +20,7 @@ from flask import Flask
 import storage
 from addon_plugin import ledger, merchants, signals
 from addon_plugin.topup import TestGateway, set_auto_top_up
-from tests.helpers import POSTGRES_ADMIN_URL, THRESHOLD, Clock, bearer, create_product, empty_postgres, make_app
+from tests.helpers import POSTGRES_ADMIN_URL, THRESHOLD, Clock, bearer, create_product, make_app, on_empty_database
 
 
 def _postgres_admin():
@@ -103,12 +103,8 @@ def new_database(request, tmp_path) -> Iterator[Callable[[], str]]:
 def app(database_url, tmp_path) -> Iterator[Flask]:
     """The host app, inside an app context, on an empty migrated database."""
     app = make_app(database_url, str(tmp_path))
-    with app.app_context():
-        storage.migrate()
-        if storage.dialect() == "postgresql":
-            empty_postgres()
+    with on_empty_database(app):
         yield app
-    storage.unbind()
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from flask import Flask
@@ -35,6 +36,18 @@ def empty_postgres() -> None:
         names = ", ".join(f'"{t}"' for t in tables if t in existing)
         if names:
             storage.db.execute_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+
+
+@contextmanager
+def on_empty_database(app: Flask) -> Iterator[Flask]:
+    """``app`` in its app context, on its migrated database emptied (the run shares one
+    PostgreSQL database between tests); the database is unbound afterwards."""
+    with app.app_context():
+        storage.migrate()
+        if storage.dialect() == "postgresql":
+            empty_postgres()
+        yield app
+    storage.unbind()
 
 
 def create_product(merchant_id: str, **fields) -> storage.Product:

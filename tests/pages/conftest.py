@@ -13,7 +13,7 @@ from flask import Flask
 import storage
 from addon_plugin import AddonPlugin, ledger, merchants
 from addon_plugin.topup import TestGateway
-from tests.helpers import create_product, empty_postgres
+from tests.helpers import create_product, on_empty_database
 
 
 @pytest.fixture
@@ -33,12 +33,8 @@ def app(database_url, tmp_path, signed_in) -> Iterator[Flask]:
     plugin.merchant_loader(lambda: signed_in["merchant"])
     plugin.buyer_loader(lambda: signed_in["buyer"])
     plugin.payment_methods_loader(lambda: [("pm_card_visa", "Visa 4242"), ("pm_card_chargeDeclined", "Visa 0002")])
-    with app.app_context():
-        storage.migrate()
-        if storage.dialect() == "postgresql":
-            empty_postgres()
+    with on_empty_database(app):
         yield app
-    storage.unbind()
 
 
 @pytest.fixture
